@@ -1,0 +1,44 @@
+#!/bin/bash
+# The whole test suite: host tests (ctest: unit + integration), then the
+# kernel suite booted under QEMU (make vm-test).  Ends with one line
+# "N passed, N failed" summing both; exits non-zero if anything failed.
+set -uo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+BUILD=${BUILD:-build}
+JOBS=${JOBS:-$(nproc)}
+log=$(mktemp -d)
+trap 'rm -rf "$log"' EXIT
+
+passed=0 failed=0
+
+echo "== host tests (ctest) =="
+ctest --test-dir "$BUILD" --output-on-failure -j"$JOBS" 2>&1 | tee "$log/ctest"
+ctest_rc=${PIPESTATUS[0]}
+# "100% tests passed, 0 tests failed out of 42"
+line=$(grep -E 'tests passed, [0-9]+ tests failed out of [0-9]+' "$log/ctest" | tail -1)
+if [ -n "$line" ]; then
+	f=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\1/' <<<"$line")
+	t=$(sed -E 's/.* ([0-9]+) tests failed out of ([0-9]+).*/\2/' <<<"$line")
+	passed=$((passed + t - f)); failed=$((failed + f))
+elif [ "$ctest_rc" -ne 0 ]; then
+	failed=$((failed + 1))
+fi
+
+echo "== kernel tests (QEMU) =="
+make --no-print-directory vm-test 2>&1 | tee "$log/vm"
+vm_rc=${PIPESTATUS[0]}
+line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log/vm" | tail -1)
+if [ -n "$line" ]; then
+	passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
+	failed=$((failed + $(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
+fi
+# A run that fails without counting (build error, oops, timeout) still fails.
+if [ "$vm_rc" -ne 0 ] && { [ -z "$line" ] || [ "$(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")" = 0 ]; }; then
+	echo "vm-test: failed (exit $vm_rc) beyond the counted tests; see the log above" >&2
+	failed=$((failed + 1))
+fi
+
+echo
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
