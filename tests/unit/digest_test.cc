@@ -1,0 +1,55 @@
+#include "cid/digest.h"
+
+#include <gtest/gtest.h>
+
+#include <string>
+
+namespace cid {
+namespace {
+
+// FIPS 180-2 / NIST CSRC examples.
+TEST(DigestTest, KnownAnswers) {
+  EXPECT_EQ(Sha256::Of("").ToString(),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256::Of("abc").ToString(),
+            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Sha256::Of("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq").ToHex(),
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
+  EXPECT_EQ(Sha256::Of(std::string(1000000, 'a')).ToHex(),
+            "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
+}
+
+TEST(DigestTest, StreamingEqualsOneShot) {
+  std::string data;
+  for (int i = 0; i < 100000; i++) data += static_cast<char>(i * 7);
+  Sha256 h;
+  for (size_t off = 0; off < data.size(); off += 997) h.Update(data.data() + off, std::min<size_t>(997, data.size() - off));
+  EXPECT_EQ(h.Finish(), Sha256::Of(data));
+  // Finish resets: the same object hashes the next input from scratch.
+  h.Update("abc", 3);
+  EXPECT_EQ(h.Finish(), Sha256::Of("abc"));
+}
+
+TEST(DigestTest, ParseRoundTrip) {
+  Digest d = Sha256::Of("round trip");
+  auto p = Digest::Parse(d.ToString());
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(*p, d);
+  std::string upper = d.ToHex();
+  for (char& c : upper) c = static_cast<char>(toupper(c));
+  auto q = Digest::Parse(upper);
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(*q, d);
+}
+
+TEST(DigestTest, ParseRejectsBadInput) {
+  EXPECT_FALSE(Digest::Parse("").ok());
+  EXPECT_FALSE(Digest::Parse("sha256:abc").ok());
+  EXPECT_FALSE(Digest::Parse("md5:" + std::string(64, '0')).ok());
+  auto bad = Digest::Parse("sha256:" + std::string(63, '0') + "g");
+  ASSERT_FALSE(bad.ok());
+  EXPECT_NE(bad.status().message().find("hex"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cid

@@ -1,0 +1,198 @@
+#include "cid/index.h"
+
+#include <gtest/gtest.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "test_util.h"
+
+namespace cid {
+namespace {
+
+using test::TempDir;
+
+InodeRecord Rec(uint64_t ino, const std::string& content, uint64_t dev = 7) {
+  InodeRecord r;
+  r.dev = dev;
+  r.ino = ino;
+  r.size = content.size();
+  r.mtime_ns = 1000 + static_cast<int64_t>(ino);
+  r.ctime_ns = 2000 + static_cast<int64_t>(ino);
+  r.digest = Sha256::Of(content);
+  return r;
+}
+
+TEST(IndexTest, CreatesDirectoryAndPersistsRows) {
+  TempDir dir;
+  std::string path = dir / "sub/dir/index.db";
+  {
+    auto idx = Index::Open(path, Index::Mode::kReadWrite);
+    ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+    ASSERT_TRUE((*idx)->Begin().ok());
+    auto root = (*idx)->AddRoot("/r");
+    ASSERT_TRUE(root.ok());
+    ASSERT_TRUE((*idx)->PutInode(Rec(1, "one")).ok());
+    ASSERT_TRUE((*idx)->PutPath("/r/a", *root, 7, 1).ok());
+    ASSERT_TRUE((*idx)->PutPath("/r/b", *root, 7, 1).ok());  // a hardlink
+    ASSERT_TRUE((*idx)->Commit().ok());
+  }
+  auto idx = Index::Open(path, Index::Mode::kReadOnly);
+  ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+  auto in = (*idx)->FindInode(7, 1);
+  ASSERT_TRUE(in.ok());
+  ASSERT_TRUE(in->has_value());
+  EXPECT_EQ((*in)->digest, Sha256::Of("one"));
+  EXPECT_EQ((*in)->mtime_ns, 1001);
+  auto p = (*idx)->FindPath("/r/b");
+  ASSERT_TRUE(p.ok() && p->has_value());
+  EXPECT_EQ((*p)->inode.ino, 1u);
+}
+
+TEST(IndexTest, LargeDeviceAndInodeNumbersRoundTrip) {
+  TempDir dir;
+  auto idx = Index::Open(dir / "i.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(idx.ok());
+  InodeRecord r = Rec(~0ull - 1, "big", ~0ull);
+  r.size = 5ull << 30;
+  ASSERT_TRUE((*idx)->PutInode(r).ok());
+  auto got = (*idx)->FindInode(~0ull, ~0ull - 1);
+  ASSERT_TRUE(got.ok() && got->has_value());
+  EXPECT_EQ((*got)->size, 5ull << 30);
+}
+
+TEST(IndexTest, LoadTreeTakesOnlyPathsBelowTheRoot) {
+  TempDir dir;
+  auto idx = Index::Open(dir / "i.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(idx.ok());
+  auto root = (*idx)->AddRoot("/t/a");
+  ASSERT_TRUE(root.ok());
+  ASSERT_TRUE((*idx)->PutInode(Rec(1, "x")).ok());
+  for (const char* p : {"/t/a/1", "/t/a/sub/2", "/t/ab/3", "/t/a0", "/t/b/4"})
+    ASSERT_TRUE((*idx)->PutPath(p, *root, 7, 1).ok());
+  std::unordered_map<std::string, PathRecord> tree;
+  ASSERT_TRUE((*idx)->LoadTree("/t/a", &tree).ok());
+  EXPECT_EQ(tree.size(), 2u);
+  EXPECT_TRUE(tree.count("/t/a/1"));
+  EXPECT_TRUE(tree.count("/t/a/sub/2"));
+}
+
+TEST(IndexTest, OrphanInodesAreDeleted) {
+  TempDir dir;
+  auto idx = Index::Open(dir / "i.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(idx.ok());
+  ASSERT_TRUE((*idx)->PutInode(Rec(1, "kept")).ok());
+  ASSERT_TRUE((*idx)->PutInode(Rec(2, "orphan")).ok());
+  ASSERT_TRUE((*idx)->PutPath("/k", 1, 7, 1).ok());
+  auto n = (*idx)->DeleteOrphanInodes();
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(*n, 1u);
+  auto gone = (*idx)->FindInode(7, 2);
+  ASSERT_TRUE(gone.ok());
+  EXPECT_FALSE(gone->has_value());
+}
+
+TEST(IndexTest, GarbageFileIsReportedAsCorruptWithItsPath) {
+  TempDir dir;
+  std::string path = dir / "index.db";
+  test::WriteFile(path, std::string(8192, 'Z'));
+  for (auto mode : {Index::Mode::kReadWrite, Index::Mode::kReadOnly}) {
+    auto idx = Index::Open(path, mode);
+    ASSERT_FALSE(idx.ok());
+    EXPECT_TRUE(idx.status().IsCorruption()) << idx.status().ToString();
+    EXPECT_NE(idx.status().message().find(path), std::string::npos) << idx.status().ToString();
+  }
+  EXPECT_EQ(test::ReadFile(path), std::string(8192, 'Z')) << "a bad index must not be overwritten";
+}
+
+TEST(IndexTest, DamagedPagesAreReportedAsCorrupt) {
+  TempDir dir;
+  std::string path = dir / "index.db";
+  {
+    auto idx = Index::Open(path, Index::Mode::kReadWrite);
+    ASSERT_TRUE(idx.ok());
+    ASSERT_TRUE((*idx)->Begin().ok());
+    for (uint64_t i = 0; i < 3000; i++) {
+      ASSERT_TRUE((*idx)->PutInode(Rec(i, std::to_string(i))).ok());
+      ASSERT_TRUE((*idx)->PutPath("/some/fairly/long/path/name/" + std::to_string(i), 1, 7, i).ok());
+    }
+    ASSERT_TRUE((*idx)->Commit().ok());
+  }
+  // Checkpointed on close: the rows are in the main file.  Scribble over
+  // everything after the header page.
+  std::string data = test::ReadFile(path);
+  ASSERT_GT(data.size(), 40000u);
+  for (size_t i = 4096; i < data.size(); i++) data[i] = static_cast<char>(i * 31);
+  test::WriteFile(path, data);
+  auto idx = Index::Open(path, Index::Mode::kReadOnly);
+  Status s = idx.ok() ? (*idx)->ForEachRootInode([](int64_t, const InodeRecord&) {}) : idx.status();
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(s.IsCorruption()) << s.ToString();
+  EXPECT_NE(s.message().find(path), std::string::npos);
+}
+
+TEST(IndexTest, ForeignSqliteDatabaseIsRefused) {
+  TempDir dir;
+  std::string path = dir / "other.db";
+  sqlite3* db;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "CREATE TABLE t(x)", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto idx = Index::Open(path, Index::Mode::kReadWrite);
+  ASSERT_FALSE(idx.ok());
+  EXPECT_NE(idx.status().message().find("not a cid index"), std::string::npos) << idx.status().ToString();
+}
+
+TEST(IndexTest, LockedIndexSaysSo) {
+  TempDir dir;
+  std::string path = dir / "index.db";
+  auto idx = Index::Open(path, Index::Mode::kReadWrite);
+  ASSERT_TRUE(idx.ok());
+  sqlite3* other;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &other), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(other, "BEGIN EXCLUSIVE; INSERT INTO roots(path) VALUES('/x')", nullptr, nullptr, nullptr),
+            SQLITE_OK);
+  Status s = (*idx)->Begin();
+  ASSERT_FALSE(s.ok());
+  EXPECT_TRUE(s.IsBusy()) << s.ToString();
+  EXPECT_NE(s.message().find(path), std::string::npos);
+  EXPECT_NE(s.message().find("locked"), std::string::npos);
+  sqlite3_exec(other, "ROLLBACK", nullptr, nullptr, nullptr);
+  sqlite3_close(other);
+  EXPECT_TRUE((*idx)->Begin().ok());
+  EXPECT_TRUE((*idx)->Rollback().ok());
+}
+
+TEST(IndexTest, UnwritableLocationNamesTheFile) {
+  TempDir dir;
+  test::WriteFile(dir / "file", "x");
+  std::string path = dir / "file/index.db";  // parent is not a directory
+  auto idx = Index::Open(path, Index::Mode::kReadWrite);
+  ASSERT_FALSE(idx.ok());
+  EXPECT_NE(idx.status().message().find(path), std::string::npos) << idx.status().ToString();
+}
+
+TEST(IndexTest, ReadOnlyDirectoryIsAnErrorForUnprivilegedUsers) {
+  TempDir dir;
+  test::MakeDirs(dir / "ro");
+  ASSERT_EQ(chmod((dir / "ro").c_str(), 0555), 0);
+  ASSERT_EQ(chmod(dir.path().c_str(), 0755), 0);
+  std::string path = dir / "ro/index.db";
+  int rc = test::RunUnprivileged([&] {
+    auto idx = Index::Open(path, Index::Mode::kReadWrite);
+    if (idx.ok()) return 1;
+    return idx.status().message().find(path) != std::string::npos ? 0 : 2;
+  });
+  EXPECT_EQ(rc, 0);
+}
+
+TEST(IndexTest, MissingIndexInReadOnlyModeSuggestsAScan) {
+  TempDir dir;
+  auto idx = Index::Open(dir / "none.db", Index::Mode::kReadOnly);
+  ASSERT_FALSE(idx.ok());
+  EXPECT_TRUE(idx.status().IsNotFound());
+  EXPECT_NE(idx.status().message().find("cidctl scan"), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cid

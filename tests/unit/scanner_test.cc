@@ -1,0 +1,213 @@
+#include "cid/scanner.h"
+
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include <set>
+
+#include "cid/report.h"
+#include "cid/walker.h"
+#include "test_util.h"
+
+namespace cid {
+namespace {
+
+using test::TempDir;
+using test::WriteFile;
+
+class ScannerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    auto idx = Index::Open(db_ / "index.db", Index::Mode::kReadWrite);
+    ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+    index_ = std::move(*idx);
+  }
+  ScanStats Scan(ScanOptions o = {}) {
+    ScanStats st;
+    o.on_error = [this](const Status& s) { errors_.push_back(s); };
+    Status s = ScanTree(index_.get(), tree_.path(), o, &st);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return st;
+  }
+  std::optional<Digest> DigestOf(const std::string& rel) {
+    auto canon = CanonicalPath(tree_ / rel);
+    if (!canon.ok()) return std::nullopt;
+    auto p = index_->FindPath(*canon);
+    if (!p.ok() || !p->has_value()) return std::nullopt;
+    return (*p)->inode.digest;
+  }
+
+  TempDir tree_, db_;
+  std::unique_ptr<Index> index_;
+  std::vector<Status> errors_;
+};
+
+TEST_F(ScannerTest, RescanReadsOnlyWhatChanged) {
+  for (int i = 0; i < 30; i++) WriteFile(tree_ / ("d" + std::to_string(i % 3) + "/f" + std::to_string(i)), "v1-" + std::to_string(i));
+  ScanStats first = Scan();
+  EXPECT_EQ(first.files, 30u);
+  EXPECT_EQ(first.hashed, 30u);
+  EXPECT_EQ(first.unchanged, 0u);
+
+  ScanStats second = Scan();
+  EXPECT_EQ(second.hashed, 0u);
+  EXPECT_EQ(second.unchanged, 30u);
+
+  WriteFile(tree_ / "d1/f1", "v2 with another size");
+  ASSERT_EQ(unlink((tree_ / "d2/f2").c_str()), 0);
+  WriteFile(tree_ / "new", "brand new");
+  ScanStats third = Scan();
+  EXPECT_EQ(third.hashed, 2u);  // the changed file and the new one
+  EXPECT_EQ(third.removed, 1u);
+  EXPECT_EQ(DigestOf("d1/f1"), Sha256::Of("v2 with another size"));
+  EXPECT_EQ(DigestOf("new"), Sha256::Of("brand new"));
+  EXPECT_FALSE(DigestOf("d2/f2").has_value());
+  EXPECT_TRUE(errors_.empty());
+}
+
+TEST_F(ScannerTest, SameSizeRewriteIsNoticedByMtime) {
+  WriteFile(tree_ / "f", "aaaa");
+  struct timeval old[2] = {{1000000000, 0}, {1000000000, 0}};
+  ASSERT_EQ(utimes((tree_ / "f").c_str(), old), 0);
+  Scan();
+  WriteFile(tree_ / "f", "bbbb");
+  ScanStats st = Scan();
+  EXPECT_EQ(st.hashed, 1u);
+  EXPECT_EQ(DigestOf("f"), Sha256::Of("bbbb"));
+}
+
+TEST_F(ScannerTest, HardlinksCountOnceAndAreNotHashedTwice) {
+  WriteFile(tree_ / "a", "shared inode");
+  ASSERT_EQ(link((tree_ / "a").c_str(), (tree_ / "b").c_str()), 0);
+  ASSERT_EQ(link((tree_ / "a").c_str(), (tree_ / "c").c_str()), 0);
+  ScanStats st = Scan();
+  EXPECT_EQ(st.files, 3u);
+  EXPECT_EQ(st.inodes, 1u);
+  EXPECT_EQ(st.hardlinks, 2u);
+  EXPECT_EQ(st.hashed, 1u);
+  EXPECT_EQ(DigestOf("c"), Sha256::Of("shared inode"));
+  auto groups = FindDuplicates(index_.get(), 0);
+  ASSERT_TRUE(groups.ok());
+  EXPECT_TRUE(groups->empty()) << "hardlinks are one inode, not duplicates";
+}
+
+TEST_F(ScannerTest, InterruptedScanKeepsItsWorkAndTheNextScanContinues) {
+  for (int i = 0; i < 400; i++) WriteFile(tree_ / ("f" + std::to_string(i)), "content " + std::to_string(i));
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0};
+  ScanOptions o;
+  o.workers = 1;
+  o.stop = &stop;
+  o.batch_writes = 16;
+  o.engine = [&] {
+    return test::NewHookedEngine(NewPreadEngine(4), [&](int, ReadCompletion*) {
+      if (++reads == 100) stop = true;
+    });
+  };
+  ScanStats first = Scan(o);
+  EXPECT_TRUE(first.interrupted);
+  EXPECT_GT(first.hashed, 0u);
+  EXPECT_LT(first.hashed, 400u);
+
+  ScanStats second = Scan();
+  EXPECT_FALSE(second.interrupted);
+  EXPECT_EQ(second.unchanged, first.hashed) << "work of the interrupted scan was lost";
+  EXPECT_EQ(second.hashed + second.unchanged, 400u);
+  for (int i = 0; i < 400; i += 37) EXPECT_EQ(DigestOf("f" + std::to_string(i)), Sha256::Of("content " + std::to_string(i)));
+}
+
+TEST_F(ScannerTest, FileChangingDuringTheScanIsNotRecorded) {
+  WriteFile(tree_ / "b-stable", std::string(300000, 's'));
+  WriteFile(tree_ / "a-volatile", std::string(300000, 'v'));
+  struct timeval old[2] = {{1000000000, 0}, {1000000000, 0}};
+  ASSERT_EQ(utimes((tree_ / "a-volatile").c_str(), old), 0);
+  std::string victim = tree_ / "a-volatile";
+  ScanOptions o;
+  o.workers = 1;
+  o.hasher.buffer_size = 65536;
+  o.engine = [&] {
+    return test::NewHookedEngine(NewPreadEngine(1), [&, done = false](int, ReadCompletion*) mutable {
+      if (done) return;
+      done = true;
+      int fd = open(victim.c_str(), O_WRONLY | O_APPEND);
+      ASSERT_GE(fd, 0);
+      ASSERT_EQ(write(fd, "x", 1), 1);
+      close(fd);
+    });
+  };
+  ScanStats st = Scan(o);
+  EXPECT_EQ(st.changed, 1u);
+  EXPECT_EQ(st.hashed, 1u);
+  ASSERT_EQ(errors_.size(), 1u);
+  EXPECT_NE(errors_[0].message().find(victim), std::string::npos) << errors_[0].ToString();
+  EXPECT_FALSE(DigestOf("a-volatile").has_value());
+  EXPECT_EQ(DigestOf("b-stable"), Sha256::Of(std::string(300000, 's')));
+  // Once it is quiet, the next scan picks it up.
+  ScanStats again = Scan();
+  EXPECT_EQ(again.hashed, 1u);
+  EXPECT_EQ(DigestOf("a-volatile"), Sha256::Of(std::string(300000, 'v') + "x"));
+}
+
+TEST_F(ScannerTest, UnreadableFileIsReportedAndOthersAreIndexed) {
+  WriteFile(tree_ / "good", "g");
+  WriteFile(tree_ / "bad", "b");
+  ScanOptions o;
+  o.engine = [&] {
+    return test::NewHookedEngine(NewPreadEngine(4), [](int, ReadCompletion* c) {
+      if (c->res == 1) {  // both files are one byte; fail the first read we see
+        static bool failed = false;
+        if (!failed) {
+          failed = true;
+          c->res = -EIO;
+        }
+      }
+    });
+  };
+  o.workers = 1;
+  ScanStats st = Scan(o);
+  EXPECT_EQ(st.errors, 1u);
+  EXPECT_EQ(st.hashed, 1u);
+  ASSERT_EQ(errors_.size(), 1u);
+  EXPECT_EQ(errors_[0].err(), EIO);
+}
+
+TEST_F(ScannerTest, UnreadableDirectoryKeepsItsIndexedRows) {
+  ASSERT_EQ(chmod(tree_.path().c_str(), 0755), 0);
+  WriteFile(tree_ / "open/a", "a");
+  WriteFile(tree_ / "closed/b", "b");
+  Scan();
+  ASSERT_TRUE(DigestOf("closed/b").has_value());
+  ASSERT_EQ(chmod((tree_ / "closed").c_str(), 0), 0);
+  ASSERT_EQ(chmod(db_.path().c_str(), 0777), 0);
+  ASSERT_EQ(chmod((db_ / "index.db").c_str(), 0666), 0);
+  index_.reset();
+  std::string tree = tree_.path(), db = db_ / "index.db";
+  int rc = test::RunUnprivileged([&] {
+    auto idx = Index::Open(db, Index::Mode::kReadWrite);
+    if (!idx.ok()) return 10;
+    ScanStats st;
+    int errors = 0;
+    ScanOptions o;
+    o.on_error = [&](const Status&) { errors++; };
+    if (!ScanTree(idx->get(), tree, o, &st).ok()) return 11;
+    if (errors != 1) return 12;
+    if (st.removed != 0) return 13;  // could not look: must not forget it
+    return 0;
+  });
+  EXPECT_EQ(rc, 0);
+}
+
+TEST_F(ScannerTest, CorruptIndexStopsTheScanWithItsName) {
+  index_.reset();
+  std::string path = db_ / "index.db";
+  for (const char* suffix : {"", "-wal", "-shm"}) unlink((path + suffix).c_str());
+  WriteFile(path, std::string(4096, '\x7f'));
+  auto idx = Index::Open(path, Index::Mode::kReadWrite);
+  ASSERT_FALSE(idx.ok());
+  EXPECT_NE(idx.status().message().find(path), std::string::npos);
+}
+
+}  // namespace
+}  // namespace cid

@@ -1,0 +1,44 @@
+// Helpers shared by the unit tests: private temp dirs, files, fault engines.
+#ifndef CID_TESTS_UNIT_TEST_UTIL_H_
+#define CID_TESTS_UNIT_TEST_UTIL_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "cid/io.h"
+
+namespace cid::test {
+
+// A private directory removed (recursively) at destruction.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string operator/(const std::string& rel) const { return path_ + "/" + rel; }
+
+ private:
+  std::string path_;
+};
+
+void WriteFile(const std::string& path, const std::string& data);  // creates parent dirs
+std::string ReadFile(const std::string& path);
+std::string RandomBytes(size_t n, unsigned seed);
+void MakeDirs(const std::string& path);
+
+// Runs fn in a child process as uid/gid 65534 when we are root (so
+// permission bits apply), else in a child as ourselves.  Returns fn's
+// result, or -1 if the child died.
+int RunUnprivileged(const std::function<int()>& fn);
+
+// A ReadEngine wrapping another; before each completion is returned,
+// hook(completion_number, completion&) may change the file or the result.
+std::unique_ptr<ReadEngine> NewHookedEngine(std::unique_ptr<ReadEngine> base,
+                                            std::function<void(int n, ReadCompletion* c)> hook);
+
+}  // namespace cid::test
+
+#endif  // CID_TESTS_UNIT_TEST_UTIL_H_

@@ -1,0 +1,115 @@
+// Hashing many files at once.  A FileHasher owns one ReadEngine and keeps
+// several files in flight through it, hashing each chunk as its read
+// completes; a HashPool runs one FileHasher per core.
+//
+// A file is hashed only if it stays the same version from open to the end:
+// fstat before the first and after the last read must agree on inode, size,
+// mtime and ctime, and every read must return the bytes the size promised.
+// Otherwise the outcome is Status::Changed and no digest is given.
+#ifndef CID_HASHER_H_
+#define CID_HASHER_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cid/digest.h"
+#include "cid/io.h"
+#include "cid/status.h"
+
+namespace cid {
+
+struct HashRequest {
+  std::string path;
+  FileStat expect;  // from the walk; dev/ino must still match at open (ino 0: no check)
+  uint64_t id = 0;  // caller's cookie
+};
+
+struct HashOutcome {
+  uint64_t id = 0;
+  std::string path;
+  Status status;  // IsChanged(): the file changed while it was read
+  Digest digest;  // valid if status.ok()
+  FileStat st;    // the version that was hashed
+};
+
+struct HasherOptions {
+  size_t buffer_size = 256 << 10;  // bytes per read
+  unsigned files_in_flight = 4;    // per FileHasher
+};
+
+class FileHasher {
+ public:
+  FileHasher(std::unique_ptr<ReadEngine> engine, HasherOptions options);
+  ~FileHasher();
+  FileHasher(const FileHasher&) = delete;
+  FileHasher& operator=(const FileHasher&) = delete;
+
+  // Pulls requests with next(&req, may_block) until it returns false and
+  // reports each through done().  next() may block only when may_block.
+  void Run(const std::function<bool(HashRequest*, bool may_block)>& next,
+           const std::function<void(HashOutcome&&)>& done);
+
+  // One file, synchronously.
+  HashOutcome HashPath(const std::string& path);
+
+  const char* engine_name() const { return engine_->name(); }
+
+ private:
+  struct Slot;
+  bool Start(Slot* slot, HashRequest&& req, const std::function<void(HashOutcome&&)>& done);
+  Status SubmitNext(Slot* slot);
+  void Finish(Slot* slot, Status status, const std::function<void(HashOutcome&&)>& done);
+
+  std::unique_ptr<ReadEngine> engine_;
+  const HasherOptions options_;
+  std::vector<std::unique_ptr<Slot>> slots_;
+};
+
+class HashPool {
+ public:
+  // Once *stop is set, requests not yet started are dropped (never
+  // reported), files being read finish, and Add() ignores new requests.
+  HashPool(unsigned workers, EngineFactory factory, HasherOptions options,
+           const std::atomic<bool>* stop = nullptr);
+  ~HashPool();  // closes and joins
+  HashPool(const HashPool&) = delete;
+  HashPool& operator=(const HashPool&) = delete;
+
+  void Add(HashRequest req);
+  void Close();   // no more requests
+  void Cancel();  // drop requests not yet started (they are never reported)
+  // Appends finished outcomes.  With wait, blocks until there is at least
+  // one or every request is done.  Returns true while more may come, false
+  // once the pool is closed and everything added has been taken.
+  bool Take(std::vector<HashOutcome>* out, bool wait);
+  size_t pending() const;
+  std::string engine_name() const;
+
+ private:
+  bool Next(HashRequest* req, bool may_block);
+  bool Stopped() const { return stop_ && stop_->load(std::memory_order_relaxed); }
+  void Done(HashOutcome&& o);
+
+  mutable std::mutex mu_;
+  std::condition_variable work_cv_;  // requests_ grew or closed_
+  std::condition_variable done_cv_;  // outcomes_ grew or a worker exited
+  std::deque<HashRequest> requests_;  // guarded by mu_
+  std::deque<HashOutcome> outcomes_;  // guarded by mu_
+  bool closed_ = false;               // guarded by mu_
+  size_t in_progress_ = 0;            // added but not yet taken; guarded by mu_
+  std::string engine_name_;           // guarded by mu_
+  const std::atomic<bool>* const stop_;
+  std::vector<std::thread> threads_;
+};
+
+}  // namespace cid
+
+#endif  // CID_HASHER_H_

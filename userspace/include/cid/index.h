@@ -1,0 +1,110 @@
+// The persistent index: one SQLite database (WAL) with one row per inode
+// seen (device, inode, size, mtime/ctime in ns, digest), the paths that
+// name each inode, and the roots that were scanned.  Writers work in short
+// transactions, so an interrupted scan loses at most its last batch and the
+// next scan continues where it stopped.
+//
+// Schema (PRAGMA user_version 1, application_id 'CID1'):
+//   roots(id, path UNIQUE, scanned_ns, complete)
+//   inodes(dev, ino, size, mtime_ns, ctime_ns, digest BLOB(32)), PK (dev, ino)
+//   paths(path PK, root_id, dev, ino)
+#ifndef CID_INDEX_H_
+#define CID_INDEX_H_
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "cid/digest.h"
+#include "cid/status.h"
+
+struct sqlite3;
+struct sqlite3_stmt;
+
+namespace cid {
+
+struct InodeRecord {
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  Digest digest;
+};
+
+struct PathRecord {
+  std::string path;
+  int64_t root_id = 0;
+  InodeRecord inode;
+};
+
+struct RootRecord {
+  int64_t id = 0;
+  std::string path;
+  int64_t scanned_ns = 0;  // end of the last scan, 0 if never finished
+  bool complete = false;   // the last scan ran to the end
+};
+
+// The default index: /var/lib/cid/index.db for root, otherwise
+// $XDG_STATE_HOME/cid/index.db (default ~/.local/state/cid/index.db).
+std::string DefaultIndexPath();
+
+class Index {
+ public:
+  enum class Mode { kReadOnly, kReadWrite };
+
+  // kReadWrite creates the file (and its directory) if needed; kReadOnly
+  // requires it to exist.  Errors name the file and say what is wrong
+  // (not a database, damaged, locked, not writable).
+  static Result<std::unique_ptr<Index>> Open(const std::string& path, Mode mode);
+  ~Index();
+  Index(const Index&) = delete;
+  Index& operator=(const Index&) = delete;
+
+  const std::string& path() const { return path_; }
+
+  Status Begin();
+  Status Commit();
+  Status Rollback();
+
+  Result<int64_t> AddRoot(const std::string& root);
+  Status SetRootScanned(int64_t root_id, bool complete, int64_t when_ns);
+  Result<std::vector<RootRecord>> Roots();
+
+  // Every path equal to or below `root`, keyed by path.
+  Status LoadTree(const std::string& root, std::unordered_map<std::string, PathRecord>* out);
+  Result<std::optional<InodeRecord>> FindInode(uint64_t dev, uint64_t ino);
+  Result<std::optional<PathRecord>> FindPath(const std::string& path);
+
+  Status PutInode(const InodeRecord& rec);
+  Status PutPath(const std::string& path, int64_t root_id, uint64_t dev, uint64_t ino);
+  Status DeletePath(const std::string& path);
+  // Removes inodes no path names any more; returns how many.
+  Result<uint64_t> DeleteOrphanInodes();
+
+  // Each (root, inode) once, for reports.
+  Status ForEachRootInode(const std::function<void(int64_t root_id, const InodeRecord&)>& fn);
+  // Every path of every inode whose digest is shared by another inode of at
+  // least min_size bytes, ordered by digest, dev, ino, path.
+  Status ForEachDuplicate(uint64_t min_size,
+                          const std::function<void(const InodeRecord&, const std::string& path)>& fn);
+
+ private:
+  Index(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
+  Status Init(Mode mode);
+  Status Exec(const char* sql);
+  Result<sqlite3_stmt*> Prepare(const char* sql);  // cached per SQL text
+  Status Error(const char* what, int rc) const;
+
+  const std::string path_;
+  sqlite3* db_;
+  std::unordered_map<const char*, sqlite3_stmt*> stmts_;
+};
+
+}  // namespace cid
+
+#endif  // CID_INDEX_H_

@@ -1,0 +1,74 @@
+// File I/O behind a small interface, so tests can inject faults (LevelDB's
+// Env).  A ReadEngine queues positioned reads and returns their completions;
+// the io_uring engine keeps many reads in flight, the pread engine is the
+// fallback where io_uring is refused (seccomp, old kernels, CID_NO_URING=1).
+#ifndef CID_IO_H_
+#define CID_IO_H_
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "cid/status.h"
+
+namespace cid {
+
+// What the index remembers about an inode to decide whether it changed.
+struct FileStat {
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  uint64_t size = 0;
+  int64_t mtime_ns = 0;
+  int64_t ctime_ns = 0;
+  uint32_t mode = 0;
+  uint64_t nlink = 0;
+
+  static FileStat From(const struct stat& st);
+  // Same inode with the same size, mtime and ctime.
+  bool SameVersion(const FileStat& o) const {
+    return dev == o.dev && ino == o.ino && size == o.size && mtime_ns == o.mtime_ns &&
+           ctime_ns == o.ctime_ns;
+  }
+};
+
+struct ReadCompletion {
+  uint64_t tag;  // as given to Submit
+  int64_t res;   // bytes read, or -errno
+};
+
+class ReadEngine {
+ public:
+  virtual ~ReadEngine() = default;
+  ReadEngine() = default;
+  ReadEngine(const ReadEngine&) = delete;
+  ReadEngine& operator=(const ReadEngine&) = delete;
+
+  // Queues a read of `len` bytes at `off`; the completion carries `tag`.
+  // At most depth() reads may be outstanding.
+  virtual Status Submit(int fd, void* buf, uint32_t len, uint64_t off, uint64_t tag) = 0;
+  // Starts queued reads and waits until at least one has completed;
+  // appends every completion available to `out`.
+  virtual Status Wait(std::vector<ReadCompletion>* out) = 0;
+  virtual unsigned depth() const = 0;
+  virtual const char* name() const = 0;
+};
+
+std::unique_ptr<ReadEngine> NewPreadEngine(unsigned depth);
+// Fails with the errno io_uring_queue_init returned (EPERM, ENOSYS, ENOMEM).
+Result<std::unique_ptr<ReadEngine>> NewUringEngine(unsigned depth);
+
+using EngineFactory = std::function<std::unique_ptr<ReadEngine>()>;
+
+// io_uring unless CID_NO_URING is set to a non-empty value other than "0";
+// if io_uring is refused, prints once to stderr
+//   "<prog>: io_uring unavailable (<strerror>), falling back to pread"
+// and returns pread engines from then on.
+EngineFactory DefaultEngineFactory(unsigned depth);
+
+}  // namespace cid
+
+#endif  // CID_IO_H_

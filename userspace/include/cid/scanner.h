@@ -1,0 +1,65 @@
+// Scanning: walk a tree, hash what is new or changed, record it in the
+// index.  Files whose path, inode, size, mtime and ctime match the index are
+// not read again.  Writes are committed in batches, so an interrupted scan
+// (stop flag, Ctrl-C, kill -9) keeps everything up to its last batch.
+#ifndef CID_SCANNER_H_
+#define CID_SCANNER_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <string>
+
+#include "cid/hasher.h"
+#include "cid/index.h"
+#include "cid/io.h"
+#include "cid/status.h"
+
+namespace cid {
+
+struct ScanProgress {
+  uint64_t files = 0;         // regular files walked so far
+  uint64_t hashed = 0;        // files hashed so far
+  uint64_t hashed_bytes = 0;  // bytes hashed so far
+  uint64_t queued = 0;        // waiting to be hashed
+};
+
+struct ScanOptions {
+  unsigned workers = 0;  // hashing threads; 0: one per online CPU
+  EngineFactory engine;  // empty: DefaultEngineFactory(kDefaultQueueDepth)
+  HasherOptions hasher;
+  uint64_t batch_writes = 4096;                      // commit after this many writes
+  std::chrono::milliseconds batch_time{1000};        // or after this long
+  const std::atomic<bool>* stop = nullptr;           // set to stop early
+  std::function<void(const Status&)> on_error;       // unreadable or changed files
+  std::function<void(const ScanProgress&)> on_progress;  // about 10 times a second
+
+  static constexpr unsigned kDefaultQueueDepth = 32;
+};
+
+struct ScanStats {
+  std::string root;         // canonical
+  uint64_t files = 0;       // regular-file paths walked
+  uint64_t inodes = 0;      // distinct inodes among them
+  uint64_t hardlinks = 0;   // paths naming an inode already seen in this scan
+  uint64_t unchanged = 0;   // inodes the index already had (not read)
+  uint64_t hashed = 0;      // inodes read and recorded
+  uint64_t hashed_bytes = 0;
+  uint64_t changed = 0;     // changed while being read; not recorded
+  uint64_t errors = 0;      // unreadable files and directories
+  uint64_t symlinks = 0;    // not followed
+  uint64_t special = 0;     // devices, FIFOs, sockets: skipped
+  uint64_t removed = 0;     // paths that are gone from the tree
+  bool interrupted = false;
+  double seconds = 0;
+  std::string engine;       // "io_uring" or "pread"
+};
+
+// Errors: the root cannot be examined, or the index fails (named in the
+// message).  File-level problems go to on_error and the counters.
+Status ScanTree(Index* index, const std::string& root, const ScanOptions& options, ScanStats* stats);
+
+}  // namespace cid
+
+#endif  // CID_SCANNER_H_

@@ -1,0 +1,408 @@
+#include "cid/index.h"
+
+#include <errno.h>
+#include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <cstring>
+
+namespace cid {
+
+namespace {
+
+constexpr int kSchemaVersion = 1;
+constexpr int kApplicationId = 0x43494431;  // 'CID1'
+constexpr int kBusyTimeoutMs = 2000;
+
+const char kSchema[] = R"sql(
+CREATE TABLE IF NOT EXISTS roots(
+  id INTEGER PRIMARY KEY,
+  path TEXT NOT NULL UNIQUE,
+  scanned_ns INTEGER NOT NULL DEFAULT 0,
+  complete INTEGER NOT NULL DEFAULT 0);
+CREATE TABLE IF NOT EXISTS inodes(
+  dev INTEGER NOT NULL,
+  ino INTEGER NOT NULL,
+  size INTEGER NOT NULL,
+  mtime_ns INTEGER NOT NULL,
+  ctime_ns INTEGER NOT NULL,
+  digest BLOB NOT NULL,
+  PRIMARY KEY(dev, ino)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS inodes_by_digest ON inodes(digest);
+CREATE TABLE IF NOT EXISTS paths(
+  path TEXT PRIMARY KEY,
+  root_id INTEGER NOT NULL,
+  dev INTEGER NOT NULL,
+  ino INTEGER NOT NULL) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS paths_by_inode ON paths(dev, ino);
+)sql";
+
+Status MakeDirs(const std::string& dir) {
+  if (dir.empty()) return Status::OK();
+  struct stat st;
+  if (stat(dir.c_str(), &st) == 0) return Status::OK();
+  size_t slash = dir.rfind('/');
+  if (slash != std::string::npos && slash > 0) {
+    Status s = MakeDirs(dir.substr(0, slash));
+    if (!s.ok()) return s;
+  }
+  if (mkdir(dir.c_str(), 0755) < 0 && errno != EEXIST) return Status::FromErrno(dir, errno);
+  return Status::OK();
+}
+
+// sqlite stores integers signed; device and inode numbers are unsigned.
+int64_t S(uint64_t v) { return static_cast<int64_t>(v); }
+uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
+
+InodeRecord ReadInode(sqlite3_stmt* st, int col) {
+  InodeRecord r;
+  r.dev = U(sqlite3_column_int64(st, col));
+  r.ino = U(sqlite3_column_int64(st, col + 1));
+  r.size = U(sqlite3_column_int64(st, col + 2));
+  r.mtime_ns = sqlite3_column_int64(st, col + 3);
+  r.ctime_ns = sqlite3_column_int64(st, col + 4);
+  const void* blob = sqlite3_column_blob(st, col + 5);
+  if (blob && sqlite3_column_bytes(st, col + 5) == static_cast<int>(kDigestSize))
+    memcpy(r.digest.bytes.data(), blob, kDigestSize);
+  return r;
+}
+
+// Resets a cached statement whatever way the caller leaves.
+struct StmtReset {
+  sqlite3_stmt* st;
+  ~StmtReset() {
+    sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
+  }
+};
+
+}  // namespace
+
+std::string DefaultIndexPath() {
+  if (geteuid() == 0) return "/var/lib/cid/index.db";
+  const char* state = getenv("XDG_STATE_HOME");
+  if (state && *state) return std::string(state) + "/cid/index.db";
+  const char* home = getenv("HOME");
+  return std::string(home && *home ? home : ".") + "/.local/state/cid/index.db";
+}
+
+Status Index::Error(const char* what, int rc) const {
+  std::string msg = "index " + path_ + ": " + what + ": " + sqlite3_errmsg(db_);
+  switch (rc & 0xff) {
+    case SQLITE_NOTADB:
+    case SQLITE_CORRUPT:
+      return Status::Corruption(msg + " (the index is damaged; move it aside and scan again)");
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+      return Status::Busy(msg + " (another process holds the index locked)");
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_PERM:
+      return Status::IoError(msg + " (check that the file and its directory are writable)", EACCES);
+    case SQLITE_FULL:
+      return Status::IoError(msg, ENOSPC);
+    default:
+      return Status::IoError(msg);
+  }
+}
+
+Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode) {
+  int flags = SQLITE_OPEN_NOMUTEX;
+  if (mode == Mode::kReadOnly) {
+    struct stat st;
+    if (stat(path.c_str(), &st) < 0) {
+      if (errno == ENOENT)
+        return Status::NotFound("index " + path + " does not exist; run 'cidctl scan PATH' first");
+      return Status::FromErrno("index " + path, errno);
+    }
+    flags |= SQLITE_OPEN_READONLY;
+  } else {
+    size_t slash = path.rfind('/');
+    if (slash != std::string::npos && slash > 0) {
+      Status s = MakeDirs(path.substr(0, slash));
+      if (!s.ok()) return Status::IoError("index " + path + ": cannot create its directory: " + s.message(), s.err());
+    }
+    flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+  }
+  sqlite3* db = nullptr;
+  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  std::unique_ptr<Index> idx(new Index(path, db));
+  if (rc != SQLITE_OK) return idx->Error("cannot open", rc);
+  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  sqlite3_extended_result_codes(db, 1);
+  Status s = idx->Init(mode);
+  if (!s.ok()) return s;
+  return idx;
+}
+
+Status Index::Init(Mode mode) {
+  // Reading the header is the first thing that touches the file, so a file
+  // that is not a database fails here with SQLITE_NOTADB.
+  auto ver = Prepare("PRAGMA user_version");
+  if (!ver.ok()) return ver.status();
+  int rc = sqlite3_step(*ver);
+  if (rc != SQLITE_ROW) return Error("reading the schema version", rc);
+  int version = sqlite3_column_int(*ver, 0);
+  sqlite3_reset(*ver);
+  auto app = Prepare("PRAGMA application_id");
+  if (!app.ok()) return app.status();
+  rc = sqlite3_step(*app);
+  if (rc != SQLITE_ROW) return Error("reading the application id", rc);
+  int app_id = sqlite3_column_int(*app, 0);
+  sqlite3_reset(*app);
+
+  if (version > kSchemaVersion)
+    return Status::Unsupported("index " + path_ + ": schema version " + std::to_string(version) +
+                               " is newer than this cidctl understands (" + std::to_string(kSchemaVersion) + ")");
+  if (app_id != 0 && app_id != kApplicationId)
+    return Status::Corruption("index " + path_ + ": an SQLite database, but not a cid index (application_id " +
+                              std::to_string(app_id) + ")");
+  if (mode == Mode::kReadOnly) {
+    if (version == 0) return Status::Corruption("index " + path_ + ": not a cid index (no schema)");
+    return Status::OK();
+  }
+  if (version == 0 && app_id == 0) {
+    // A new file, or an SQLite database someone else made: refuse the latter.
+    auto n = Prepare("SELECT count(*) FROM sqlite_master");
+    if (!n.ok()) return n.status();
+    rc = sqlite3_step(*n);
+    if (rc != SQLITE_ROW) return Error("reading the schema", rc);
+    int tables = sqlite3_column_int(*n, 0);
+    sqlite3_reset(*n);
+    if (tables != 0) return Status::Corruption("index " + path_ + ": an SQLite database, but not a cid index");
+  }
+  // WAL: readers never block the scanner, and a killed scanner leaves every
+  // committed batch intact.  synchronous=NORMAL is durable against process
+  // death; only a power cut can lose the last batches, never corrupt.
+  Status s = Exec("PRAGMA journal_mode=WAL");
+  if (!s.ok()) return s;
+  s = Exec("PRAGMA synchronous=NORMAL");
+  if (!s.ok()) return s;
+  if (version == 0) {
+    s = Exec("BEGIN IMMEDIATE");
+    if (!s.ok()) return s;
+    s = Exec(kSchema);
+    if (s.ok()) s = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
+    if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
+    if (!s.ok()) {
+      Exec("ROLLBACK");
+      return s;
+    }
+    s = Exec("COMMIT");
+    if (!s.ok()) return s;
+  }
+  return Status::OK();
+}
+
+Index::~Index() {
+  for (auto& [sql, st] : stmts_) sqlite3_finalize(st);
+  if (db_) sqlite3_close(db_);
+}
+
+Status Index::Exec(const char* sql) {
+  char* err = nullptr;
+  int rc = sqlite3_exec(db_, sql, nullptr, nullptr, &err);
+  sqlite3_free(err);
+  if (rc != SQLITE_OK) return Error(sql, rc);
+  return Status::OK();
+}
+
+Result<sqlite3_stmt*> Index::Prepare(const char* sql) {
+  auto it = stmts_.find(sql);
+  if (it != stmts_.end()) return it->second;
+  sqlite3_stmt* st = nullptr;
+  int rc = sqlite3_prepare_v2(db_, sql, -1, &st, nullptr);
+  if (rc != SQLITE_OK) return Error("preparing a query", rc);
+  stmts_[sql] = st;
+  return st;
+}
+
+Status Index::Begin() { return Exec("BEGIN IMMEDIATE"); }
+Status Index::Commit() { return Exec("COMMIT"); }
+Status Index::Rollback() { return Exec("ROLLBACK"); }
+
+Result<int64_t> Index::AddRoot(const std::string& root) {
+  auto ins = Prepare("INSERT INTO roots(path) VALUES(?1) ON CONFLICT(path) DO NOTHING");
+  if (!ins.ok()) return ins.status();
+  {
+    StmtReset r{*ins};
+    sqlite3_bind_text(*ins, 1, root.c_str(), -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(*ins);
+    if (rc != SQLITE_DONE) return Error("adding a root", rc);
+  }
+  auto sel = Prepare("SELECT id FROM roots WHERE path=?1");
+  if (!sel.ok()) return sel.status();
+  StmtReset r{*sel};
+  sqlite3_bind_text(*sel, 1, root.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(*sel);
+  if (rc != SQLITE_ROW) return Error("reading a root", rc);
+  return sqlite3_column_int64(*sel, 0);
+}
+
+Status Index::SetRootScanned(int64_t root_id, bool complete, int64_t when_ns) {
+  auto st = Prepare("UPDATE roots SET scanned_ns=?2, complete=?3 WHERE id=?1");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_int64(*st, 1, root_id);
+  sqlite3_bind_int64(*st, 2, when_ns);
+  sqlite3_bind_int(*st, 3, complete ? 1 : 0);
+  int rc = sqlite3_step(*st);
+  if (rc != SQLITE_DONE) return Error("updating a root", rc);
+  return Status::OK();
+}
+
+Result<std::vector<RootRecord>> Index::Roots() {
+  auto st = Prepare("SELECT id, path, scanned_ns, complete FROM roots ORDER BY path");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  std::vector<RootRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
+    RootRecord rr;
+    rr.id = sqlite3_column_int64(*st, 0);
+    rr.path = reinterpret_cast<const char*>(sqlite3_column_text(*st, 1));
+    rr.scanned_ns = sqlite3_column_int64(*st, 2);
+    rr.complete = sqlite3_column_int(*st, 3) != 0;
+    out.push_back(std::move(rr));
+  }
+  if (rc != SQLITE_DONE) return Error("listing roots", rc);
+  return out;
+}
+
+Status Index::LoadTree(const std::string& root, std::unordered_map<std::string, PathRecord>* out) {
+  // Paths below root sort between "root/" and "root0" ('0' follows '/').
+  auto st = Prepare(
+      "SELECT p.path, p.root_id, i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest "
+      "FROM paths p JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino "
+      "WHERE p.path=?1 OR (p.path>=?2 AND p.path<?3)");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  std::string base = root == "/" ? "" : root;
+  std::string lo = base + "/", hi = base + "0";
+  sqlite3_bind_text(*st, 1, root.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(*st, 2, lo.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(*st, 3, hi.c_str(), -1, SQLITE_TRANSIENT);
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
+    PathRecord pr;
+    pr.path = reinterpret_cast<const char*>(sqlite3_column_text(*st, 0));
+    pr.root_id = sqlite3_column_int64(*st, 1);
+    pr.inode = ReadInode(*st, 2);
+    std::string key = pr.path;
+    out->emplace(std::move(key), std::move(pr));
+  }
+  if (rc != SQLITE_DONE) return Error("loading the tree", rc);
+  return Status::OK();
+}
+
+Result<std::optional<InodeRecord>> Index::FindInode(uint64_t dev, uint64_t ino) {
+  auto st = Prepare("SELECT dev, ino, size, mtime_ns, ctime_ns, digest FROM inodes WHERE dev=?1 AND ino=?2");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_int64(*st, 1, S(dev));
+  sqlite3_bind_int64(*st, 2, S(ino));
+  int rc = sqlite3_step(*st);
+  if (rc == SQLITE_DONE) return std::optional<InodeRecord>();
+  if (rc != SQLITE_ROW) return Error("looking up an inode", rc);
+  return std::optional<InodeRecord>(ReadInode(*st, 0));
+}
+
+Result<std::optional<PathRecord>> Index::FindPath(const std::string& path) {
+  auto st = Prepare(
+      "SELECT p.path, p.root_id, i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest "
+      "FROM paths p JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino WHERE p.path=?1");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_text(*st, 1, path.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(*st);
+  if (rc == SQLITE_DONE) return std::optional<PathRecord>();
+  if (rc != SQLITE_ROW) return Error("looking up a path", rc);
+  PathRecord pr;
+  pr.path = path;
+  pr.root_id = sqlite3_column_int64(*st, 1);
+  pr.inode = ReadInode(*st, 2);
+  return std::optional<PathRecord>(std::move(pr));
+}
+
+Status Index::PutInode(const InodeRecord& rec) {
+  auto st = Prepare(
+      "INSERT OR REPLACE INTO inodes(dev, ino, size, mtime_ns, ctime_ns, digest) VALUES(?1,?2,?3,?4,?5,?6)");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_int64(*st, 1, S(rec.dev));
+  sqlite3_bind_int64(*st, 2, S(rec.ino));
+  sqlite3_bind_int64(*st, 3, S(rec.size));
+  sqlite3_bind_int64(*st, 4, rec.mtime_ns);
+  sqlite3_bind_int64(*st, 5, rec.ctime_ns);
+  sqlite3_bind_blob(*st, 6, rec.digest.bytes.data(), kDigestSize, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(*st);
+  if (rc != SQLITE_DONE) return Error("writing an inode", rc);
+  return Status::OK();
+}
+
+Status Index::PutPath(const std::string& path, int64_t root_id, uint64_t dev, uint64_t ino) {
+  auto st = Prepare("INSERT OR REPLACE INTO paths(path, root_id, dev, ino) VALUES(?1,?2,?3,?4)");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_text(*st, 1, path.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(*st, 2, root_id);
+  sqlite3_bind_int64(*st, 3, S(dev));
+  sqlite3_bind_int64(*st, 4, S(ino));
+  int rc = sqlite3_step(*st);
+  if (rc != SQLITE_DONE) return Error("writing a path", rc);
+  return Status::OK();
+}
+
+Status Index::DeletePath(const std::string& path) {
+  auto st = Prepare("DELETE FROM paths WHERE path=?1");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_text(*st, 1, path.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(*st);
+  if (rc != SQLITE_DONE) return Error("deleting a path", rc);
+  return Status::OK();
+}
+
+Result<uint64_t> Index::DeleteOrphanInodes() {
+  auto st = Prepare(
+      "DELETE FROM inodes WHERE NOT EXISTS "
+      "(SELECT 1 FROM paths p WHERE p.dev=inodes.dev AND p.ino=inodes.ino)");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  int rc = sqlite3_step(*st);
+  if (rc != SQLITE_DONE) return Error("deleting unreferenced inodes", rc);
+  return static_cast<uint64_t>(sqlite3_changes(db_));
+}
+
+Status Index::ForEachRootInode(const std::function<void(int64_t, const InodeRecord&)>& fn) {
+  auto st = Prepare(
+      "SELECT DISTINCT p.root_id, i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest "
+      "FROM paths p JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW) fn(sqlite3_column_int64(*st, 0), ReadInode(*st, 1));
+  if (rc != SQLITE_DONE) return Error("reading inodes", rc);
+  return Status::OK();
+}
+
+Status Index::ForEachDuplicate(uint64_t min_size,
+                               const std::function<void(const InodeRecord&, const std::string&)>& fn) {
+  auto st = Prepare(
+      "WITH g AS (SELECT digest FROM inodes WHERE size>=?1 GROUP BY digest HAVING count(*)>1) "
+      "SELECT i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest, p.path "
+      "FROM g JOIN inodes i ON i.digest=g.digest JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
+      "ORDER BY i.digest, i.dev, i.ino, p.path");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_int64(*st, 1, S(min_size));
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW)
+    fn(ReadInode(*st, 0), reinterpret_cast<const char*>(sqlite3_column_text(*st, 6)));
+  if (rc != SQLITE_DONE) return Error("listing duplicates", rc);
+  return Status::OK();
+}
+
+}  // namespace cid

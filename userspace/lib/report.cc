@@ -1,0 +1,107 @@
+#include "cid/report.h"
+
+#include <algorithm>
+#include <map>
+#include <set>
+#include <unordered_map>
+#include <unordered_set>
+
+namespace cid {
+
+namespace {
+
+struct Key {
+  uint64_t dev, ino;
+  bool operator==(const Key&) const = default;
+};
+struct KeyHash {
+  size_t operator()(const Key& k) const { return k.ino * 0x9e3779b97f4a7c15ull ^ k.dev; }
+};
+
+uint64_t Pages(uint64_t size, uint64_t page) { return (size + page - 1) / page; }
+
+// Accumulates a Summary from (inode, size, digest), each inode once.
+class SummaryBuilder {
+ public:
+  explicit SummaryBuilder(uint64_t page) : page_(page) {}
+  void Add(const InodeRecord& r) {
+    if (!inodes_.insert(Key{r.dev, r.ino}).second) return;
+    s_.files++;
+    s_.bytes += r.size;
+    s_.cache_pages += Pages(r.size, page_);
+    if (digests_.insert(r.digest).second) {
+      s_.distinct_contents++;
+      s_.distinct_bytes += r.size;
+      s_.shared_cache_pages += Pages(r.size, page_);
+    }
+  }
+  Summary Get() const {
+    Summary s = s_;
+    s.duplicated_bytes = s.bytes - s.distinct_bytes;
+    return s;
+  }
+
+ private:
+  uint64_t page_;
+  Summary s_;
+  std::unordered_set<Key, KeyHash> inodes_;
+  std::unordered_set<Digest, DigestHash> digests_;
+};
+
+}  // namespace
+
+Result<std::vector<DupGroup>> FindDuplicates(Index* index, uint64_t min_size) {
+  std::vector<DupGroup> groups;
+  Status s = index->ForEachDuplicate(min_size, [&](const InodeRecord& r, const std::string& path) {
+    if (groups.empty() || groups.back().digest != r.digest) {
+      groups.emplace_back();
+      groups.back().digest = r.digest;
+      groups.back().size = r.size;
+    }
+    DupGroup& g = groups.back();
+    if (g.inodes.empty() || g.inodes.back().dev != r.dev || g.inodes.back().ino != r.ino)
+      g.inodes.push_back(DupInode{r.dev, r.ino, {}});
+    g.inodes.back().paths.push_back(path);
+  });
+  if (!s.ok()) return s;
+  // An inode whose only paths vanished mid-query could leave a group of one.
+  groups.erase(std::remove_if(groups.begin(), groups.end(), [](const DupGroup& g) { return g.inodes.size() < 2; }),
+               groups.end());
+  std::sort(groups.begin(), groups.end(), [](const DupGroup& a, const DupGroup& b) {
+    if (a.duplicated_bytes() != b.duplicated_bytes()) return a.duplicated_bytes() > b.duplicated_bytes();
+    return a.digest < b.digest;
+  });
+  return groups;
+}
+
+Result<Report> BuildReport(Index* index, uint64_t page_size) {
+  auto roots = index->Roots();
+  if (!roots.ok()) return roots.status();
+  Report rep;
+  rep.page_size = page_size;
+  SummaryBuilder total(page_size);
+  std::map<int64_t, SummaryBuilder> per_tree;
+  std::map<int64_t, std::vector<InodeRecord>> tree_inodes;
+  std::unordered_map<Digest, std::set<int64_t>, DigestHash> trees_of;
+  Status s = index->ForEachRootInode([&](int64_t root_id, const InodeRecord& r) {
+    total.Add(r);
+    per_tree.try_emplace(root_id, page_size).first->second.Add(r);
+    tree_inodes[root_id].push_back(r);
+    trees_of[r.digest].insert(root_id);
+  });
+  if (!s.ok()) return s;
+  rep.total = total.Get();
+  for (const RootRecord& root : *roots) {
+    TreeSummary t;
+    t.root = root;
+    auto it = per_tree.find(root.id);
+    if (it != per_tree.end()) t.within = it->second.Get();
+    std::unordered_set<Key, KeyHash> counted;
+    for (const InodeRecord& r : tree_inodes[root.id])
+      if (trees_of[r.digest].size() > 1 && counted.insert(Key{r.dev, r.ino}).second) t.also_elsewhere_bytes += r.size;
+    rep.trees.push_back(std::move(t));
+  }
+  return rep;
+}
+
+}  // namespace cid

@@ -1,0 +1,322 @@
+#include "cid/scanner.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <thread>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+#include "cid/walker.h"
+
+namespace cid {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct InodeKey {
+  uint64_t dev, ino;
+  bool operator==(const InodeKey&) const = default;
+};
+struct InodeKeyHash {
+  size_t operator()(const InodeKey& k) const { return k.ino * 0x9e3779b97f4a7c15ull ^ k.dev; }
+};
+
+bool SameVersion(const InodeRecord& r, const FileStat& st) {
+  return r.dev == st.dev && r.ino == st.ino && r.size == st.size && r.mtime_ns == st.mtime_ns &&
+         r.ctime_ns == st.ctime_ns;
+}
+
+bool Below(const std::string& path, const std::string& dir) {
+  return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/';
+}
+
+int64_t NowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// Batches index writes into transactions: begun at the first write,
+// committed after batch_writes writes or batch_time.
+class Batch {
+ public:
+  Batch(Index* index, const ScanOptions& o) : index_(index), options_(o) {}
+
+  Status Write() {
+    if (!open_) {
+      Status s = index_->Begin();
+      if (!s.ok()) return s;
+      open_ = true;
+      started_ = Clock::now();
+      writes_ = 0;
+    }
+    writes_++;
+    return Status::OK();
+  }
+  Status MaybeCommit() {
+    if (open_ && (writes_ >= options_.batch_writes || Clock::now() - started_ >= options_.batch_time))
+      return Commit();
+    return Status::OK();
+  }
+  Status Commit() {
+    if (!open_) return Status::OK();
+    open_ = false;
+    return index_->Commit();
+  }
+  ~Batch() {
+    if (open_) index_->Rollback();
+  }
+
+ private:
+  Index* index_;
+  const ScanOptions& options_;
+  bool open_ = false;
+  uint64_t writes_ = 0;
+  Clock::time_point started_;
+};
+
+class Scan {
+ public:
+  Scan(Index* index, const ScanOptions& o, ScanStats* stats)
+      : index_(index), options_(o), stats_(stats), batch_(index, o) {}
+
+  Status Run(const std::string& root);
+
+ private:
+  void OnFile(const std::string& path, const FileStat& st);
+  Status Record(HashOutcome&& o);
+  Status Drain(bool wait);
+  void Report(const Status& s) {
+    if (options_.on_error) options_.on_error(s);
+  }
+  void Progress(bool force);
+
+  Index* index_;
+  const ScanOptions& options_;
+  ScanStats* stats_;
+  Batch batch_;
+  int64_t root_id_ = 0;
+  std::unique_ptr<HashPool> pool_;
+  Status failed_;  // first index error; stops the walk
+  std::atomic<bool> stop_{false};
+  std::unordered_map<std::string, PathRecord> known_;  // indexed paths not yet walked
+  std::unordered_set<InodeKey, InodeKeyHash> seen_;    // inodes walked in this scan
+  // Paths waiting for their inode's digest (the first path is the one hashed).
+  std::unordered_map<InodeKey, std::vector<std::string>, InodeKeyHash> waiting_;
+  std::vector<std::string> unreadable_dirs_;
+  uint64_t walked_since_drain_ = 0;
+  Clock::time_point last_progress_{};
+};
+
+void Scan::Progress(bool force) {
+  if (!options_.on_progress) return;
+  auto now = Clock::now();
+  if (!force && now - last_progress_ < std::chrono::milliseconds(100)) return;
+  last_progress_ = now;
+  ScanProgress p;
+  p.files = stats_->files;
+  p.hashed = stats_->hashed;
+  p.hashed_bytes = stats_->hashed_bytes;
+  p.queued = pool_ ? pool_->pending() : 0;
+  options_.on_progress(p);
+}
+
+void Scan::OnFile(const std::string& path, const FileStat& st) {
+  if (!failed_.ok()) return;
+  stats_->files++;
+  InodeKey key{st.dev, st.ino};
+  bool path_current = false;
+  auto k = known_.find(path);
+  if (k != known_.end()) {
+    path_current = SameVersion(k->second.inode, st);
+    known_.erase(k);  // walked: not stale
+  }
+  if (!seen_.insert(key).second) {  // another name of an inode already handled
+    stats_->hardlinks++;
+    if (path_current) return;
+    auto w = waiting_.find(key);
+    if (w != waiting_.end()) {
+      w->second.push_back(path);
+      return;
+    }
+    Status s = batch_.Write();
+    if (s.ok()) s = index_->PutPath(path, root_id_, st.dev, st.ino);
+    if (!s.ok()) failed_ = s;
+    return;
+  }
+  stats_->inodes++;
+  if (path_current) {
+    stats_->unchanged++;
+    return;
+  }
+  // A new name for an inode the index already has current (a hardlink in
+  // another tree, a rename): no need to read it again.
+  auto found = index_->FindInode(st.dev, st.ino);
+  if (!found.ok()) {
+    failed_ = found.status();
+    return;
+  }
+  if (found->has_value() && SameVersion(**found, st)) {
+    stats_->unchanged++;
+    Status s = batch_.Write();
+    if (s.ok()) s = index_->PutPath(path, root_id_, st.dev, st.ino);
+    if (!s.ok()) failed_ = s;
+    return;
+  }
+  waiting_[key].push_back(path);
+  pool_->Add(HashRequest{path, st, 0});
+  if (++walked_since_drain_ >= 64) {
+    walked_since_drain_ = 0;
+    Status s = Drain(false);
+    if (!s.ok()) failed_ = s;
+  }
+  Progress(false);
+}
+
+Status Scan::Record(HashOutcome&& o) {
+  InodeKey key{o.st.dev, o.st.ino};
+  std::vector<std::string> paths;
+  auto w = waiting_.find(key);
+  if (w != waiting_.end()) {
+    paths = std::move(w->second);
+    waiting_.erase(w);
+  } else {
+    paths.push_back(o.path);
+  }
+  Status s = batch_.Write();
+  if (!s.ok()) return s;
+  if (!o.status.ok()) {
+    // Not recorded; any older row for these names no longer describes them.
+    if (o.status.IsChanged()) stats_->changed++;
+    else stats_->errors++;
+    Report(o.status);
+    for (const auto& p : paths) {
+      s = index_->DeletePath(p);
+      if (!s.ok()) return s;
+    }
+    return batch_.MaybeCommit();
+  }
+  stats_->hashed++;
+  stats_->hashed_bytes += o.st.size;
+  InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
+  s = index_->PutInode(rec);
+  for (size_t i = 0; s.ok() && i < paths.size(); i++) s = index_->PutPath(paths[i], root_id_, rec.dev, rec.ino);
+  if (!s.ok()) return s;
+  return batch_.MaybeCommit();
+}
+
+Status Scan::Drain(bool wait) {
+  std::vector<HashOutcome> out;
+  bool more = true;
+  do {
+    out.clear();
+    more = pool_->Take(&out, wait);
+    for (auto& o : out) {
+      Status s = Record(std::move(o));
+      if (!s.ok()) return s;
+    }
+    Progress(false);
+  } while (wait && more);
+  return batch_.MaybeCommit();
+}
+
+Status Scan::Run(const std::string& root_arg) {
+  auto start = Clock::now();
+  struct stat st;
+  if (lstat(root_arg.c_str(), &st) < 0) return Status::FromErrno(root_arg, errno);
+  if (S_ISLNK(st.st_mode))
+    return Status::InvalidArgument(root_arg + ": is a symbolic link; symlinks are never followed (scan its target)");
+  auto root = CanonicalPath(root_arg);
+  if (!root.ok()) return root.status();
+  stats_->root = *root;
+
+  Status s = index_->Begin();
+  if (!s.ok()) return s;
+  auto id = index_->AddRoot(*root);
+  if (!id.ok()) return id.status();
+  root_id_ = *id;
+  s = index_->LoadTree(*root, &known_);
+  if (s.ok()) s = index_->Commit();
+  if (!s.ok()) {
+    index_->Rollback();
+    return s;
+  }
+
+  unsigned workers = options_.workers ? options_.workers : std::max(1u, std::thread::hardware_concurrency());
+  EngineFactory factory =
+      options_.engine ? options_.engine : DefaultEngineFactory(ScanOptions::kDefaultQueueDepth);
+  pool_ = std::make_unique<HashPool>(workers, factory, options_.hasher, options_.stop);
+
+  // The walk stops on the caller's flag or on an index error; the flag is
+  // polled between files, which is cheap and safe to set from a signal.
+  auto user_stop = options_.stop;
+  WalkCallbacks cb;
+  cb.stop = &stop_;
+  cb.on_file = [this, user_stop](const std::string& p, const FileStat& fs) {
+    if ((user_stop && user_stop->load(std::memory_order_relaxed)) || !failed_.ok()) stop_ = true;
+    if (!stop_) OnFile(p, fs);
+  };
+  cb.on_error = [this](const std::string& p, const Status& e) {
+    unreadable_dirs_.push_back(p);
+    Report(e);
+  };
+  WalkStats ws;
+  s = Walk(*root, cb, &ws);
+  stats_->errors += ws.errors;
+  stats_->symlinks = ws.symlinks;
+  stats_->special = ws.special;
+  if (user_stop && user_stop->load()) stop_ = true;
+
+  pool_->Close();
+  if (stop_) pool_->Cancel();
+  Status d = Drain(true);
+  if (failed_.ok() && !d.ok()) failed_ = d;
+  if (failed_.ok() && !s.ok()) failed_ = s;
+  stats_->engine = pool_->engine_name();
+  pool_.reset();
+  if (!failed_.ok()) return failed_;
+
+  // Set during the drain, the flag made the pool drop files it had not
+  // started: this scan is incomplete even if the walk ran to its end.
+  if (user_stop && user_stop->load()) stop_ = true;
+  stats_->interrupted = stop_.load();
+  if (!stats_->interrupted) {
+    // Whatever the index knew below the root and the walk did not find is
+    // gone, unless it sat in a directory that could not be read.
+    for (const auto& [path, rec] : known_) {
+      bool hidden = false;
+      for (const auto& dir : unreadable_dirs_)
+        if (path == dir || Below(path, dir)) hidden = true;
+      if (hidden) continue;
+      s = batch_.Write();
+      if (s.ok()) s = index_->DeletePath(path);
+      if (!s.ok()) return s;
+      stats_->removed++;
+    }
+    if (stats_->removed > 0) {
+      s = batch_.Write();
+      if (!s.ok()) return s;
+      auto n = index_->DeleteOrphanInodes();
+      if (!n.ok()) return n.status();
+    }
+  }
+  s = batch_.Write();
+  if (s.ok()) s = index_->SetRootScanned(root_id_, !stats_->interrupted, NowNs());
+  if (s.ok()) s = batch_.Commit();
+  if (!s.ok()) return s;
+  Progress(true);
+  stats_->seconds = std::chrono::duration<double>(Clock::now() - start).count();
+  return Status::OK();
+}
+
+}  // namespace
+
+Status ScanTree(Index* index, const std::string& root, const ScanOptions& options, ScanStats* stats) {
+  Scan scan(index, options, stats);
+  return scan.Run(root);
+}
+
+}  // namespace cid
