@@ -110,7 +110,7 @@ int ParseOptions(int argc, char** argv, const Command& cmd, const std::vector<op
   std::vector<option> opts = extra;
   opts.push_back({"help", no_argument, nullptr, 'h'});
   opts.push_back({nullptr, 0, nullptr, 0});
-  std::string shorts = "+h";
+  std::string shorts = "h";  // GNU getopt permutes: options may follow PATHs
   optind = 1;
   opterr = 0;
   int c;
@@ -132,7 +132,7 @@ int ParseOptions(int argc, char** argv, const Command& cmd, const std::vector<op
   return -1;
 }
 
-enum { kOptIndex = 1000, kOptJson, kOptMinSize, kOptWorkers, kOptNoUring, kOptQuiet, kOptDomain, kOptNoVerify,
+enum { kOptIndex = 1000, kOptBatch, kOptJson, kOptMinSize, kOptWorkers, kOptNoUring, kOptQuiet, kOptDomain, kOptNoVerify,
        kOptVerify, kOptDups };
 
 const option kIndexOpt = {"index", required_argument, nullptr, kOptIndex};
@@ -152,7 +152,8 @@ int CmdScan(int argc, char** argv) {
   ScanOptions so;
   int rc = ParseOptions(argc, argv, kScan,
                         {kIndexOpt, kJsonOpt, {"workers", required_argument, nullptr, kOptWorkers},
-                         {"no-uring", no_argument, nullptr, kOptNoUring}, {"quiet", no_argument, nullptr, kOptQuiet}},
+                         {"no-uring", no_argument, nullptr, kOptNoUring}, {"quiet", no_argument, nullptr, kOptQuiet},
+                         {"batch", required_argument, nullptr, kOptBatch}},
                         [&](int c, const char* arg) {
                           switch (c) {
                             case kOptIndex: index_path = arg; return true;
@@ -160,6 +161,12 @@ int CmdScan(int argc, char** argv) {
                             case kOptQuiet: quiet = true; return true;
                             case kOptNoUring: setenv("CID_NO_URING", "1", 1); return true;
                             case kOptWorkers: return ParseU32(arg, &so.workers) && so.workers > 0;
+                            case kOptBatch: {
+                              uint32_t n;
+                              if (!ParseU32(arg, &n) || n == 0) return false;
+                              so.batch_writes = n;
+                              return true;
+                            }
                           }
                           return false;
                         });
@@ -250,7 +257,7 @@ int CmdScan(int argc, char** argv) {
 
 const Command kScan = {
     "scan", "index trees: hash new and changed files into the index",
-    "usage: cidctl scan [--index FILE] [--workers N] [--no-uring] [--quiet] [--json] PATH...\n"
+    "usage: cidctl scan [--index FILE] [--workers N] [--batch N] [--no-uring] [--quiet] [--json] PATH...\n"
     "\n"
     "Walk each PATH (never following symlinks, skipping special files), hash every\n"
     "regular file that is new or changed since the last scan, and record it in the\n"
@@ -260,6 +267,8 @@ const Command kScan = {
     "  --index FILE   index database (default /var/lib/cid/index.db for root,\n"
     "                 $XDG_STATE_HOME/cid/index.db otherwise)\n"
     "  --workers N    hashing threads (default: one per CPU)\n"
+    "  --batch N      commit to the index every N writes or every second,\n"
+    "                 whichever comes first (default 4096)\n"
     "  --no-uring     read with pread instead of io_uring (also CID_NO_URING=1)\n"
     "  --quiet        no progress and no summary\n"
     "  --json         print the per-root statistics as JSON\n"

@@ -1,0 +1,161 @@
+#!/bin/bash
+# cidctl end to end: help texts, digests against sha256sum, error messages
+# that name the path and reason, exit codes, JSON, the pread fallback, and
+# the plain "no named merging" answers on a kernel without it.
+. "$(dirname "$0")/lib.sh"
+
+IDX=$WORK/index.db
+
+# --help everywhere.
+"$CIDCTL" --help >"$WORK/out"
+for c in scan dups report status tag untag query hash; do
+	expect_grep "top-level help lists $c" "  $c " "$WORK/out"
+	"$CIDCTL" "$c" --help >"$WORK/help" || fail "cidctl $c --help failed"
+	expect_grep "$c --help" "usage: cidctl $c" "$WORK/help"
+done
+ok "--help for every command"
+
+set +e
+"$CIDCTL" frobnicate 2>"$WORK/err"; rc=$?
+set -e
+expect_eq "unknown command exit" "$rc" 2
+expect_grep "unknown command message" "unknown command 'frobnicate'" "$WORK/err"
+ok "unknown command is a usage error"
+
+# Digests agree with sha256sum, through io_uring and through pread.
+mkdir -p "$WORK/h"
+: >"$WORK/h/empty"
+printf abc >"$WORK/h/abc"
+head -c 3000000 /dev/urandom >"$WORK/h/random"
+for f in empty abc random; do
+	want=$(sha256sum "$WORK/h/$f" | cut -d' ' -f1)
+	got=$("$CIDCTL" hash "$WORK/h/$f" | cut -d' ' -f1)
+	expect_eq "digest of $f" "$got" "sha256:$want"
+	got=$(CID_NO_URING=1 "$CIDCTL" hash "$WORK/h/$f" | cut -d' ' -f1)
+	expect_eq "digest of $f (pread)" "$got" "sha256:$want"
+done
+expect_eq "KAT abc" "$("$CIDCTL" hash "$WORK/h/abc" | cut -d' ' -f1)" \
+	"sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+ok "digests match sha256sum (io_uring and pread)"
+
+# Scan JSON, engine choice and the fallback switch.
+"$CIDCTL" scan --index "$IDX" --json "$WORK/h" >"$WORK/scan.json"
+expect_eq "files scanned" "$(json "$WORK/scan.json" 'j["roots"][0]["files"]')" 3
+expect_eq "hashed" "$(json "$WORK/scan.json" 'j["roots"][0]["hashed"]')" 3
+touch "$WORK/h/new"
+CID_NO_URING=1 "$CIDCTL" scan --index "$IDX" --json "$WORK/h" >"$WORK/scan2.json"
+expect_eq "fallback engine" "$(json "$WORK/scan2.json" 'j["roots"][0]["engine"]')" pread
+expect_eq "rescan hashes only the new file" "$(json "$WORK/scan2.json" 'j["roots"][0]["hashed"]')" 1
+expect_eq "rescan skips unchanged" "$(json "$WORK/scan2.json" 'j["roots"][0]["unchanged"]')" 3
+ok "scan --json, incremental rescan, CID_NO_URING"
+
+# Quiet when piped: stderr carries no progress line.
+"$CIDCTL" scan --index "$IDX" "$WORK/h" >"$WORK/out" 2>"$WORK/err"
+[ ! -s "$WORK/err" ] || { cat "$WORK/err"; fail "scan wrote to stderr when piped"; }
+expect_grep "summary line" "4 files (4 inodes)" "$WORK/out"
+ok "no progress output when not on a terminal"
+
+# Errors name the path and the reason.
+set +e
+"$CIDCTL" scan --index "$IDX" "$WORK/missing" 2>"$WORK/err"; rc=$?
+set -e
+expect_eq "missing root exit" "$rc" 1
+expect_grep "missing root message" "$WORK/missing: No such file or directory" "$WORK/err"
+ln -s "$WORK/h" "$WORK/link"
+set +e
+"$CIDCTL" scan --index "$IDX" "$WORK/link" 2>"$WORK/err"; rc=$?
+set -e
+expect_eq "symlink root exit" "$rc" 1
+expect_grep "symlink root message" "symlinks are never followed" "$WORK/err"
+ok "bad roots: path and reason"
+
+printf 'this is not an sqlite database at all%.0s' $(seq 200) >"$WORK/bad.db"
+cp "$WORK/bad.db" "$WORK/bad.orig"
+for cmd in "scan $WORK/h" "dups" "report"; do
+	set +e
+	# shellcheck disable=SC2086
+	"$CIDCTL" $cmd --index "$WORK/bad.db" >/dev/null 2>"$WORK/err"; rc=$?
+	set -e
+	expect_eq "corrupt index exit ($cmd)" "$rc" 1
+	expect_grep "corrupt index names the file ($cmd)" "index $WORK/bad.db" "$WORK/err"
+	expect_grep "corrupt index reason ($cmd)" "damaged" "$WORK/err"
+done
+cmp -s "$WORK/bad.db" "$WORK/bad.orig" || fail "a corrupt index was modified"
+ok "corrupt index: named, reason given, left untouched"
+
+set +e
+"$CIDCTL" report --index "$WORK/none.db" 2>"$WORK/err"; rc=$?
+set -e
+expect_eq "missing index exit" "$rc" 1
+expect_grep "missing index hint" "run 'cidctl scan PATH' first" "$WORK/err"
+ok "missing index suggests a scan"
+
+# Locked index: another writer holds it for longer than the busy timeout.
+python3 - "$IDX" <<'PY' &
+import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+c.execute("BEGIN EXCLUSIVE")
+open(sys.argv[1] + ".held", "w").close()
+time.sleep(6)
+PY
+holder=$!
+for _ in $(seq 100); do [ -e "$IDX.held" ] && break; sleep 0.05; done
+set +e
+"$CIDCTL" scan --index "$IDX" "$WORK/h" >/dev/null 2>"$WORK/err"; rc=$?
+set -e
+kill "$holder" 2>/dev/null || true
+wait "$holder" 2>/dev/null || true
+expect_eq "locked index exit" "$rc" 1
+expect_grep "locked index message" "index $IDX.*locked" "$WORK/err"
+ok "locked index: named and explained"
+
+# Unreadable files: reported with path and errno; the rest is indexed.
+if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
+	mkdir -p "$WORK/u/open" "$WORK/u/closed"
+	echo a >"$WORK/u/open/a"
+	echo b >"$WORK/u/closed/b"
+	echo c >"$WORK/u/secret"
+	chmod 000 "$WORK/u/closed" "$WORK/u/secret"
+	chmod 777 "$WORK"
+	set +e
+	setpriv --reuid=65534 --regid=65534 --clear-groups "$CIDCTL" scan --index "$WORK/nobody.db" --json "$WORK/u" \
+		>"$WORK/u.json" 2>"$WORK/err"; rc=$?
+	set -e
+	expect_eq "partial scan exit" "$rc" 3
+	expect_grep "unreadable dir named" "$WORK/u/closed: Permission denied" "$WORK/err"
+	expect_grep "unreadable file named" "$WORK/u/secret: Permission denied" "$WORK/err"
+	expect_eq "readable file indexed" "$(json "$WORK/u.json" 'j["roots"][0]["hashed"]')" 1
+	ok "unreadable files and dirs: path and errno, scan goes on (exit 3)"
+fi
+
+# Status and tagging on this kernel.
+CID_SYSFS_DIR=$WORK/no-such-dir "$CIDCTL" status >"$WORK/out"
+expect_grep "status without the feature" "not available" "$WORK/out"
+mkdir -p "$WORK/sys"
+echo 1 >"$WORK/sys/enabled"
+echo 7 >"$WORK/sys/pages_sharing"
+CID_SYSFS_DIR=$WORK/sys "$CIDCTL" status --json >"$WORK/st.json"
+expect_eq "status json" "$(json "$WORK/st.json" 'j["named_merging"], j["stats"]["pages_sharing"]')" "(True, '7')"
+ok "status reads whatever statistics exist"
+
+if [ ! -d /sys/kernel/mm/cid ]; then
+	"$CIDCTL" status >"$WORK/out"
+	expect_grep "plain status" "the running kernel lacks named merging" "$WORK/out"
+	set +e
+	"$CIDCTL" tag --index "$IDX" "$WORK/h/abc" 2>"$WORK/err"; rc=$?
+	set -e
+	expect_eq "tag exit" "$rc" 1
+	expect_grep "tag message" "$WORK/h/abc: tag: the running kernel lacks named merging" "$WORK/err"
+	set +e
+	"$CIDCTL" query "$WORK/h/abc" 2>"$WORK/err"; rc=$?
+	set -e
+	expect_grep "query message" "lacks named merging" "$WORK/err"
+	# No index anywhere: tag must still get as far as the kernel.
+	set +e
+	HOME=$WORK/nohome XDG_STATE_HOME= "$CIDCTL" tag "$WORK/h/abc" 2>"$WORK/err"; rc=$?
+	set -e
+	expect_grep "tag without an index" "lacks named merging" "$WORK/err"
+	ok "tag/query say plainly that the kernel lacks named merging"
+fi
+
+echo "$PASSED passed, 0 failed"
