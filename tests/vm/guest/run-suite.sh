@@ -159,15 +159,18 @@ umount_case() {
 	"$T" umount_prep "$fs" "$w" "$t" "$b" >"$OUT" 2>&1
 	rc=$?
 	show
-	if [ $rc -eq 0 ]; then
-		if "$@" >"$OUT" 2>&1; then
-			"$T" umount_check "$fs" "$w" "$t" "$b" >"$OUT" 2>&1
-			rc=$?
-		else
-			echo "# unmount/remount failed: $*"
-			rc=1
-		fi
+	# Unmount and remount even if the preparation failed: unmounting a
+	# filesystem with tagged inodes is the point.
+	if "$@" >"$OUT" 2>&1; then
 		show
+		"$T" umount_check "$fs" "$w" "$t" "$b" >"$OUT" 2>&1
+		rc2=$?
+		show
+		[ $rc -eq 0 ] && rc=$rc2
+	else
+		show
+		echo "# unmount/remount failed: $*"
+		rc=1
 	fi
 	report "$label" "$rc"
 }
