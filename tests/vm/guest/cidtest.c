@@ -171,6 +171,32 @@ static void show_stats(const char *when)
 
 /* ---------------------------------------------------------------------- */
 
+/* The path /proc/self/maps shows for the mapping at addr ("" if none). */
+static const char *maps_path(const void *addr)
+{
+	static char path[512];
+	char line[700];
+	FILE *f = fopen("/proc/self/maps", "r");
+
+	path[0] = 0;
+	if (!f)
+		return path;
+	while (fgets(line, sizeof(line), f)) {
+		unsigned long long s, e;
+		int pos = 0;
+
+		if (sscanf(line, "%llx-%llx %*s %*s %*s %*s %n", &s, &e, &pos) < 2 || !pos)
+			continue;
+		if ((uintptr_t)addr < s || (uintptr_t)addr >= e)
+			continue;
+		line[strcspn(line, "\n")] = 0;
+		snprintf(path, sizeof(path), "%s", line + pos);
+		break;
+	}
+	fclose(f);
+	return path;
+}
+
 /* Two identical tagged files: same frames, right bytes, Cached grows once. */
 static void t_share(struct ctx *c)
 {
@@ -250,6 +276,11 @@ static void t_share(struct ctx *c)
 	verify_map(mp, SZ, seed, "b private");
 	struct pfn_cmp u = compare_pfns(mu1, mu2, SZ);
 	CHECK(u.same == 0, "control: untagged twins share %lu frames", u.same);
+	/* /proc/PID/maps names the file the user mapped, not the content inode. */
+	CHECK(!strcmp(maps_path(mb), W("b")) || (c->ovl && !strcmp(maps_path(mb), T("b"))),
+	      "/proc/self/maps names \"%s\" for a mapping of %s", maps_path(mb), W("b"));
+	if (c->ovl)
+		diag("/proc/self/maps: %s", maps_path(mb));
 
 	fd = open_ro(c->ovl ? T("b") : W("b"));
 	cid_query_fd(fd, &q);
