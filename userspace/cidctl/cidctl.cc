@@ -501,11 +501,8 @@ std::optional<Digest> IndexedDigest(Index* index, const std::string& path) {
   if (!rec.ok() || !rec->has_value()) return std::nullopt;
   struct stat st;
   if (lstat(canon->c_str(), &st) < 0) return std::nullopt;
-  FileStat fs = FileStat::From(st);
-  const InodeRecord& r = (*rec)->inode;
-  if (r.dev != fs.dev || r.ino != fs.ino || r.size != fs.size || r.mtime_ns != fs.mtime_ns || r.ctime_ns != fs.ctime_ns)
-    return std::nullopt;
-  return r.digest;
+  if (!(*rec)->inode.Matches(FileStat::From(st))) return std::nullopt;
+  return (*rec)->inode.digest;
 }
 
 int CmdTag(int argc, char** argv) {

@@ -10,14 +10,6 @@ namespace cid {
 
 namespace {
 
-struct Key {
-  uint64_t dev, ino;
-  bool operator==(const Key&) const = default;
-};
-struct KeyHash {
-  size_t operator()(const Key& k) const { return k.ino * 0x9e3779b97f4a7c15ull ^ k.dev; }
-};
-
 uint64_t Pages(uint64_t size, uint64_t page) { return (size + page - 1) / page; }
 
 // Accumulates a Summary from (inode, size, digest), each inode once.
@@ -25,7 +17,7 @@ class SummaryBuilder {
  public:
   explicit SummaryBuilder(uint64_t page) : page_(page) {}
   void Add(const InodeRecord& r) {
-    if (!inodes_.insert(Key{r.dev, r.ino}).second) return;
+    if (!inodes_.insert(InodeKey{r.dev, r.ino}).second) return;
     s_.files++;
     s_.bytes += r.size;
     s_.cache_pages += Pages(r.size, page_);
@@ -44,7 +36,7 @@ class SummaryBuilder {
  private:
   uint64_t page_;
   Summary s_;
-  std::unordered_set<Key, KeyHash> inodes_;
+  std::unordered_set<InodeKey, InodeKeyHash> inodes_;
   std::unordered_set<Digest, DigestHash> digests_;
 };
 
@@ -96,9 +88,9 @@ Result<Report> BuildReport(Index* index, uint64_t page_size) {
     t.root = root;
     auto it = per_tree.find(root.id);
     if (it != per_tree.end()) t.within = it->second.Get();
-    std::unordered_set<Key, KeyHash> counted;
+    std::unordered_set<InodeKey, InodeKeyHash> counted;
     for (const InodeRecord& r : tree_inodes[root.id])
-      if (trees_of[r.digest].size() > 1 && counted.insert(Key{r.dev, r.ino}).second) t.also_elsewhere_bytes += r.size;
+      if (trees_of[r.digest].size() > 1 && counted.insert(InodeKey{r.dev, r.ino}).second) t.also_elsewhere_bytes += r.size;
     rep.trees.push_back(std::move(t));
   }
   return rep;

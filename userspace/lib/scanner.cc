@@ -16,19 +16,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-struct InodeKey {
-  uint64_t dev, ino;
-  bool operator==(const InodeKey&) const = default;
-};
-struct InodeKeyHash {
-  size_t operator()(const InodeKey& k) const { return k.ino * 0x9e3779b97f4a7c15ull ^ k.dev; }
-};
-
-bool SameVersion(const InodeRecord& r, const FileStat& st) {
-  return r.dev == st.dev && r.ino == st.ino && r.size == st.size && r.mtime_ns == st.mtime_ns &&
-         r.ctime_ns == st.ctime_ns;
-}
-
 bool Below(const std::string& path, const std::string& dir) {
   return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/';
 }
@@ -131,7 +118,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   bool path_current = false;
   auto k = known_.find(path);
   if (k != known_.end()) {
-    path_current = SameVersion(k->second.inode, st);
+    path_current = k->second.inode.Matches(st);
     known_.erase(k);  // walked: not stale
   }
   if (!seen_.insert(key).second) {  // another name of an inode already handled
@@ -159,7 +146,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     failed_ = found.status();
     return;
   }
-  if (found->has_value() && SameVersion(**found, st)) {
+  if (found->has_value() && (*found)->Matches(st)) {
     stats_->unchanged++;
     Status s = batch_.Write();
     if (s.ok()) s = index_->PutPath(path, root_id_, st.dev, st.ino);

@@ -36,6 +36,20 @@ Status ReadDir(DIR* d, const std::string& path, std::vector<Entry>* out) {
   return Status::OK();
 }
 
+void WalkDir(int dir_fd, const std::string& path, const WalkCallbacks& cb, WalkStats* stats);
+
+// Opens `name` below `parent_fd` without following a symlink and walks it.
+void Descend(int parent_fd, const std::string& name, const std::string& path, const WalkCallbacks& cb,
+             WalkStats* stats) {
+  int fd = openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (fd < 0) {
+    stats->errors++;
+    cb.on_error(path, Status::FromErrno(path, errno));
+    return;
+  }
+  WalkDir(fd, path, cb, stats);
+}
+
 void WalkDir(int dir_fd, const std::string& path, const WalkCallbacks& cb, WalkStats* stats) {
   stats->dirs++;
   DIR* d = fdopendir(dir_fd);
@@ -66,13 +80,7 @@ void WalkDir(int dir_fd, const std::string& path, const WalkCallbacks& cb, WalkS
       continue;
     }
     if (e.type == DT_DIR) {
-      int cfd = openat(fd, e.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (cfd < 0) {
-        stats->errors++;
-        cb.on_error(child, Status::FromErrno(child, errno));
-        continue;
-      }
-      WalkDir(cfd, child, cb, stats);
+      Descend(fd, e.name, child, cb, stats);
       continue;
     }
     struct stat st;
@@ -86,13 +94,7 @@ void WalkDir(int dir_fd, const std::string& path, const WalkCallbacks& cb, WalkS
       stats->files++;
       cb.on_file(child, FileStat::From(st));
     } else if (S_ISDIR(st.st_mode)) {  // DT_UNKNOWN filesystems
-      int cfd = openat(fd, e.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-      if (cfd < 0) {
-        stats->errors++;
-        cb.on_error(child, Status::FromErrno(child, errno));
-        continue;
-      }
-      WalkDir(cfd, child, cb, stats);
+      Descend(fd, e.name, child, cb, stats);
     } else if (S_ISLNK(st.st_mode)) {
       stats->symlinks++;
     } else {

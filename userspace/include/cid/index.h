@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "cid/digest.h"
+#include "cid/io.h"
 #include "cid/status.h"
 
 struct sqlite3;
@@ -34,6 +35,21 @@ struct InodeRecord {
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
   Digest digest;
+
+  // The row still describes the file `st` was taken from.
+  bool Matches(const FileStat& st) const {
+    return dev == st.dev && ino == st.ino && size == st.size && mtime_ns == st.mtime_ns && ctime_ns == st.ctime_ns;
+  }
+};
+
+// An inode: what the index and reports key rows by.
+struct InodeKey {
+  uint64_t dev = 0;
+  uint64_t ino = 0;
+  bool operator==(const InodeKey&) const = default;
+};
+struct InodeKeyHash {
+  size_t operator()(const InodeKey& k) const { return k.ino * 0x9e3779b97f4a7c15ull ^ k.dev; }
 };
 
 struct PathRecord {
