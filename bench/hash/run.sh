@@ -93,7 +93,7 @@ c_sha, c_cid, c_pread, c_rescan = $c_sha, $c_cid, $c_cid_pread, $c_rescan
 openssl = $openssl_bps
 limit = openssl * cores
 r = {
-  "tree": "$tree", "tree_source": "real files copied from /usr/lib and /usr/share (name order)",
+  "tree": "\$CID_CACHE/bench/hash-tree", "tree_source": "real files copied from /usr/lib and /usr/share (name order)",
   "files": $nfiles, "bytes": nbytes, "cores": cores, "reps": $REPS, "timing": "best of reps, wall clock",
   "engine": "$engine",
   "sha256sum_pipeline_s": t_sha, "sha256sum_pipeline_gbps": nbytes / t_sha / 1e9,

@@ -55,6 +55,14 @@ ok "scan --json, incremental rescan, CID_NO_URING"
 expect_grep "summary line" "4 files (4 inodes)" "$WORK/out"
 ok "no progress output when not on a terminal"
 
+# On a terminal: one progress line on stderr, rewritten in place.
+if command -v script >/dev/null; then
+	script -qec "$CIDCTL scan --index $WORK/tty.db $WORK/h" /dev/null >"$WORK/tty.out"
+	expect_grep "progress line on a terminal" "scanning $WORK/h: " "$WORK/tty.out"
+	grep -q $'\r' "$WORK/tty.out" || fail "progress line is not rewritten in place"
+	ok "progress on a terminal"
+fi
+
 # Errors name the path and the reason.
 set +e
 "$CIDCTL" scan --index "$IDX" "$WORK/missing" 2>"$WORK/err"; rc=$?
