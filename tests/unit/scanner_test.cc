@@ -199,6 +199,23 @@ TEST_F(ScannerTest, UnreadableDirectoryKeepsItsIndexedRows) {
   EXPECT_EQ(rc, 0);
 }
 
+TEST_F(ScannerTest, RescanningAnEnclosingRootTakesThePathsOver) {
+  WriteFile(tree_ / "sub/a", "a");
+  WriteFile(tree_ / "b", "b");
+  ScanStats inner;
+  ASSERT_TRUE(ScanTree(index_.get(), tree_ / "sub", ScanOptions{}, &inner).ok());
+  ScanStats outer = Scan();
+  EXPECT_EQ(outer.hashed, 1u);     // only b is new
+  EXPECT_EQ(outer.unchanged, 1u);  // sub/a was indexed by the inner scan
+  auto rep = BuildReport(index_.get(), 4096);
+  ASSERT_TRUE(rep.ok());
+  ASSERT_EQ(rep->trees.size(), 2u);
+  for (const auto& t : rep->trees) {
+    if (t.root.path == *CanonicalPath(tree_.path())) EXPECT_EQ(t.within.files, 2u);
+    else EXPECT_EQ(t.within.files, 0u) << t.root.path;
+  }
+}
+
 TEST_F(ScannerTest, CorruptIndexStopsTheScanWithItsName) {
   index_.reset();
   std::string path = db_ / "index.db";

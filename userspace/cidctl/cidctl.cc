@@ -186,9 +186,7 @@ int CmdScan(int argc, char** argv) {
 
   bool tty = isatty(STDERR_FILENO) && !quiet && !json;
   so.stop = &g_stop;
-  uint64_t file_errors = 0;
   so.on_error = [&](const Status& s) {
-    file_errors++;
     if (tty) fprintf(stderr, "\r\033[K");
     Error(s.message());
   };
@@ -251,7 +249,6 @@ int CmdScan(int argc, char** argv) {
           "; run the same scan again to continue");
     return kExitInterrupted;
   }
-  (void)file_errors;
   return exit_code;
 }
 
@@ -559,7 +556,6 @@ int CmdTag(int argc, char** argv) {
   JsonWriter jw;
   jw.BeginObject().BeginArray("files");
   uint64_t ok = 0, failed = 0;
-  bool unsupported = false;
   for (const auto& p : paths) {
     TagRequest req = base;
     if (verify) req.expect = IndexedDigest(index.get(), p);
@@ -570,8 +566,7 @@ int CmdTag(int argc, char** argv) {
       if (json) jw.BeginObject().String("path", p).String("error", r.status().message()).EndObject();
       if (r.status().code() == Status::Code::kUnsupported &&
           (r.status().err() == ENOTTY || r.status().err() == EINVAL)) {
-        unsupported = true;
-        break;  // no point trying the rest
+        break;  // the kernel cannot tag anything: no point trying the rest
       }
       continue;
     }
@@ -586,7 +581,6 @@ int CmdTag(int argc, char** argv) {
   jw.EndArray().Uint("tagged", ok).Uint("failed", failed).EndObject();
   if (json) printf("%s\n", jw.str().c_str());
   else if (paths.size() > 1) fprintf(stderr, "tagged %" PRIu64 ", failed %" PRIu64 "\n", ok, failed);
-  (void)unsupported;
   return failed ? kExitError : kExitOk;
 }
 

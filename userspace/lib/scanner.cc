@@ -116,9 +116,11 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   stats_->files++;
   InodeKey key{st.dev, st.ino};
   bool path_current = false;
+  int64_t k_root = root_id_;
   auto k = known_.find(path);
   if (k != known_.end()) {
     path_current = k->second.inode.Matches(st);
+    k_root = k->second.root_id;
     known_.erase(k);  // walked: not stale
   }
   if (!seen_.insert(key).second) {  // another name of an inode already handled
@@ -137,6 +139,11 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   stats_->inodes++;
   if (path_current) {
     stats_->unchanged++;
+    if (k_root != root_id_) {  // first scanned as part of another root
+      Status s = batch_.Write();
+      if (s.ok()) s = index_->PutPath(path, root_id_, st.dev, st.ino);
+      if (!s.ok()) failed_ = s;
+    }
     return;
   }
   // A new name for an inode the index already has current (a hardlink in
