@@ -59,7 +59,7 @@ fi
 work=$CACHE/run
 rm -rf "$work"
 mkdir -p "$work/containers"
-cleanup() { [ "${KEEP:-0}" = 1 ] && echo "kept: $work" || rm -rf "$work"; }
+cleanup() { if [ "${KEEP:-0}" = 1 ]; then echo "kept: $work"; else rm -rf "$work"; fi; }
 trap cleanup EXIT
 
 say "three containers, each a full copy of $kind"

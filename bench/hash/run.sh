@@ -11,6 +11,7 @@
 # Results: bench/results/hash.txt and hash.json.  Trees are kept in
 # $CID_CACHE/bench (default ~/.cache/cid/bench) between runs.
 # Knobs: CID_BENCH_BYTES (tree size, default 1.25 GiB), CID_BENCH_REPS (3).
+# shellcheck disable=SC2016 # the sh -c scripts below take their arguments as $0, $1, ...
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-build}
@@ -66,8 +67,7 @@ print("%.3f %.3f" % (wall, ru.ru_utime + ru.ru_stime))
 PY
 }
 run_reps() {  # run_reps CMD...: "WALL CPU" of the run with the best wall time
-	local i
-	for i in $(seq "$REPS"); do timed "$@"; done | sort -n | sed -n 1p
+	for _ in $(seq "$REPS"); do timed "$@"; done | sort -n | sed -n 1p
 }
 
 read -r t_sha c_sha < <(run_reps sh -c 'find "$0" -type f -print0 | xargs -0 -P"$1" sha256sum' "$tree" "$CORES")

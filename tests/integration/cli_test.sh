@@ -160,7 +160,7 @@ if [ ! -d /sys/kernel/mm/cid ]; then
 	expect_grep "query message" "lacks named merging" "$WORK/err"
 	# No index anywhere: tag must still get as far as the kernel.
 	set +e
-	HOME=$WORK/nohome XDG_STATE_HOME= "$CIDCTL" tag "$WORK/h/abc" 2>"$WORK/err"; rc=$?
+	HOME=$WORK/nohome XDG_STATE_HOME='' "$CIDCTL" tag "$WORK/h/abc" 2>"$WORK/err"; rc=$?
 	set -e
 	expect_grep "tag without an index" "lacks named merging" "$WORK/err"
 	ok "tag/query say plainly that the kernel lacks named merging"

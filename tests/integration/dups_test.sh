@@ -20,7 +20,7 @@ cp -a "$WORK/a/." "$WORK/b/"
 # hardlink one file of copy a under a new name (one inode: no new copy).
 changed=$(cd "$WORK/b" && find . -type f -size +20k | LC_ALL=C sort | sed -n 1p)
 linked=$(cd "$WORK/a" && find . -type f -size +20k | LC_ALL=C sort | sed -n 2p)
-[ -n "$changed" ] && [ -n "$linked" ] || skip "no files over 20k to play with"
+if [ -z "$changed" ] || [ -z "$linked" ]; then skip "no files over 20k to play with"; fi
 printf 'changed' >>"$WORK/b/$changed"
 ln "$WORK/a/$linked" "$WORK/a/$linked.hardlink"
 # A symlink, a FIFO and an empty file the scan must treat correctly.

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared by the integration tests (sourced).  Each test gets a private work
 # dir, exits 77 to skip, and prints how to rerun itself when it fails.
 # Environment: CIDCTL (path to the binary; ctest sets it), KEEP=1 keeps $WORK.
