@@ -66,6 +66,19 @@ static const char *err(int r)
 	return b;
 }
 
+/* cid_tag_path, retried on EAGAIN like tag_ok (see there). */
+static int tag_retry(const char *path, uint32_t flags, uint32_t domain, const uint8_t *expect,
+		     struct cid_tag *out)
+{
+	int r = cid_tag_path(path, flags, domain, expect, out);
+
+	for (int i = 0; r == -EAGAIN && i < 3; i++) {
+		diag("CID_IOC_TAG %s: EAGAIN, retrying", path);
+		r = cid_tag_path(path, flags, domain, expect, out);
+	}
+	return r;
+}
+
 static int open_err(const char *path, int flags)
 {
 	int fd = open(path, flags);
@@ -291,6 +304,11 @@ static void t_share(struct ctx *c)
 	      (unsigned long long)q.content_pages, (unsigned long long)NPAGES);
 	CHECK(q.content_users >= 1, "content_users 0 with an open and three mappings");
 	close(fd);
+
+	/* Tagging right after writing the file through this mount must work. */
+	make_file(T("fresh"), seed, SZ);
+	r = cid_tag_path(T("fresh"), 0, 0, NULL, NULL);
+	CHECK(r == 0, "tag a file just written through the mount: %s", err(r));
 
 	show_stats("after sharing");
 	if (cid_sysfs_present()) {
@@ -561,13 +579,14 @@ static void t_rename(struct ctx *c)
 	verify_path(W("x"), SZ, seed);
 	mx = map_touch(W("x"), PROT_READ, MAP_SHARED);
 	verify_map(mx, SZ, seed, "x");
-	if (c->ovl) {	/* a rename through the overlay copies up */
-		diag("x (tagged lower b renamed through the overlay): %s", qflags_str(r));
-	} else {
-		CHECK(r == SHARED_FLAGS, "tagged b renamed to x: %s", qflags_str(r));
-		expect_shared_pfns(ma, mx, "old a vs renamed b");
-		expect_shared_pfns(mb2, mx, "b before the rename vs after");
-	}
+	/*
+	 * Whether a renamed tagged file stays tagged is not in the contract:
+	 * ext4 and xfs move the inode's ctime on rename, and a moved ctime
+	 * invalidates a tag.  Print what happened; the bytes must be right.
+	 */
+	struct pfn_cmp px = compare_pfns(mb2, mx, SZ);
+	diag("tagged b renamed to x: %s, %lu of %llu frames still shared with the old mapping",
+	     qflags_str(r), px.same, (unsigned long long)NPAGES);
 }
 
 static void t_hardlink(struct ctx *c)
@@ -577,22 +596,33 @@ static void t_hardlink(struct ctx *c)
 
 	if (!make_twins(c, "a", "b", seed))
 		return;
-	if (!CHECK(link(T("a"), T("a2")) == 0, "link: %s", strerror(errno)))
-		return;
-	r = wflags(c, "a2");
-	CHECK(r == SHARED_FLAGS, "hard link of a tagged file: %s", qflags_str(r));
-	m2 = map_touch(W("a2"), PROT_READ, MAP_SHARED);
-	mb = map_touch(W("b"), PROT_READ, MAP_SHARED);
-	expect_shared_pfns(m2, mb, "link a2 vs twin b");
-	verify_map(m2, SZ, seed, "a2");
-
-	/* A link made before the tag is the same inode too. */
+	/* A link made before the tag is the same inode: diverted too. */
 	make_file(T("c"), seed, SZ);
 	CHECK(link(T("c"), T("c2")) == 0, "link: %s", strerror(errno));
 	tag_ok(T("c"));
 	r = wflags(c, "c2");
 	CHECK(r == SHARED_FLAGS, "link made before the tag: %s", qflags_str(r));
 	verify_path(W("c2"), SZ, seed);
+	m2 = map_touch(W("c2"), PROT_READ, MAP_SHARED);
+	mb = map_touch(W("b"), PROT_READ, MAP_SHARED);
+	expect_shared_pfns(m2, mb, "link c2 (made before the tag) vs twin b");
+	verify_map(m2, SZ, seed, "c2");
+
+	/*
+	 * A link made after the tag: link(2) moves the inode's ctime, and a
+	 * moved ctime invalidates the tag (contract), so either outcome is
+	 * allowed; print it.  The bytes must be right either way.
+	 */
+	if (!CHECK(link(T("a"), T("a2")) == 0, "link: %s", strerror(errno)))
+		return;
+	r = wflags(c, "a2");
+	uint8_t *m3 = map_touch(W("a2"), PROT_READ, MAP_SHARED);
+	struct pfn_cmp pc = compare_pfns(m3, mb, SZ);
+	diag("link made after the tag: %s, %lu of %llu frames shared with twin b", qflags_str(r),
+	     pc.same, (unsigned long long)NPAGES);
+	CHECK(pc.same == 0 || pc.same == NPAGES, "link a2 shares only %lu of %llu frames",
+	      pc.same, (unsigned long long)NPAGES);
+	verify_map(m3, SZ, seed, "a2");
 }
 
 /* Changes between tagging and opening: the open is not diverted, reads see the file. */
@@ -656,13 +686,13 @@ static void t_digest(struct ctx *c)
 	sha256_pattern(seed, SZ, want);
 	memcpy(bad, want, 32);
 	bad[31] ^= 1;
-	r = cid_tag_path(T("a"), CID_TAG_EXPECT_DIGEST, 0, bad, &t);
+	r = tag_retry(T("a"), CID_TAG_EXPECT_DIGEST, 0, bad, &t);
 	CHECK(r == -EBADMSG, "tag with a forged expected digest: %s, expected EBADMSG", err(r));
 	r = wflags(c, "a");
 	CHECK(r == 0, "a after the refused tag: %s, expected untagged", qflags_str(r));
 	verify_path(W("a"), SZ, seed);
 
-	r = cid_tag_path(T("a"), CID_TAG_EXPECT_DIGEST, 0, want, &t);
+	r = tag_retry(T("a"), CID_TAG_EXPECT_DIGEST, 0, want, &t);
 	CHECK(r == 0, "tag with the right expected digest: %s", err(r));
 	CHECK(!memcmp(t.digest, want, 32), "digest out differs");
 	r = wflags(c, "a");
@@ -690,7 +720,7 @@ static void t_domain(struct ctx *c)
 
 	for (int i = 0; i < 4; i++) {
 		make_file(T(names[i]), seed, SZ);
-		r = cid_tag_path(T(names[i]), dom[i] ? CID_TAG_DOMAIN : 0, dom[i], NULL, NULL);
+		r = tag_retry(T(names[i]), dom[i] ? CID_TAG_DOMAIN : 0, dom[i], NULL, NULL);
 		CHECK(r == 0, "tag %s in domain %u: %s", names[i], dom[i], err(r));
 	}
 	for (int i = 0; i < 4; i++)
@@ -1155,9 +1185,14 @@ static bool stress_replace(struct ctx *c, int i, unsigned int *n)
 	snprintf(name, sizeof(name), "t%d", i);
 	make_file(T(tmp), seed, SSZ);
 	int r = cid_tag_path(T(tmp), 0, 0, NULL, NULL);
-	if (!CHECK(r == 0, "stress: tag %s: %s", tmp, err(r)))
+	if (!CHECK(r == 0 || r == -EAGAIN, "stress: tag %s: %s", tmp, err(r)))
 		return false;
-	return CHECK(rename(T(tmp), T(name)) == 0, "stress: rename: %s", strerror(errno));
+	if (!CHECK(rename(T(tmp), T(name)) == 0, "stress: rename: %s", strerror(errno)))
+		return false;
+	/* rename moved its ctime, which may have dropped the tag: tag it again */
+	r = cid_tag_path(T(name), 0, 0, NULL, NULL);
+	return CHECK(!r || r == -ETXTBSY || r == -ENOENT || r == -EAGAIN,
+		     "stress: tag %s after rename: %s", name, err(r));
 }
 
 static int stress_worker(struct ctx *c, int id, double until)
@@ -1234,7 +1269,9 @@ static int stress_worker(struct ctx *c, int id, double until)
 			      "stress: pwrite: %s", strerror(errno));
 			close(fd);
 			r = cid_tag_path(T(name), 0, 0, NULL, NULL);
-			CHECK(!r || r == -ETXTBSY || r == -ENOENT, "stress: re-tag: %s", err(r));
+			/* EAGAIN: a rename or unlink by another worker moved its ctime */
+			CHECK(!r || r == -ETXTBSY || r == -ENOENT || r == -EAGAIN,
+			      "stress: re-tag: %s", err(r));
 			ops[4]++;
 			break;
 		case 9:
