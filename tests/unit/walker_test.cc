@@ -1,6 +1,7 @@
 #include "cid/walker.h"
 
 #include <gtest/gtest.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
@@ -129,6 +130,24 @@ TEST(WalkerTest, RootMayBeAFileAndMissingRootIsAnError) {
   Collected m = WalkAll(d / "missing");
   EXPECT_TRUE(m.status.IsNotFound());
   EXPECT_NE(m.status.message().find(d / "missing"), std::string::npos);
+}
+
+TEST(WalkerTest, PseudoFilesystemsAreNotEntered) {
+  Collected p = WalkAll("/proc");
+  ASSERT_FALSE(p.status.ok());
+  EXPECT_NE(p.status.message().find("proc pseudo filesystem"), std::string::npos) << p.status.ToString();
+  EXPECT_TRUE(p.files.empty());
+
+  TempDir d;
+  WriteFile(d / "real", "r");
+  test::MakeDirs(d / "proc");
+  if (mount("proc", (d / "proc").c_str(), "proc", 0, nullptr) != 0)
+    GTEST_SKIP() << "cannot mount proc here: " << strerror(errno);
+  Collected c = WalkAll(d.path());
+  umount2((d / "proc").c_str(), MNT_DETACH);
+  ASSERT_TRUE(c.status.ok());
+  EXPECT_EQ(c.files.size(), 1u);
+  EXPECT_EQ(c.stats.pseudo_fs, 1u);
 }
 
 TEST(WalkerTest, StopFlagEndsTheWalk) {

@@ -214,7 +214,7 @@ int CmdScan(int argc, char** argv) {
       continue;
     }
     interrupted = st.interrupted;
-    double gbps = st.seconds > 0 ? st.hashed_bytes / st.seconds / 1e9 : 0;
+    double gbps = st.seconds > 0 ? static_cast<double>(st.hashed_bytes) / st.seconds / 1e9 : 0;
     if (json) {
       jw.BeginObject()
           .String("root", st.root)
@@ -228,6 +228,7 @@ int CmdScan(int argc, char** argv) {
           .Uint("errors", st.errors)
           .Uint("symlinks", st.symlinks)
           .Uint("special", st.special)
+          .Uint("pseudo_fs", st.pseudo_fs)
           .Uint("removed", st.removed)
           .Bool("interrupted", st.interrupted)
           .Double("seconds", st.seconds)
@@ -256,7 +257,8 @@ const Command kScan = {
     "scan", "index trees: hash new and changed files into the index",
     "usage: cidctl scan [--index FILE] [--workers N] [--batch N] [--no-uring] [--quiet] [--json] PATH...\n"
     "\n"
-    "Walk each PATH (never following symlinks, skipping special files), hash every\n"
+    "Walk each PATH (never following symlinks, skipping special files and not\n"
+    "entering proc, sysfs, cgroup and other pseudo filesystems), hash every\n"
     "regular file that is new or changed since the last scan, and record it in the\n"
     "index.  Unchanged files (same inode, size, mtime, ctime) are not read again.\n"
     "An interrupted scan keeps what it hashed; scanning again continues.\n"

@@ -210,7 +210,8 @@ HashOutcome FileHasher::HashPath(const std::string& path) {
   return out;
 }
 
-HashPool::HashPool(unsigned workers, EngineFactory factory, HasherOptions options, const std::atomic<bool>* stop)
+HashPool::HashPool(unsigned workers, const EngineFactory& factory, HasherOptions options,
+                   const std::atomic<bool>* stop)
     : stop_(stop) {
   if (workers == 0) workers = 1;
   for (unsigned i = 0; i < workers; i++) {

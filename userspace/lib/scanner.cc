@@ -262,6 +262,7 @@ Status Scan::Run(const std::string& root_arg) {
   stats_->errors += ws.errors;
   stats_->symlinks = ws.symlinks;
   stats_->special = ws.special;
+  stats_->pseudo_fs = ws.pseudo_fs;
   if (user_stop && user_stop->load()) stop_ = true;
 
   pool_->Close();

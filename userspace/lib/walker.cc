@@ -5,7 +5,9 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <stdlib.h>
+#include <linux/magic.h>
 #include <sys/stat.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,21 +38,50 @@ Status ReadDir(DIR* d, const std::string& path, std::vector<Entry>* out) {
   return Status::OK();
 }
 
-void WalkDir(int dir_fd, const std::string& path, const WalkCallbacks& cb, WalkStats* stats);
-
-// Opens `name` below `parent_fd` without following a symlink and walks it.
-void Descend(int parent_fd, const std::string& name, const std::string& path, const WalkCallbacks& cb,
-             WalkStats* stats) {
-  int fd = openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-  if (fd < 0) {
-    stats->errors++;
-    cb.on_error(path, Status::FromErrno(path, errno));
-    return;
+// Filesystems whose files are not stored content: their sizes lie (0 for
+// /proc files that are not empty), and hashing them means nothing.
+const char* PseudoFsName(int fd) {
+  struct statfs sf;
+  if (fstatfs(fd, &sf) < 0) return nullptr;
+  switch (static_cast<unsigned long>(sf.f_type)) {
+    case PROC_SUPER_MAGIC: return "proc";
+    case SYSFS_MAGIC: return "sysfs";
+    case DEVPTS_SUPER_MAGIC: return "devpts";
+    case DEBUGFS_MAGIC: return "debugfs";
+    case TRACEFS_MAGIC: return "tracefs";
+    case SECURITYFS_MAGIC: return "securityfs";
+    case CGROUP_SUPER_MAGIC: return "cgroup";
+    case CGROUP2_SUPER_MAGIC: return "cgroup2";
+    case BPF_FS_MAGIC: return "bpf";
+    case PSTOREFS_MAGIC: return "pstore";
+    case EFIVARFS_MAGIC: return "efivarfs";
+    default: return nullptr;
   }
-  WalkDir(fd, path, cb, stats);
 }
 
-void WalkDir(int dir_fd, const std::string& path, const WalkCallbacks& cb, WalkStats* stats) {
+void WalkDir(int dir_fd, const std::string& path, uint64_t dev, const WalkCallbacks& cb, WalkStats* stats);
+
+// Opens `name` below `parent_fd` without following a symlink and walks it,
+// unless it is the root of a pseudo filesystem mounted there.
+void Descend(int parent_fd, uint64_t parent_dev, const std::string& name, const std::string& path,
+             const WalkCallbacks& cb, WalkStats* stats) {
+  int fd = openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+  if (fd < 0 || fstat(fd, &st) < 0) {
+    stats->errors++;
+    cb.on_error(path, Status::FromErrno(path, errno));
+    if (fd >= 0) close(fd);
+    return;
+  }
+  if (st.st_dev != parent_dev && PseudoFsName(fd)) {
+    stats->pseudo_fs++;
+    close(fd);
+    return;
+  }
+  WalkDir(fd, path, st.st_dev, cb, stats);
+}
+
+void WalkDir(int dir_fd, const std::string& path, uint64_t dev, const WalkCallbacks& cb, WalkStats* stats) {
   stats->dirs++;
   DIR* d = fdopendir(dir_fd);
   if (!d) {
@@ -80,7 +111,7 @@ void WalkDir(int dir_fd, const std::string& path, const WalkCallbacks& cb, WalkS
       continue;
     }
     if (e.type == DT_DIR) {
-      Descend(fd, e.name, child, cb, stats);
+      Descend(fd, dev, e.name, child, cb, stats);
       continue;
     }
     struct stat st;
@@ -94,7 +125,7 @@ void WalkDir(int dir_fd, const std::string& path, const WalkCallbacks& cb, WalkS
       stats->files++;
       cb.on_file(child, FileStat::From(st));
     } else if (S_ISDIR(st.st_mode)) {  // DT_UNKNOWN filesystems
-      Descend(fd, e.name, child, cb, stats);
+      Descend(fd, dev, e.name, child, cb, stats);
     } else if (S_ISLNK(st.st_mode)) {
       stats->symlinks++;
     } else {
@@ -132,7 +163,11 @@ Status Walk(const std::string& root, const WalkCallbacks& cb, WalkStats* stats) 
   }
   int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno(root, errno);
-  WalkDir(fd, root, cb, stats);
+  if (const char* fs = PseudoFsName(fd)) {
+    close(fd);
+    return Status::InvalidArgument(root + ": is on a " + fs + " pseudo filesystem; its files have no stored content");
+  }
+  WalkDir(fd, root, st.st_dev, cb, stats);
   return Status::OK();
 }
 

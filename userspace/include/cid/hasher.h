@@ -77,7 +77,7 @@ class HashPool {
  public:
   // Once *stop is set, requests not yet started are dropped (never
   // reported), files being read finish, and Add() ignores new requests.
-  HashPool(unsigned workers, EngineFactory factory, HasherOptions options,
+  HashPool(unsigned workers, const EngineFactory& factory, HasherOptions options,
            const std::atomic<bool>* stop = nullptr);
   ~HashPool();  // closes and joins
   HashPool(const HashPool&) = delete;

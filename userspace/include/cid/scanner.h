@@ -50,6 +50,7 @@ struct ScanStats {
   uint64_t errors = 0;      // unreadable files and directories
   uint64_t symlinks = 0;    // not followed
   uint64_t special = 0;     // devices, FIFOs, sockets: skipped
+  uint64_t pseudo_fs = 0;   // proc, sysfs, ... mounts: not entered
   uint64_t removed = 0;     // paths that are gone from the tree
   bool interrupted = false;
   double seconds = 0;

@@ -1,6 +1,7 @@
 // Walking a tree: every regular file below a root, never following
 // symlinks (neither below the root nor at the end of a path), skipping
-// devices, FIFOs and sockets, and reporting what cannot be read with its
+// devices, FIFOs and sockets, not entering mounts of pseudo filesystems
+// (proc, sysfs, cgroup, ...), and reporting what cannot be read with its
 // path and errno before going on.  Hardlinks are reported once per path;
 // the caller counts inodes (see Scanner).
 #ifndef CID_WALKER_H_
@@ -22,6 +23,7 @@ struct WalkStats {
   uint64_t symlinks = 0;  // seen and not followed
   uint64_t special = 0;   // devices, FIFOs, sockets
   uint64_t errors = 0;    // paths that could not be read or stat'ed
+  uint64_t pseudo_fs = 0; // mounts of proc, sysfs, cgroup... not entered
 };
 
 struct WalkCallbacks {
