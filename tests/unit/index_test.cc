@@ -186,6 +186,47 @@ TEST(IndexTest, ReadOnlyDirectoryIsAnErrorForUnprivilegedUsers) {
   EXPECT_EQ(rc, 0);
 }
 
+TEST(IndexTest, NewerSchemaIsRefusedNotRewritten) {
+  TempDir dir;
+  std::string path = dir / "future.db";
+  { ASSERT_TRUE(Index::Open(path, Index::Mode::kReadWrite).ok()); }
+  sqlite3* db;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA user_version=99", nullptr, nullptr, nullptr), SQLITE_OK);
+  sqlite3_close(db);
+  auto idx = Index::Open(path, Index::Mode::kReadWrite);
+  ASSERT_FALSE(idx.ok());
+  EXPECT_NE(idx.status().message().find("schema version 99"), std::string::npos) << idx.status().ToString();
+  EXPECT_NE(idx.status().message().find(path), std::string::npos);
+}
+
+TEST(IndexTest, TruncatedIndexIsReportedAsDamaged) {
+  TempDir dir;
+  std::string path = dir / "index.db";
+  {
+    auto idx = Index::Open(path, Index::Mode::kReadWrite);
+    ASSERT_TRUE(idx.ok());
+    ASSERT_TRUE((*idx)->PutInode(Rec(1, "x")).ok());
+  }
+  std::string data = test::ReadFile(path);
+  ASSERT_GT(data.size(), 100u);
+  test::WriteFile(path, data.substr(0, 100));  // a header, and nothing behind it
+  auto idx = Index::Open(path, Index::Mode::kReadOnly);
+  Status s = idx.ok() ? (*idx)->ForEachRootInode([](int64_t, const InodeRecord&) {}) : idx.status();
+  ASSERT_FALSE(s.ok());
+  EXPECT_NE(s.message().find(path), std::string::npos) << s.ToString();
+}
+
+TEST(IndexTest, DefaultPathFollowsXdgForUsers) {
+  if (geteuid() == 0) {
+    EXPECT_EQ(DefaultIndexPath(), "/var/lib/cid/index.db");
+    return;
+  }
+  setenv("XDG_STATE_HOME", "/x/state", 1);
+  EXPECT_EQ(DefaultIndexPath(), "/x/state/cid/index.db");
+  unsetenv("XDG_STATE_HOME");
+}
+
 TEST(IndexTest, MissingIndexInReadOnlyModeSuggestsAScan) {
   TempDir dir;
   auto idx = Index::Open(dir / "none.db", Index::Mode::kReadOnly);
