@@ -62,7 +62,7 @@ static const char *err(int r)
 
 	if (r == -ENOTTY)
 		return "ENOTTY (kernel lacks named merging)";
-	snprintf(b, 96, "%s%s", r < 0 ? "" : "success, ", r < 0 ? strerror(-r) : "no error");
+	snprintf(b, 96, "%s", r < 0 ? strerror(-r) : "success");
 	return b;
 }
 
