@@ -1,0 +1,147 @@
+#!/bin/bash
+# The kernel test suite (make vm-test): boot the patched kernel from
+# make kernel under QEMU and run, in the guest,
+#   1. the upstream mm selftests of tests/vm/selftests.list,
+#   2. the project's own suite, tests/vm/guest/ (if it exists),
+# then count their TAP results.  Ends with one line
+#   N passed, N failed, N skipped
+# and exits non-zero if any test failed, the guest did not finish, or the
+# console shows an oops, BUG, WARNING, lockdep, KASAN/UBSAN, list
+# corruption, hung-task or soft-lockup report.
+#
+# Environment:
+#   BUILD            build directory (default build)
+#   CID_VM_SUITES    extended regex; run only the suites whose name matches
+#                    (e.g. CID_VM_SUITES=cid for the project suite alone)
+#   CID_VM_ACCEL     kvm | tcg | auto (default auto: probe KVM, else TCG)
+#   CID_VM_MEM CID_VM_CPUS CID_VM_CMDLINE CID_VM_TIMEOUT
+# See tests/vm/README.md.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+top=$(cd "$here/../.." && pwd)
+cd "$top"
+BUILD=${BUILD:-build}
+export BUILD
+# shellcheck source=tests/vm/lib.sh
+. "$here/lib.sh"
+
+kernel=$BUILD/kernel/bzImage
+[ -f "$kernel" ] && [ -f "$BUILD/kernel/srctree" ] || vm_die "$kernel missing: run 'make kernel' first"
+src=$(cat "$BUILD/kernel/srctree")
+obj=$(cat "$BUILD/kernel/objtree")
+vm=$BUILD/vm
+mkdir -p "$vm"
+vm=$(cd "$vm" && pwd)
+root=$vm/root
+want=${CID_VM_SUITES:-.}
+host_fail=()	# failures found on the host side (build errors)
+
+vm_base_root "$root"
+tmo_total=0
+add_suite() {
+	echo "$1" | grep -qE "$want" || return 0
+	vm_add_suite "$root" "$@"
+	tmo_total=$((tmo_total + $2))
+}
+
+# 1. Upstream mm selftests.
+if tests/vm/selftests.sh "$src" "$obj" "$vm/selftests"; then :; else
+	host_fail+=("selftests: build script failed")
+fi
+mkdir -p "$root/selftests/mm"
+while read -r name tmo args; do
+	case $name in "" | \#*) continue ;; esac
+	echo "$name" | grep -qE "$want" || continue
+	if [ ! -x "$vm/selftests/$name" ]; then
+		host_fail+=("$name: does not build (see $vm/selftests/$name.log)")
+		continue
+	fi
+	vm_add_binary "$root" "$vm/selftests/$name" "/selftests/mm/$name"
+	# The suite runs in its own tmpfs directory holding links to the tests,
+	# the way run_vmtests.sh runs them from the build directory (some exec
+	# ./NAME or create files next to themselves).
+	add_suite "$name" "$tmo" "ln -s /selftests/mm/* /selftests/*.awk . && ${args:-./$name}"
+done <"$here/selftests.list"
+cp "$here/tap-uffd.awk" "$root/selftests/"
+
+# 2. cidctl from the userspace build, if any.
+cidctl=$(find "$BUILD" -path "$vm" -prune -o -type f -name cidctl -perm -u+x -print 2>/dev/null | head -1)
+if [ -n "$cidctl" ]; then
+	vm_add_binary "$root" "$cidctl" /usr/bin/cidctl
+	vm_log "including $cidctl as /usr/bin/cidctl"
+fi
+
+# 3. The project's suite: tests/vm/guest/build.sh STAGING, run from /cid-guest.
+stage=$vm/guest
+if [ -x tests/vm/guest/build.sh ] || [ -f tests/vm/guest/build.sh ]; then
+	rm -rf "$stage"
+	mkdir -p "$stage"
+	if bash tests/vm/guest/build.sh "$stage"; then
+		cp -a "$stage" "$root/cid-guest"
+		# Libraries of dynamically linked programs in the staging dir.
+		while IFS= read -r f; do
+			if ldd "$f" >/dev/null 2>&1; then
+				vm_add_binary "$root" "$f" "/cid-guest/${f#"$stage"/}"
+			fi
+		done < <(find "$stage" -type f -perm -u+x)
+		if [ -f "$stage/run-suite.sh" ]; then
+			add_suite cid "${CID_VM_GUEST_TIMEOUT:-1200}" sh /cid-guest/run-suite.sh
+		else
+			vm_log "tests/vm/guest/build.sh left no run-suite.sh; project suite not run"
+		fi
+	else
+		host_fail+=("cid: tests/vm/guest/build.sh failed")
+	fi
+fi
+[ -s "$root/suites.list" ] || vm_die "no suite selected (CID_VM_SUITES=$want)"
+
+vm_pack "$root" "$vm/initrd.gz"
+vm_disks "$vm/disks"
+vm_log "initramfs $(du -h "$vm/initrd.gz" | cut -f1), suites: $(awk '{printf "%s ", $1}' "$root/suites.list")"
+
+# 4. Boot.  The guest limit is per suite; the host limit is their sum plus
+# boot, so a hung guest is still caught.
+timeout=${CID_VM_TIMEOUT:-$((tmo_total + 180))}
+start=$(date +%s)
+set +e
+vm_boot "$kernel" "$vm/initrd.gz" "$vm/console.log" "$vm/results.log" "$timeout" \
+	"$vm/disks/ext4.img" "$vm/disks/xfs.img"
+qemu_rc=$?
+set -e
+vm_log "guest ran $(($(date +%s) - start))s (qemu exit $qemu_rc); console: $vm/console.log"
+
+# 5. Count.
+tr -d '\r' <"$vm/results.log" >"$vm/results.txt"
+summary=$(awk -v known="$here/known-skips" -f "$here/tap-count.awk" "$vm/results.txt")
+echo "per suite:          passed failed skipped  exit  time"
+echo "$summary" | while read -r tag name p f s rc; do
+	[ "$tag" = SUITE ] || continue
+	t=$(awk -v n="$name" '$2 == "cid-suite-time:" && $3 == n {print $4}' "$vm/results.txt")
+	printf '  %-22s %6s %6s %7s %5s %5s\n' "$name" "$p" "$f" "$s" "${rc:--}" "${t:--}"
+done
+echo "$summary" | grep -vE '^(COUNTS|SUITE) ' || true
+read -r _ passed failed skipped < <(echo "$summary" | grep '^COUNTS ')
+
+for f in "${host_fail[@]+"${host_fail[@]}"}"; do
+	echo "FAIL $f"
+	failed=$((failed + 1))
+done
+bad=0
+if ! grep -q '^# cid-vm: done' "$vm/results.txt"; then
+	if [ "$qemu_rc" = 124 ] || [ "$qemu_rc" = 137 ]; then
+		echo "FAIL guest: timed out after ${timeout}s; last console lines:"
+	else
+		echo "FAIL guest: did not finish (qemu exit $qemu_rc); last console lines:"
+	fi
+	tail -n 30 "$vm/console.log" | tr -d '\r' | sed 's/^/  | /'
+	bad=1
+fi
+if problems=$(vm_console_problems "$vm/console.log"); then
+	echo "FAIL kernel: the console log reports problems:"
+	echo "$problems" | head -n 60 | sed 's/^/  | /'
+	bad=1
+fi
+[ "$bad" = 1 ] && failed=$((failed + 1))
+
+echo "$passed passed, $failed failed, $skipped skipped"
+[ "$failed" -eq 0 ]
