@@ -1,0 +1,49 @@
+#!/bin/sh
+# In-guest half of bench/vm/run.sh: /dev/vda is an ext4 image holding
+# tree/1..8 (identical copies of a real tree) and perf/{untagged,tagged-a,
+# tagged-b}.bin (three copies of one random file).  Prints "RESULT key value"
+# lines; the host turns them into bench/results/vm.txt.
+set -u
+mnt=/mnt/bench
+mkdir -p $mnt
+mount -t ext4 /dev/vda $mnt || { echo "not ok 1 mount /dev/vda"; exit 1; }
+r() { echo "RESULT $*"; }
+cached() { awk '/^Cached:/ {print $2}' /proc/meminfo; }
+drop() { sync; echo 3 >/proc/sys/vm/drop_caches; sleep 1; }
+copies() { i=$1; while [ $i -le "$2" ]; do echo $mnt/tree/$i; i=$((i + 1)); done; }
+# Cached growth with N = 1, 2, 4, 8 copies read: one clean start, then read
+# copy 1, copy 2, copies 3-4, copies 5-8, measuring after each step.
+mem() {
+	drop; c0=$(cached); prev=0
+	for n in 1 2 4 8; do
+		cidbench read $(copies $((prev + 1)) $n) | sed 's/^/# /'
+		r mem_$1_$n $(($(cached) - c0))
+		[ "$1" = tagged ] && sysfs tagged_$n
+		prev=$n
+	done
+}
+sysfs() { for k in contents tagged_inodes pages_shared pages_sharing general_profit; do
+	[ -r /sys/kernel/mm/cid/$k ] && r "$1_$k $(cat /sys/kernel/mm/cid/$k)"; done; }
+
+r kernel "$(uname -r)"
+r mem_total_kB "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+if cidbench probe; then have=1; r named_merging present; else have=0; r named_merging absent; fi
+
+# Memory, untagged: Cached growth for N copies read in full.
+mem untagged
+drop
+cidbench perf untagged $mnt/perf/untagged.bin | sed 's/^/RESULT /'
+
+if [ $have = 1 ]; then
+	echo 1 >/sys/kernel/mm/cid/enabled 2>/dev/null
+	cidbench tag $mnt/tree $mnt/perf/tagged-a.bin $mnt/perf/tagged-b.bin | sed 's/^/RESULT /'
+	sysfs after_tag
+	mem tagged
+	drop
+	cidbench read $mnt/perf/tagged-a.bin >/dev/null
+	cidbench perf tagged $mnt/perf/tagged-b.bin | sed 's/^/RESULT /'
+	cidbench query $mnt/perf/tagged-b.bin | sed 's/^/RESULT query_/'
+fi
+umount $mnt
+echo "1..1"
+echo "ok 1 bench"

@@ -1,0 +1,145 @@
+#!/bin/bash
+# Issue-3 benchmark: named merging measured inside a QEMU guest running the
+# patched kernel, tagged against untagged in the same boot.
+#
+#   memory       Cached growth (/proc/meminfo) after reading N = 1, 2, 4, 8
+#                identical copies of a real tree (regular files of host
+#                /usr/lib, CID_BENCH_TREE_MB MiB, default 112) in full,
+#                without tags and after CID_IOC_TAG on every file
+#   performance  warm-cache sequential read() MiB/s, mmap read-fault cost per
+#                page, open+close latency, on a 64 MiB file untagged vs tagged
+#
+# Writes bench/results/vm.txt.  On a kernel without named merging it runs
+# the untagged half and says so.  Builds the kernel (make kernel) first if
+# $BUILD/kernel/bzImage is missing.
+# Environment: BUILD, CID_BENCH_TREE_SRC (default /usr/lib),
+# CID_BENCH_TREE_MB, CID_VM_ACCEL, CID_VM_MEM (default 3072), CID_BENCH_OUT.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$top"
+BUILD=${BUILD:-build}
+export BUILD
+. tests/vm/lib.sh
+out=${CID_BENCH_OUT:-bench/results/vm.txt}
+tree_src=${CID_BENCH_TREE_SRC:-/usr/lib}
+tree_mb=${CID_BENCH_TREE_MB:-112}
+export CID_VM_MEM=${CID_VM_MEM:-3072}
+work=$BUILD/bench-vm
+mkdir -p "$work" "$(dirname "$out")"
+work=$(cd "$work" && pwd)
+
+if [ ! -f "$BUILD/kernel/bzImage" ]; then
+	vm_log "no $BUILD/kernel/bzImage: building the kernel first"
+	kernel/build.sh
+fi
+# The patches the bzImage was built with (written by kernel/build.sh).
+series=$(cut -c1-4 "$BUILD/kernel/series" 2>/dev/null | tr '\n' ' ')
+series=${series:-unknown}
+
+# 1. The guest program, against the series' UAPI header.
+mkdir -p "$work/include/linux"
+scripts/extract-uapi.sh >"$work/include/linux/cid.h"
+gcc -O2 -Wall -static -I "$work/include" -o "$work/cidbench" bench/vm/cidbench.c
+
+# 2. The data disk: 8 real copies of the tree, 3 copies of a random file.
+stage=$work/stage
+rm -rf "$stage"
+mkdir -p "$stage/tree/1" "$stage/perf"
+find "$tree_src" -xdev -type f -readable -printf '%s %P\n' 2>/dev/null | LC_ALL=C sort -k2 |
+	awk -v max=$((tree_mb << 20)) '{ if (sum + $1 > max) next; sum += $1; sub(/^[0-9]+ /, ""); print }' \
+	>"$work/tree.list"
+(cd "$tree_src" && tar -cf - --no-recursion -T "$work/tree.list") | tar -xf - -C "$stage/tree/1"
+tree_files=$(wc -l <"$work/tree.list")
+tree_kib=$(du -sk --apparent-size "$stage/tree/1" | cut -f1)
+[ "$tree_kib" -ge $((100 << 10)) ] || vm_die "tree from $tree_src is only ${tree_kib} KiB; need >= 100 MiB (CID_BENCH_TREE_SRC)"
+for i in 2 3 4 5 6 7 8; do cp -a "$stage/tree/1" "$stage/tree/$i"; done
+head -c $((64 << 20)) /dev/urandom >"$stage/perf/untagged.bin"
+cp "$stage/perf/untagged.bin" "$stage/perf/tagged-a.bin"
+cp "$stage/perf/untagged.bin" "$stage/perf/tagged-b.bin"
+img=$work/bench-ext4.img
+rm -f "$img"
+truncate -s $(((tree_kib * 8 / 1024 + 192 + 512) * 5 / 4))M "$img"
+mkfs.ext4 -q -F -L cid-bench -d "$stage" "$img"
+rm -rf "$stage"
+
+# 3. Boot.
+root=$work/root
+vm_base_root "$root"
+vm_add_binary "$root" "$work/cidbench" /usr/bin/cidbench
+cp bench/vm/guest.sh "$root/bench.sh"
+vm_add_suite "$root" bench "${CID_BENCH_TIMEOUT:-3000}" sh /bench.sh
+vm_pack "$root" "$work/initrd.gz"
+accel=$(vm_accel "$BUILD/kernel/bzImage")
+export CID_VM_ACCEL=$accel
+set +e
+vm_boot "$BUILD/kernel/bzImage" "$work/initrd.gz" "$work/console.log" "$work/results.log" \
+	$((${CID_BENCH_TIMEOUT:-3000} + 120)) "$img"
+rc=$?
+set -e
+tr -d '\r' <"$work/results.log" >"$work/results.txt"
+rm -f "$img"
+
+# 4. Report.
+val() { awk -v k="$1" '$1 == "RESULT" && $2 == k { $1 = $2 = ""; sub(/^ +/, ""); v = $0 } END { print v }' "$work/results.txt"; }
+problems=$(vm_console_problems "$work/console.log" || true)
+ok=1
+grep -q '^ok 1 bench' "$work/results.txt" || ok=0
+{
+	echo "# bench/vm: named merging inside a QEMU guest (issue 3)"
+	echo "date:     $(date -u '+%Y-%m-%d %H:%M UTC')"
+	echo "kernel:   $(val kernel), patches applied: $series"
+	echo "guest:    $accel, ${CID_VM_CPUS:-2} vCPUs, $(( $(val mem_total_kB | sed 's/^$/0/') / 1024 )) MiB RAM, ext4 on virtio-blk"
+	[ "$accel" = tcg ] && echo "          (TCG emulates the CPU: absolute times are far below host speed; compare the columns)"
+	echo "tree:     $tree_files regular files, $((tree_kib / 1024)) MiB, from host $tree_src; 8 copies"
+	if [ "$ok" = 0 ]; then
+		echo
+		echo "RESULT: the guest benchmark did not complete (qemu exit $rc); console: $work/console.log"
+		tail -n 20 "$work/console.log" | tr -d '\r' | sed 's/^/  | /'
+	fi
+	if [ -n "$problems" ]; then
+		echo
+		echo "KERNEL PROBLEMS on the console:"
+		echo "$problems" | head -n 30 | sed 's/^/  | /'
+	fi
+	have=$(val named_merging)
+	echo
+	echo "Memory: Cached growth after reading N copies of the tree in full (MiB)"
+	printf '  %-3s %10s %10s %10s %s\n' N untagged tagged saved "cid pages_shared/pages_sharing"
+	for n in 1 2 4 8; do
+		u=$(val mem_untagged_$n) t=$(val mem_tagged_$n)
+		if [ -n "$t" ] && [ -n "$u" ]; then
+			printf '  %-3s %10.1f %10.1f %9.0f%% %s/%s\n' "$n" "$(echo "$u/1024" | bc -l)" "$(echo "$t/1024" | bc -l)" \
+				"$(echo "if ($u > 0) 100*($u-$t)/$u else 0" | bc -l)" "$(val tagged_${n}_pages_shared)" "$(val tagged_${n}_pages_sharing)"
+		elif [ -n "$u" ]; then
+			printf '  %-3s %10.1f %10s\n' "$n" "$(echo "$u/1024" | bc -l)" "-"
+		fi
+	done
+	echo
+	echo "Performance, warm cache, 64 MiB file (best of 5)"
+	printf '  %-28s %12s %12s %8s\n' "" untagged tagged "t/u"
+	for m in read_MiBps mmap_fault_ns_per_page open_close_ns; do
+		u=$(val untagged_$m) t=$(val tagged_$m)
+		r=-
+		[ -n "$u" ] && [ -n "$t" ] && r=$(printf '%.2f' "$(echo "$t/$u" | bc -l)")
+		printf '  %-28s %12s %12s %8s\n' "$m" "${u:--}" "${t:--}" "$r"
+	done
+	if [ -n "$(val tagged)" ]; then
+		echo
+		echo "Tagging: $(val tagged) of $(val tag_files) files tagged ($(val tag_errors) errors) in $(val tag_seconds)s;" \
+			"query of a tagged twin: $(val query_flags), content_pages $(val query_content_pages), tagged_inodes $(val query_tagged_inodes)"
+	fi
+	echo
+	if [ "$have" = present ] && [ -n "$(val mem_tagged_8)" ]; then
+		u=$(val mem_untagged_8) t=$(val mem_tagged_8) u1=$(val mem_untagged_1)
+		echo "Summary: 8 copies cost $((u / 1024)) MiB of page cache untagged and $((t / 1024)) MiB tagged" \
+			"($(printf '%.2f' "$(echo "$t/$u1" | bc -l)")x one copy, untagged $(printf '%.2f' "$(echo "$u/$u1" | bc -l)")x)."
+	elif [ "$have" = absent ]; then
+		echo "Summary: kernel lacks named merging (no /sys/kernel/mm/cid, CID_IOC_QUERY gives ENOTTY):" \
+			"only the untagged half ran (patches applied: $series)."
+	else
+		echo "Summary: no result (see above)."
+	fi
+} >"$out.tmp"
+mv "$out.tmp" "$out"
+cat "$out"
+[ "$ok" = 1 ] && [ -z "$problems" ]
