@@ -93,6 +93,20 @@ TEST_F(ScannerTest, HardlinksCountOnceAndAreNotHashedTwice) {
   EXPECT_TRUE(groups->empty()) << "hardlinks are one inode, not duplicates";
 }
 
+TEST_F(ScannerTest, HardlinkIntoAnotherTreeIsNotReadAgain) {
+  WriteFile(tree_ / "a", "linked across trees");
+  TempDir other;
+  ASSERT_EQ(link((tree_ / "a").c_str(), (other / "b").c_str()), 0);  // (link() moves ctime)
+  Scan();
+  ScanStats st;
+  ASSERT_TRUE(ScanTree(index_.get(), other.path(), ScanOptions{}, &st).ok());
+  EXPECT_EQ(st.hashed, 0u);
+  EXPECT_EQ(st.unchanged, 1u);
+  auto p = index_->FindPath(*CanonicalPath(other / "b"));
+  ASSERT_TRUE(p.ok() && p->has_value());
+  EXPECT_EQ((*p)->inode.digest, Sha256::Of("linked across trees"));
+}
+
 TEST_F(ScannerTest, InterruptedScanKeepsItsWorkAndTheNextScanContinues) {
   for (int i = 0; i < 400; i++) WriteFile(tree_ / ("f" + std::to_string(i)), "content " + std::to_string(i));
   std::atomic<bool> stop{false};

@@ -67,6 +67,7 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
   o.id = slot->req.id;
   o.path = std::move(slot->req.path);
   o.st = slot->before;
+  o.expected = slot->req.expect;
   if (status.ok()) {
     struct stat st;
     if (fstat(slot->fd, &st) < 0) {

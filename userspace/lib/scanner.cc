@@ -146,9 +146,11 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     }
     return;
   }
-  // A new name for an inode the index already has current (a hardlink in
-  // another tree, a rename): no need to read it again.
-  auto found = index_->FindInode(st.dev, st.ino);
+  // A new name for an inode the index already has current (a hardlink into
+  // another tree): no need to read it again.  Only inodes with several
+  // links can have one; a renamed file is simply read again, which spares
+  // a first scan one query per file.
+  auto found = st.nlink > 1 ? index_->FindInode(st.dev, st.ino) : std::optional<InodeRecord>();
   if (!found.ok()) {
     failed_ = found.status();
     return;
@@ -171,7 +173,8 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
 }
 
 Status Scan::Record(HashOutcome&& o) {
-  InodeKey key{o.st.dev, o.st.ino};
+  // Keyed by the inode the walk saw: a file replaced since has another.
+  InodeKey key{o.expected.dev, o.expected.ino};
   std::vector<std::string> paths;
   auto w = waiting_.find(key);
   if (w != waiting_.end()) {

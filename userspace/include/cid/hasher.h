@@ -37,7 +37,8 @@ struct HashOutcome {
   std::string path;
   Status status;  // IsChanged(): the file changed while it was read
   Digest digest;  // valid if status.ok()
-  FileStat st;    // the version that was hashed
+  FileStat st;    // the version that was hashed (or found at open)
+  FileStat expected;  // the request's expect, as given
 };
 
 struct HasherOptions {
