@@ -86,61 +86,48 @@ TEST_P(HasherTest, ManyFilesInFlightKeepTheirOwnDigests) {
   EXPECT_EQ(got, want);
 }
 
-TEST_P(HasherTest, FileGrowingWhileHashedIsNotRecorded) {
-  std::string path = dir_ / "grows";
+// Hashes a 1 MiB file written long ago in 128 KiB reads, calling change()
+// when read number `at` completes, as a concurrent writer would.
+HashOutcome HashWhileChanging(std::unique_ptr<ReadEngine> engine, const std::string& path, int at,
+                              const std::function<void()>& change) {
   WriteFile(path, std::string(1 << 20, 'x'));
   Age(path);
   HasherOptions opt;
   opt.buffer_size = 128 << 10;
-  FileHasher h(test::NewHookedEngine(std::move(engine_),
+  FileHasher h(test::NewHookedEngine(std::move(engine),
                                      [&](int n, ReadCompletion*) {
-                                       if (n == 2) {  // mid-file: append, as a writer would
-                                         int fd = open(path.c_str(), O_WRONLY | O_APPEND);
-                                         ASSERT_GE(fd, 0);
-                                         ASSERT_EQ(write(fd, "more", 4), 4);
-                                         close(fd);
-                                       }
+                                       if (n == at) change();
                                      }),
                opt);
-  HashOutcome o = h.HashPath(path);
+  return h.HashPath(path);
+}
+
+TEST_P(HasherTest, FileGrowingWhileHashedIsNotRecorded) {
+  std::string path = dir_ / "grows";
+  HashOutcome o = HashWhileChanging(std::move(engine_), path, 2, [&] {
+    int fd = open(path.c_str(), O_WRONLY | O_APPEND);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "more", 4), 4);
+    close(fd);
+  });
   EXPECT_TRUE(o.status.IsChanged()) << o.status.ToString();
   EXPECT_NE(o.status.message().find(path), std::string::npos);
 }
 
 TEST_P(HasherTest, FileRewrittenInPlaceWithSameSizeIsNotRecorded) {
   std::string path = dir_ / "rewritten";
-  WriteFile(path, std::string(1 << 20, 'a'));
-  Age(path);
-  HasherOptions opt;
-  opt.buffer_size = 128 << 10;
-  FileHasher h(test::NewHookedEngine(std::move(engine_),
-                                     [&](int n, ReadCompletion*) {
-                                       if (n == 1) {
-                                         int fd = open(path.c_str(), O_WRONLY);
-                                         ASSERT_GE(fd, 0);
-                                         ASSERT_EQ(pwrite(fd, "b", 1, 0), 1);  // size unchanged; mtime moves
-                                         close(fd);
-                                       }
-                                     }),
-               opt);
-  HashOutcome o = h.HashPath(path);
+  HashOutcome o = HashWhileChanging(std::move(engine_), path, 1, [&] {
+    int fd = open(path.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(pwrite(fd, "b", 1, 0), 1);  // size unchanged; mtime moves
+    close(fd);
+  });
   EXPECT_TRUE(o.status.IsChanged()) << o.status.ToString();
 }
 
 TEST_P(HasherTest, FileTruncatedWhileHashedIsNotRecorded) {
   std::string path = dir_ / "shrinks";
-  WriteFile(path, std::string(1 << 20, 's'));
-  Age(path);
-  HasherOptions opt;
-  opt.buffer_size = 128 << 10;
-  FileHasher h(test::NewHookedEngine(std::move(engine_),
-                                     [&](int n, ReadCompletion*) {
-                                       if (n == 0) {
-                                         ASSERT_EQ(truncate(path.c_str(), 1000), 0);
-                                       }
-                                     }),
-               opt);
-  HashOutcome o = h.HashPath(path);
+  HashOutcome o = HashWhileChanging(std::move(engine_), path, 0, [&] { ASSERT_EQ(truncate(path.c_str(), 1000), 0); });
   EXPECT_TRUE(o.status.IsChanged()) << o.status.ToString();
 }
 
