@@ -230,6 +230,22 @@ TEST_F(ScannerTest, RescanningAnEnclosingRootTakesThePathsOver) {
   }
 }
 
+TEST_F(ScannerTest, AnIndexInsideTheTreeIsNotIndexed) {
+  WriteFile(tree_ / "f", "f");
+  auto idx = Index::Open(tree_ / "idx.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(idx.ok());
+  ScanStats st;
+  std::vector<Status> errors;
+  ScanOptions o;
+  o.on_error = [&](const Status& s) { errors.push_back(s); };
+  ASSERT_TRUE(ScanTree(idx->get(), tree_.path(), o, &st).ok());
+  EXPECT_EQ(st.files, 1u);
+  EXPECT_TRUE(errors.empty());
+  auto p = (*idx)->FindPath(*CanonicalPath(tree_ / "idx.db"));
+  ASSERT_TRUE(p.ok());
+  EXPECT_FALSE(p->has_value());
+}
+
 TEST_F(ScannerTest, CorruptIndexStopsTheScanWithItsName) {
   index_.reset();
   std::string path = db_ / "index.db";

@@ -94,6 +94,7 @@ class Scan {
   // Paths waiting for their inode's digest (the first path is the one hashed).
   std::unordered_map<InodeKey, std::vector<std::string>, InodeKeyHash> waiting_;
   std::vector<std::string> unreadable_dirs_;
+  std::unordered_set<std::string> own_files_;  // the index and its journals: never indexed
   uint64_t walked_since_drain_ = 0;
   Clock::time_point last_progress_{};
 };
@@ -113,6 +114,7 @@ void Scan::Progress(bool force) {
 
 void Scan::OnFile(const std::string& path, const FileStat& st) {
   if (!failed_.ok()) return;
+  if (!own_files_.empty() && own_files_.count(path)) return;
   stats_->files++;
   InodeKey key{st.dev, st.ino};
   bool path_current = false;
@@ -229,6 +231,9 @@ Status Scan::Run(const std::string& root_arg) {
   auto root = CanonicalPath(root_arg);
   if (!root.ok()) return root.status();
   stats_->root = *root;
+  // An index kept inside the tree it indexes changes while it is read.
+  if (auto own = CanonicalPath(index_->path()); own.ok())
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) own_files_.insert(*own + suffix);
 
   Status s = index_->Begin();
   if (!s.ok()) return s;
