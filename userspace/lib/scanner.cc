@@ -74,6 +74,7 @@ class Scan {
 
  private:
   void OnFile(const std::string& path, const FileStat& st);
+  void AddPath(const std::string& path, const FileStat& st);
   Status Record(HashOutcome&& o);
   Status Drain(bool wait);
   void Report(const Status& s) {
@@ -112,6 +113,14 @@ void Scan::Progress(bool force) {
   options_.on_progress(p);
 }
 
+// Records one more name of an inode whose row is current.
+void Scan::AddPath(const std::string& path, const FileStat& st) {
+  Status s = batch_.Write();
+  if (s.ok()) s = index_->PutPath(path, root_id_, st.dev, st.ino);
+  if (s.ok()) s = batch_.MaybeCommit();
+  if (!s.ok()) failed_ = s;
+}
+
 void Scan::OnFile(const std::string& path, const FileStat& st) {
   if (!failed_.ok()) return;
   if (!own_files_.empty() && own_files_.count(path)) return;
@@ -133,18 +142,14 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
       w->second.push_back(path);
       return;
     }
-    Status s = batch_.Write();
-    if (s.ok()) s = index_->PutPath(path, root_id_, st.dev, st.ino);
-    if (!s.ok()) failed_ = s;
+    AddPath(path, st);
     return;
   }
   stats_->inodes++;
   if (path_current) {
     stats_->unchanged++;
     if (k_root != root_id_) {  // first scanned as part of another root
-      Status s = batch_.Write();
-      if (s.ok()) s = index_->PutPath(path, root_id_, st.dev, st.ino);
-      if (!s.ok()) failed_ = s;
+      AddPath(path, st);
     }
     return;
   }
@@ -159,9 +164,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   }
   if (found->has_value() && (*found)->Matches(st)) {
     stats_->unchanged++;
-    Status s = batch_.Write();
-    if (s.ok()) s = index_->PutPath(path, root_id_, st.dev, st.ino);
-    if (!s.ok()) failed_ = s;
+    AddPath(path, st);
     return;
   }
   waiting_[key].push_back(path);
