@@ -235,11 +235,12 @@ int CmdScan(int argc, char** argv) {
           .String("engine", st.engine)
           .EndObject();
     } else if (!quiet) {
-      printf("%s: %" PRIu64 " files (%" PRIu64 " inodes), %" PRIu64 " hashed (%s, %.2f GB/s), %" PRIu64
+      char rate[32] = "";
+      if (st.hashed_bytes > 0) snprintf(rate, sizeof(rate), ", %.2f GB/s", gbps);
+      printf("%s: %" PRIu64 " files (%" PRIu64 " inodes), %" PRIu64 " hashed (%s%s), %" PRIu64
              " unchanged, %" PRIu64 " removed, %" PRIu64 " errors, %" PRIu64 " changed while read; %.2f s [%s]%s\n",
-             st.root.c_str(), st.files, st.inodes, st.hashed, HumanBytes(st.hashed_bytes).c_str(), gbps, st.unchanged,
-             st.removed, st.errors, st.changed, st.seconds, st.engine.c_str(),
-             st.interrupted ? " INTERRUPTED" : "");
+             st.root.c_str(), st.files, st.inodes, st.hashed, HumanBytes(st.hashed_bytes).c_str(), rate, st.unchanged,
+             st.removed, st.errors, st.changed, st.seconds, st.engine.c_str(), st.interrupted ? " INTERRUPTED" : "");
     }
     if ((st.errors || st.changed) && exit_code == kExitOk) exit_code = kExitPartial;
   }

@@ -168,6 +168,12 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     return;
   }
   waiting_[key].push_back(path);
+  if (!pool_) {  // started at the first file to read: a rescan of an unchanged tree needs none
+    unsigned workers = options_.workers ? options_.workers : std::max(1u, std::thread::hardware_concurrency());
+    EngineFactory factory =
+        options_.engine ? options_.engine : DefaultEngineFactory(ScanOptions::kDefaultQueueDepth);
+    pool_ = std::make_unique<HashPool>(workers, factory, options_.hasher, options_.stop);
+  }
   pool_->Add(HashRequest{path, st, 0});
   if (++walked_since_drain_ >= 64) {
     walked_since_drain_ = 0;
@@ -211,6 +217,7 @@ Status Scan::Record(HashOutcome&& o) {
 }
 
 Status Scan::Drain(bool wait) {
+  if (!pool_) return batch_.MaybeCommit();
   std::vector<HashOutcome> out;
   bool more = true;
   do {
@@ -250,10 +257,6 @@ Status Scan::Run(const std::string& root_arg) {
     return s;
   }
 
-  unsigned workers = options_.workers ? options_.workers : std::max(1u, std::thread::hardware_concurrency());
-  EngineFactory factory =
-      options_.engine ? options_.engine : DefaultEngineFactory(ScanOptions::kDefaultQueueDepth);
-  pool_ = std::make_unique<HashPool>(workers, factory, options_.hasher, options_.stop);
 
   // The walk stops on the caller's flag or on an index error; the flag is
   // polled between files, which is cheap and safe to set from a signal.
@@ -276,12 +279,14 @@ Status Scan::Run(const std::string& root_arg) {
   stats_->pseudo_fs = ws.pseudo_fs;
   if (user_stop && user_stop->load()) stop_ = true;
 
-  pool_->Close();
-  if (stop_) pool_->Cancel();
+  if (pool_) {
+    pool_->Close();
+    if (stop_) pool_->Cancel();
+  }
   Status d = Drain(true);
   if (failed_.ok() && !d.ok()) failed_ = d;
   if (failed_.ok() && !s.ok()) failed_ = s;
-  stats_->engine = pool_->engine_name();
+  stats_->engine = pool_ ? pool_->engine_name() : "none";
   pool_.reset();
   if (!failed_.ok()) return failed_;
 

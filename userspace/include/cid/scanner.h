@@ -54,7 +54,7 @@ struct ScanStats {
   uint64_t removed = 0;     // paths that are gone from the tree
   bool interrupted = false;
   double seconds = 0;
-  std::string engine;       // "io_uring" or "pread"
+  std::string engine;       // "io_uring", "pread", or "none" if nothing was read
 };
 
 // Errors: the root cannot be examined, or the index fails (named in the
