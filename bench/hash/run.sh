@@ -77,16 +77,7 @@ engine=$("$CIDCTL" scan --json --index "$work/engine.db" "$tree" | python3 -c 'i
 
 # Informational: the same scan with the tree evicted from page cache
 # (POSIX_FADV_DONTNEED per file), where several reads in flight can help.
-evict() {
-	python3 - "$1" <<'PY'
-import os, sys
-for dp, _, fs in os.walk(sys.argv[1]):
-    for f in fs:
-        fd = os.open(os.path.join(dp, f), os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)
-PY
-}
+evict() { python3 "$top/tests/integration/evict_cache.py" "$1"; }
 evict "$tree"
 read -r t_cold c_cold < <(timed sh -c 'rm -f "$2"/idx.db*; exec "$0" scan --quiet --index "$2/idx.db" "$1"' "$CIDCTL" "$tree" "$work")
 evict "$tree"

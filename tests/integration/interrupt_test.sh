@@ -22,16 +22,7 @@ PY
 sync
 
 # Make the scan read from disk, so it lasts long enough to interrupt.
-drop_cache() {
-	python3 - "$WORK/t" <<'PY'
-import os, sys
-for dp, _, fs in os.walk(sys.argv[1]):
-    for f in fs:
-        fd = os.open(os.path.join(dp, f), os.O_RDONLY)
-        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-        os.close(fd)
-PY
-}
+drop_cache() { python3 "$HERE/evict_cache.py" "$WORK/t"; }
 count() { sqlite3 "$1" 'SELECT count(*) FROM inodes' 2>/dev/null || echo 0; }
 
 # interrupt SIGNAL INDEX: start a scan, signal it after some batches landed.
