@@ -125,6 +125,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   if (!failed_.ok()) return;
   if (!own_files_.empty() && own_files_.count(path)) return;
   stats_->files++;
+  Progress(false);
   InodeKey key{st.dev, st.ino};
   bool path_current = false;
   int64_t k_root = root_id_;
@@ -180,7 +181,6 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     Status s = Drain(false);
     if (!s.ok()) failed_ = s;
   }
-  Progress(false);
 }
 
 Status Scan::Record(HashOutcome&& o) {
