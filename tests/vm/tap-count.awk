@@ -63,13 +63,21 @@ suite == "" { next }
 /^1\.\.[0-9]+/ { s_plan = substr($1, 4) + 0; next }
 /^Bail out!/ { s_bail = substr($0, 11); if (s_bail == "") s_bail = "(no reason)"; next }
 /^(not )?ok [0-9]+/ {
+	num = ($1 == "not") ? $3 : $2
+	# A forked child that flushes a copy of the parent's stdio buffer (or
+	# goes on running tests) repeats numbers: count each number once.
+	if ((suite, num) in seen) { print "NOTE " suite ": test " num " reported again, ignored: " $0; next }
+	seen[suite, num] = 1
 	s_results++
 	line = $0
 	notok = (line ~ /^not ok/)
 	sub(/^(not )?ok [0-9]+ ?(- )?/, "", line)
 	directive = ""
-	if (match(line, / # (SKIP|skip|TODO|todo|XFAIL|xfail)/)) {
-		directive = toupper(substr(line, RSTART + 3, 4))
+	# "ok 3 name # SKIP why", and kselftest's nameless "ok 3 # SKIP why".
+	if (match(line, /(^|[ \t])# *(SKIP|skip|Skip|TODO|todo|XFAIL|xfail)/)) {
+		directive = substr(line, RSTART, RLENGTH)
+		sub(/^[ \t]*# */, "", directive)
+		directive = toupper(substr(directive, 1, 4))
 		line = substr(line, 1, RSTART - 1)
 	}
 	test = trim(line)
