@@ -34,9 +34,19 @@ while read -r name tmo cmd; do
 	start=$(date +%s)
 	(
 		cd "/tmp/run/$name" || exit 1
-		# The suite's own process group, so a timeout kills all of it.
-		timeout -s KILL "$tmo" sh -c "$cmd" </dev/null 2>&1
-		echo "# cid-suite-rc: $name $?"
+		# The suite runs in its own session, so its time limit kills all of
+		# it: a leftover child would otherwise hold the pipe to tee open.
+		setsid sh -c "$cmd" </dev/null 2>&1 &
+		pid=$!
+		(sleep "$tmo"; kill -KILL -- "-$pid" 2>/dev/null; kill -KILL "$pid" 2>/dev/null) \
+			</dev/null >/dev/null 2>&1 &
+		watchdog=$!
+		wait "$pid"
+		rc=$?
+		kill "$watchdog" 2>/dev/null
+		# Children the suite left behind.
+		kill -KILL -- "-$pid" 2>/dev/null
+		echo "# cid-suite-rc: $name $rc"
 	) | tee "$res"
 	say "# cid-suite-time: $name $(($(date +%s) - start))s"
 	sync
