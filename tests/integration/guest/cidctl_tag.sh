@@ -3,6 +3,7 @@
 # Not a host test: the VM harness (tests/vm) runs it as a suite, e.g.
 #   vm_add_suite "$root" cidctl 120 sh /cidctl_tag.sh /mnt/ext4
 # with cidctl at /usr/bin/cidctl and DIR on a real filesystem (ext4, xfs).
+# With sqlite3 in the guest too, it also checks the EBADMSG path.
 # Prints TAP; exits 1 if any check failed, 77 (skip) without named merging.
 dir=${1:-/mnt/ext4}
 n=0 failed=0
@@ -66,6 +67,23 @@ if has "$work/a: not tagged"; then ok "untag"; else not_ok "untag"; sed 's/^/# /
 
 cidctl tag --dups --index "$idx" --json >/tmp/cidctl.out 2>&1
 if has '"tagged":3,"failed":0'; then ok "tag --dups tags every copy"; else not_ok "tag --dups"; sed 's/^/# /' /tmp/cidctl.out; fi
+
+# EBADMSG needs an index that is current by stat but wrong about content:
+# only a tampered one is, so this check runs where sqlite3 is in the guest.
+if command -v sqlite3 >/dev/null; then
+	cidctl untag "$work/b" >/dev/null 2>&1
+	sqlite3 "$idx" "UPDATE inodes SET digest = zeroblob(32)"
+	cidctl tag --index "$idx" "$work/b" >/tmp/cidctl.out 2>&1
+	if has 'tag: the content differs from the expected digest'; then
+		ok "EBADMSG: a wrong index digest is refused, plainly"
+	else
+		not_ok "EBADMSG"; sed 's/^/# /' /tmp/cidctl.out
+	fi
+	cidctl query "$work/b" >/tmp/cidctl.out 2>&1
+	if has "$work/b: not tagged"; then ok "refused tag left no tag"; else not_ok "refused tag left a tag"; fi
+else
+	echo "# sqlite3 not in the guest: EBADMSG check skipped"
+fi
 
 rm -rf "$work" "$idx"*
 echo "1..$n"
