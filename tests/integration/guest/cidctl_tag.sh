@@ -68,6 +68,17 @@ if has "$work/a: not tagged"; then ok "untag"; else not_ok "untag"; sed 's/^/# /
 cidctl tag --dups --index "$idx" --json >/tmp/cidctl.out 2>&1
 if has '"tagged":3,"failed":0'; then ok "tag --dups tags every copy"; else not_ok "tag --dups"; sed 's/^/# /' /tmp/cidctl.out; fi
 
+# EPERM: tagging needs CAP_SYS_ADMIN; try as nobody.
+grep -q '^nobody:' /etc/passwd 2>/dev/null || echo 'nobody:x:65534:65534:nobody:/:/bin/sh' >>/etc/passwd
+chmod 755 "$work"
+if su -s /bin/sh nobody -c "cidctl tag $work/c" >/tmp/cidctl.out 2>&1; then
+	not_ok "EPERM: an unprivileged tag succeeded"
+elif has 'needs CAP_SYS_ADMIN'; then
+	ok "EPERM explained (needs CAP_SYS_ADMIN)"
+else
+	not_ok "EPERM message"; sed 's/^/# /' /tmp/cidctl.out
+fi
+
 # EBADMSG needs an index that is current by stat but wrong about content:
 # only a tampered one is, so this check runs where sqlite3 is in the guest.
 if command -v sqlite3 >/dev/null; then
