@@ -104,10 +104,11 @@ import sqlite3, sys, time
 c = sqlite3.connect(sys.argv[1], isolation_level=None)
 c.execute("BEGIN EXCLUSIVE")
 open(sys.argv[1] + ".held", "w").close()
-time.sleep(6)
+time.sleep(8)
 PY
 holder=$!
-for _ in $(seq 100); do [ -e "$IDX.held" ] && break; sleep 0.05; done
+for _ in $(seq 400); do [ -e "$IDX.held" ] && break; sleep 0.05; done
+[ -e "$IDX.held" ] || fail "the lock holder did not start within 20 s"
 set +e
 "$CIDCTL" scan --index "$IDX" "$WORK/h" >/dev/null 2>"$WORK/err"; rc=$?
 set -e

@@ -32,7 +32,7 @@ interrupt() {
 	drop_cache
 	"$CIDCTL" scan --index "$idx" --workers 1 --batch 20 "$WORK/t" >"$WORK/out" 2>"$WORK/err" &
 	local pid=$!
-	for _ in $(seq 400); do
+	for _ in $(seq 1500); do
 		[ "$(count "$idx")" -ge 40 ] && break
 		kill -0 "$pid" 2>/dev/null || break
 		sleep 0.02
