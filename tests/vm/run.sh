@@ -52,17 +52,23 @@ mkdir -p "$root/selftests/mm"
 while read -r name tmo args; do
 	case $name in "" | \#*) continue ;; esac
 	echo "$name" | grep -qE "$want" || continue
-	if [ ! -x "$vm/selftests/$name" ]; then
-		host_fail+=("$name: does not build (see $vm/selftests/$name.log)")
+	prog=${name%%:*}
+	if [ ! -f "$src/tools/testing/selftests/mm/$prog.c" ]; then
+		vm_log "$prog: not in this tree (its patch is not applied); not run"
 		continue
 	fi
-	vm_add_binary "$root" "$vm/selftests/$name" "/selftests/mm/$name"
+	if [ ! -x "$vm/selftests/$prog" ]; then
+		host_fail+=("$name: does not build (see $vm/selftests/$prog.log)")
+		continue
+	fi
+	vm_add_binary "$root" "$vm/selftests/$prog" "/selftests/mm/$prog"
 	# The suite runs in its own tmpfs directory holding links to the tests,
 	# the way run_vmtests.sh runs them from the build directory (some exec
 	# ./NAME or create files next to themselves).
-	add_suite "$name" "$tmo" "ln -s /selftests/mm/* /selftests/*.awk . && ${args:-./$name}"
+	add_suite "$name" "$tmo" "ln -s /selftests/mm/* /selftests/*.awk /selftests/*.sh . && ${args:-./$prog}"
 done <"$here/selftests.list"
-cp "$here/tap-uffd.awk" "$root/selftests/"
+cp "$here/tap-uffd.awk" "$here/on-disk.sh" "$root/selftests/"
+chmod 0755 "$root/selftests/on-disk.sh"
 
 # 2. cidctl from the userspace build, if any.
 cidctl=$(find "$BUILD" -path "$vm" -prune -o -type f -name cidctl -perm -u+x -print 2>/dev/null | head -1)
@@ -97,6 +103,11 @@ fi
 
 vm_pack "$root" "$vm/initrd.gz"
 vm_disks "$vm/disks"
+# Scratch filesystems for the selftests that need a real one as their cwd.
+rm -f "$vm/disks/st-ext4.img" "$vm/disks/st-xfs.img"
+truncate -s 512M "$vm/disks/st-ext4.img" "$vm/disks/st-xfs.img"
+mkfs.ext4 -q -F "$vm/disks/st-ext4.img" && mkfs.xfs -q -f "$vm/disks/st-xfs.img" ||
+	vm_die "mkfs of the selftest scratch images failed"
 vm_log "initramfs $(du -h "$vm/initrd.gz" | cut -f1), suites: $(awk '{printf "%s ", $1}' "$root/suites.list")"
 
 # 4. Boot.  The guest limit is per suite; the host limit is their sum plus
@@ -105,7 +116,7 @@ timeout=${CID_VM_TIMEOUT:-$((tmo_total + 180))}
 start=$(date +%s)
 set +e
 vm_boot "$kernel" "$vm/initrd.gz" "$vm/console.log" "$vm/results.log" "$timeout" \
-	"$vm/disks/ext4.img" "$vm/disks/xfs.img"
+	"$vm/disks/ext4.img" "$vm/disks/xfs.img" "$vm/disks/st-ext4.img" "$vm/disks/st-xfs.img"
 qemu_rc=$?
 set -e
 vm_log "guest ran $(($(date +%s) - start))s (qemu exit $qemu_rc); console: $vm/console.log"
@@ -113,11 +124,11 @@ vm_log "guest ran $(($(date +%s) - start))s (qemu exit $qemu_rc); console: $vm/c
 # 5. Count.
 tr -d '\r' <"$vm/results.log" >"$vm/results.txt"
 summary=$(awk -v known="$here/known-skips" -f "$here/tap-count.awk" "$vm/results.txt")
-echo "per suite:          passed failed skipped  exit  time"
+echo "per suite:                passed failed skipped  exit  time"
 echo "$summary" | while read -r tag name p f s rc; do
 	[ "$tag" = SUITE ] || continue
 	t=$(awk -v n="$name" '$2 == "cid-suite-time:" && $3 == n {print $4}' "$vm/results.txt")
-	printf '  %-22s %6s %6s %7s %5s %5s\n' "$name" "$p" "$f" "$s" "${rc:--}" "${t:--}"
+	printf '  %-28s %6s %6s %7s %5s %5s\n' "$name" "$p" "$f" "$s" "${rc:--}" "${t:--}"
 done
 echo "$summary" | grep -vE '^(COUNTS|SUITE) ' || true
 read -r _ passed failed skipped < <(echo "$summary" | grep '^COUNTS ')
