@@ -18,7 +18,8 @@
 # Outputs: ${BUILD:-build}/kernel/{bzImage,config,series,srctree,objtree}
 # (series: the patches applied to the tree the bzImage was built from).
 # Environment: CID_CACHE, BUILD, JOBS, LINUX_TARBALL, CID_KERNEL_CONFIG
-# (fragment, default kernel/config/cid-test.config), CID_SERIES (a series
+# (fragment, default kernel/config/cid-test.config), CID_PATCHES (patch
+# directory, default kernel/patches), CID_SERIES (a series
 # file naming patches of kernel/patches; default kernel/patches/series).
 set -euo pipefail
 
@@ -29,7 +30,7 @@ BUILD=${BUILD:-build}
 JOBS=${JOBS:-$(nproc)}
 LINUX_TARBALL=${LINUX_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
 fragment=${CID_KERNEL_CONFIG:-$top/kernel/config/cid-test.config}
-patches=$top/kernel/patches
+patches=${CID_PATCHES:-$top/kernel/patches}
 prepare_only=0
 [ "${1:-}" = --prepare ] && prepare_only=1
 

@@ -71,7 +71,7 @@ cp "$here/tap-uffd.awk" "$here/on-disk.sh" "$root/selftests/"
 chmod 0755 "$root/selftests/on-disk.sh"
 
 # 2. cidctl from the userspace build, if any.
-cidctl=$(find "$BUILD" -path "$vm" -prune -o -type f -name cidctl -perm -u+x -print 2>/dev/null | head -1)
+cidctl=$(find "$BUILD" \( -path "$BUILD/vm" -o -path "$BUILD/bench-vm" \) -prune -o -type f -name cidctl -perm -u+x -print 2>/dev/null | head -1)
 if [ -n "$cidctl" ]; then
 	vm_add_binary "$root" "$cidctl" /usr/bin/cidctl
 	vm_log "including $cidctl as /usr/bin/cidctl"
