@@ -121,17 +121,22 @@ vm_boot() {
 		"${drives[@]}" </dev/null
 }
 
-# vm_console_problems CONSOLE: print the lines that show a kernel problem;
-# exit status 0 if there are any.
+# vm_console_problems CONSOLE: print the kernel lines (printk timestamp
+# "[   12.345678] ", CONFIG_PRINTK_TIME) that show a kernel problem; exit
+# status 0 if there are any.  Suite output is on the console too, so only
+# timestamped lines count: a test printing "WARNING:" is not a kernel report.
 vm_console_problems() {
-	grep -a -n -E \
-		-e 'Oops|BUG:|WARNING:|------------\[ cut here \]' \
-		-e 'Kernel panic|general protection fault|kernel BUG at|Call Trace:' \
-		-e 'possible circular locking|inconsistent lock state|suspicious RCU usage|DEBUG_LOCKS_WARN' \
-		-e 'possible recursive locking|lock held when returning|bad unlock balance|INFO: possible irq lock inversion' \
-		-e 'KASAN:|UBSAN:|KFENCE:' \
-		-e 'list_add corruption|list_del corruption' \
-		-e 'blocked for more than [0-9]+ seconds|soft lockup|hard LOCKUP|rcu_sched self-detected stall|rcu: INFO: .* stall' \
-		-e 'Bad page state|Bad page map|bad pte|page dumped because' \
-		"$1" | tr -d '\r'
+	local ts='\[ *[0-9]+\.[0-9]+\] .*' out
+	out=$(grep -a -n -E \
+		-e "$ts(Oops|BUG:|WARNING:|------------\[ cut here \])" \
+		-e "$ts(Kernel panic|general protection fault|kernel BUG at|Call Trace:)" \
+		-e "$ts(possible circular locking|inconsistent lock state|suspicious RCU usage|DEBUG_LOCKS_WARN)" \
+		-e "$ts(possible recursive locking|lock held when returning|bad unlock balance|possible irq lock inversion)" \
+		-e "$ts(KASAN:|UBSAN:|KFENCE:)" \
+		-e "$ts(list_add corruption|list_del corruption)" \
+		-e "$ts(blocked for more than [0-9]+ seconds|soft lockup|hard LOCKUP|self-detected stall|rcu: INFO: .* stall)" \
+		-e "$ts(Bad page state|Bad page map|bad pte|page dumped because)" \
+		"$1" | tr -d '\r')
+	[ -n "$out" ] || return 1
+	echo "$out"
 }
