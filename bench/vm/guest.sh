@@ -16,6 +16,7 @@ copies() { i=$1; while [ $i -le "$2" ]; do echo $mnt/tree/$i; i=$((i + 1)); done
 mem() {
 	drop; c0=$(cached); prev=0
 	for n in 1 2 4 8; do
+		# shellcheck disable=SC2046 # one argument per copy
 		cidbench read $(copies $((prev + 1)) $n) | sed 's/^/# /'
 		r mem_$1_$n $(($(cached) - c0))
 		[ "$1" = tagged ] && sysfs tagged_$n

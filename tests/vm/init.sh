@@ -1,4 +1,5 @@
 #!/bin/busybox sh
+# shellcheck shell=dash
 # /init of the test initramfs (see tests/vm/lib.sh for the protocol).
 # Runs every suite of /suites.list in order with a time limit, copies its
 # output to the console (ttyS0) and the results port (ttyS1), then powers

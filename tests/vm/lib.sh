@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared helpers for the QEMU harness (tests/vm/run.sh) and the VM benchmark
 # (bench/vm/run.sh).  Source it; it defines functions only.
 #
@@ -107,7 +108,7 @@ vm_boot() {
 	if [ "$accel" = kvm ]; then
 		args=(-enable-kvm -cpu host)
 	else
-		args=(-accel tcg,thread=multi -cpu max)
+		args=(-accel "tcg,thread=multi" -cpu max)
 	fi
 	vm_log "booting $(basename "$kernel") under ${accel^^} (${CID_VM_CPUS:-2} vCPUs, ${CID_VM_MEM:-2048} MiB, timeout ${tmo}s)"
 	: >"$console"

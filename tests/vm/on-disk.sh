@@ -8,7 +8,6 @@ shift 2
 mnt=/mnt/selftest.$$
 mkdir -p "$mnt"
 mount -t "$fstype" "$dev" "$mnt" || { echo "Bail out! cannot mount $dev ($fstype)"; exit 1; }
-here=$(pwd)
 cd "$mnt" || exit 1
 "$@"
 rc=$?
