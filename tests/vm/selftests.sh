@@ -17,7 +17,13 @@ mm=$src/tools/testing/selftests/mm
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 
-make -s -C "$src" O="$obj" headers >/dev/null
+# Under kernel/build.sh's lock: another make kernel may be using OBJTREE.
+lock=$(dirname "$obj")/.lock
+if [ -e "$lock" ]; then
+	flock "$lock" make -s -C "$src" O="$obj" headers >/dev/null
+else
+	make -s -C "$src" O="$obj" headers >/dev/null
+fi
 
 # local_config.h as check_config.sh would write it, but in OUTDIR.
 cfg=$out/.cfg
