@@ -75,6 +75,10 @@ cidctl=$(find "$BUILD" \( -path "$BUILD/vm" -o -path "$BUILD/bench-vm" \) -prune
 if [ -n "$cidctl" ]; then
 	vm_add_binary "$root" "$cidctl" /usr/bin/cidctl
 	vm_log "including $cidctl as /usr/bin/cidctl"
+	# cidctl scan/dups/tag/query/status against the kernel, on the
+	# selftests' scratch ext4 disk.
+	cp tests/integration/guest/cidctl_tag.sh "$root/selftests/cidctl_tag.sh"
+	add_suite cidctl 300 "/selftests/on-disk.sh /dev/vdc ext4 sh -c 'sh /selftests/cidctl_tag.sh \"\$PWD\"'"
 fi
 
 # 3. The project's suite: tests/vm/guest/build.sh STAGING, run from /cid-guest.
