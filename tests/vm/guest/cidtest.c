@@ -870,6 +870,100 @@ static void t_evict(struct ctx *c)
 	verify_map(mb, SZ, seed, "b");
 }
 
+/*
+ * A diverted open sets up its backing file only when it is first read,
+ * mapped, spliced or advised, shares it with the other opens of the same
+ * path, and gives it up with the last of them; it denies writes from the
+ * moment it is open.
+ */
+static void t_lazy(struct ctx *c)
+{
+	static uint8_t buf[64 * 1024];
+	long long bf0 = cid_stat("backing_files"), t0 = cid_stat("tagged_inodes");
+	uint8_t *m1, *m2;
+	int fd1, fd2, r, i;
+
+	if (!make_twins(c, "a", "b", seed))
+		return;
+	if (!CHECK(bf0 >= 0, "sysfs backing_files missing"))
+		return;
+
+	/* Open and close only: shared, writes denied, no backing file. */
+	fd1 = open_ro(T("a"));
+	r = open_err(T("a"), O_WRONLY);
+	CHECK(r == -ETXTBSY, "O_WRONLY open while an unread diverted fd is open: %s, "
+	      "expected ETXTBSY", err(r));
+	CHECK(cid_stat("backing_files") == bf0, "backing_files %lld -> %lld on an open "
+	      "without a read", bf0, cid_stat("backing_files"));
+	struct cid_query q;
+	r = cid_query_fd(fd1, &q);
+	CHECK(r == 0 && q.flags == SHARED_FLAGS, "unread diverted fd: %s, flags %s", err(r),
+	      qflags_str(q.flags));
+	/* Advice about pages nobody read needs no backing file either. */
+	CHECK(posix_fadvise(fd1, 0, SZ, POSIX_FADV_DONTNEED) == 0, "fadvise DONTNEED");
+	CHECK(cid_stat("backing_files") == bf0, "backing_files %lld -> %lld after DONTNEED "
+	      "on an unread fd", bf0, cid_stat("backing_files"));
+	for (i = 0; i < 1000; i++)
+		close(open_ro(T("a")));
+	CHECK(cid_stat("backing_files") == bf0, "backing_files %lld -> %lld after 1000 "
+	      "open+close", bf0, cid_stat("backing_files"));
+
+	/* Two opens of one path, one reads, one maps: one backing file. */
+	fd2 = open_ro(T("a"));
+	CHECK(pread(fd1, buf, sizeof(buf), 0) == (ssize_t)sizeof(buf), "pread: %s",
+	      strerror(errno));
+	CHECK(check_pattern(buf, 0, sizeof(buf), seed) < 0, "pread through the first open");
+	CHECK(cid_stat("backing_files") == bf0 + 1, "backing_files %lld -> %lld after a read",
+	      bf0, cid_stat("backing_files"));
+	m2 = mmap(NULL, SZ, PROT_READ, MAP_SHARED, fd2, 0);
+	if (m2 == MAP_FAILED)
+		die("mmap");
+	touch_pages(m2, SZ);
+	CHECK(cid_stat("backing_files") == bf0 + 1, "backing_files %lld -> %lld: the second "
+	      "open of the same path did not share", bf0, cid_stat("backing_files"));
+	verify_map(m2, SZ, seed, "mapping of the second open");
+	m1 = map_touch(T("b"), PROT_READ, MAP_SHARED);
+	expect_shared_pfns(m1, m2, "lazily set up twins");
+	munmap(m1, SZ);
+	close(fd1);
+	close(fd2);
+	/* The mapping keeps the backing file, and the write denial, alive. */
+	CHECK(cid_stat("backing_files") == bf0 + 1, "backing_files %lld -> %lld with the "
+	      "mapping alive", bf0, cid_stat("backing_files"));
+	r = open_err(T("a"), O_WRONLY);
+	CHECK(r == -ETXTBSY, "O_WRONLY open while mapped: %s, expected ETXTBSY", err(r));
+	munmap(m2, SZ);
+	CHECK(cid_stat("backing_files") == bf0, "backing_files %lld -> %lld after the last "
+	      "close and munmap", bf0, cid_stat("backing_files"));
+
+	/* Many short reads: right bytes every time, nothing left behind. */
+	for (i = 0; i < 200; i++) {
+		off_t off = (off_t)(i * 7919 % (NPAGES - 1)) * PAGE + i;
+
+		fd1 = open_ro(T(i & 1 ? "a" : "b"));
+		if (pread(fd1, buf, 4096, off) != 4096 ||
+		    check_pattern(buf, off, 4096, seed) >= 0) {
+			CHECK(0, "open+pread+close round %d at %lld: wrong bytes", i,
+			      (long long)off);
+			close(fd1);
+			break;
+		}
+		close(fd1);
+	}
+	CHECK(cid_stat("backing_files") == bf0, "backing_files %lld -> %lld after 200 "
+	      "open+read+close", bf0, cid_stat("backing_files"));
+
+	/* Evicting the inodes forgets their set-up, not their tags. */
+	drop_caches();
+	drop_caches();
+	CHECK(cid_stat("tagged_inodes") == t0 + 2, "tagged_inodes %lld -> %lld after eviction",
+	      t0, cid_stat("tagged_inodes"));
+	CHECK(query_flags(T("a")) == SHARED_FLAGS, "a after eviction: %s",
+	      qflags_str(query_flags(T("a"))));
+	verify_path(T("a"), SZ, seed);
+	verify_path(T("b"), SZ, seed);
+}
+
 static unsigned long resident_pages(void *m)
 {
 	static unsigned char vec[64 * 1024];
@@ -1469,6 +1563,7 @@ static const struct { const char *name; void (*fn)(struct ctx *); const char *se
 	{ "errors", t_errors, NULL },
 	{ "tmpfs", t_tmpfs, NULL },
 	{ "evict", t_evict, NULL },
+	{ "lazy", t_lazy, NULL },
 	{ "iopaths", t_iopaths, NULL },
 	{ "pressure", t_pressure, NULL },
 	{ "exec", t_exec, NULL },

@@ -45,6 +45,7 @@ desc() {
 	errors) echo "EPERM unprivileged and in userns, ETXTBSY, EINVAL" ;;
 	tmpfs) echo "tagging refused with EOPNOTSUPP" ;;
 	evict) echo "tags survive inode eviction" ;;
+	lazy) echo "backing file set up at first read, shared, gone with the last user" ;;
 	iopaths) echo "sendfile, splice, readahead, fadvise+mincore, pread right" ;;
 	pressure) echo "memcg pressure, drop_caches, compaction while mapped" ;;
 	exec) echo "exec of tagged ELF twins shares text" ;;
@@ -144,7 +145,7 @@ mount_ovl() {
 
 # The cases every filesystem runs; the unmount case and ovl_tag come on top.
 CASES="share tagcache cow_private cow_mprotect write truncate unlink rename hardlink
-changed digest domain errors evict iopaths exec pressure stress"
+changed digest domain errors evict lazy iopaths exec pressure stress"
 
 # umount_case FS WDIR TDIR BDIR REMOUNT-COMMANDS...
 umount_case() {
