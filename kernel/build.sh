@@ -18,7 +18,8 @@
 # Outputs: ${BUILD:-build}/kernel/{bzImage,config,series,srctree,objtree}
 # (series: the patches applied to the tree the bzImage was built from).
 # Environment: CID_CACHE, BUILD, JOBS, LINUX_TARBALL, CID_KERNEL_CONFIG
-# (fragment, default kernel/config/cid-test.config), CID_PATCHES (patch
+# (config fragments, space-separated, later ones overriding earlier ones;
+# default kernel/config/cid-test.config), CID_PATCHES (patch
 # directory, default kernel/patches), CID_SERIES (a series
 # file naming patches of kernel/patches; default kernel/patches/series).
 set -euo pipefail
@@ -29,7 +30,7 @@ CID_CACHE=${CID_CACHE:-$HOME/.cache/cid}
 BUILD=${BUILD:-build}
 JOBS=${JOBS:-$(nproc)}
 LINUX_TARBALL=${LINUX_TARBALL:-/usr/src/linux-source-6.12.tar.xz}
-fragment=${CID_KERNEL_CONFIG:-$top/kernel/config/cid-test.config}
+fragments=${CID_KERNEL_CONFIG:-$top/kernel/config/cid-test.config}
 patches=${CID_PATCHES:-$top/kernel/patches}
 prepare_only=0
 [ "${1:-}" = --prepare ] && prepare_only=1
@@ -92,6 +93,19 @@ patch_paths() {
 
 scratch=$(mktemp -d "$linux/scratch.XXXXXX")
 trap 'rm -rf "$scratch"' EXIT
+
+# The configuration fragments, merged: the last setting of a symbol wins.
+fragment=$scratch/fragment.config
+for f in $fragments; do
+	[ -f "$f" ] || die "config fragment $f not found (CID_KERNEL_CONFIG)"
+done
+# shellcheck disable=SC2086 # one argument per fragment
+awk '
+	/^CONFIG_[A-Za-z0-9_]+=/ { sym = $0; sub(/=.*/, "", sym) }
+	/^# CONFIG_[A-Za-z0-9_]+ is not set/ { sym = $2 }
+	sym != "" { if (!(sym in val)) order[n++] = sym; val[sym] = $0; sym = "" }
+	END { for (i = 0; i < n; i++) print val[order[i]] }
+' $fragments >"$fragment"
 list=$scratch/.list
 {
 	cat "$linux/touched.list"
@@ -202,7 +216,7 @@ while IFS= read -r line; do
 	echo "kernel/build.sh: fragment wants '$want', .config has '${have:-<absent: unmet dependency>}'" >&2
 	bad=1
 done <"$fragment"
-[ "$bad" = 0 ] || die "config fragment $(basename "$fragment") did not stick (fix dependencies in the fragment)"
+[ "$bad" = 0 ] || die "config fragments ($fragments) did not stick (fix dependencies in the fragment)"
 echo "$config_key" >"$obj/.cid-config-key"
 
 # 5. Build.
