@@ -2,6 +2,8 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -154,6 +156,143 @@ TEST_P(HasherTest, MissingFileAndSymlinkAreErrors) {
   EXPECT_EQ(o.status.err(), ELOOP);
 }
 
+// Hashing from mappings needs cachestat(2) (Linux 6.5) to tell what is
+// cached; without it everything is read, and these tests skip.
+bool CachestatWorks(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY);
+  bool ok = fd >= 0 && RangeCached(fd, 0, 1);
+  if (fd >= 0) close(fd);
+  return ok;
+}
+
+HasherOptions MapOptions() {
+  HasherOptions opt;
+  opt.buffer_size = 64 << 10;
+  opt.map_min_size = 1 << 20;
+  opt.map_window = 1 << 20;
+  return opt;
+}
+
+TEST_P(HasherTest, CachedFileIsHashedFromMappingsWithTheSameDigest) {
+  const size_t size = (5 << 20) + 123;  // five windows and a bit
+  std::string data = test::RandomBytes(size, 5);
+  std::string path = dir_ / "cached";
+  WriteFile(path, data);
+  if (!CachestatWorks(path)) GTEST_SKIP() << "no cachestat(2) here";
+  FileHasher h(std::move(engine_), MapOptions());
+  HashOutcome o = h.HashPath(path);
+  ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+  EXPECT_EQ(o.digest, Sha256::Of(data));
+  EXPECT_EQ(o.mapped_bytes, size);
+}
+
+TEST_P(HasherTest, WindowsNotInTheCacheAreReadTheRestMapped) {
+  const size_t size = (4 << 20) + 5;
+  std::string data = test::RandomBytes(size, 4);
+  std::string path = dir_ / "partly";
+  WriteFile(path, data);
+  if (!CachestatWorks(path)) GTEST_SKIP() << "no cachestat(2) here";
+  // Drop the file from the page cache, then read back all but the second
+  // window (without readahead, which would bring that in too).
+  int fd = open(path.c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  ASSERT_EQ(fdatasync(fd), 0);
+  ASSERT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED), 0);
+  ASSERT_EQ(posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM), 0);
+  std::string buf(size, '\0');
+  ASSERT_EQ(pread(fd, buf.data(), 1 << 20, 0), 1 << 20);
+  ASSERT_EQ(pread(fd, buf.data(), size - (2 << 20), 2 << 20), static_cast<ssize_t>(size - (2 << 20)));
+  bool as_planned = !RangeCached(fd, 1 << 20, 1 << 20) && RangeCached(fd, 0, 1 << 20) &&
+                    RangeCached(fd, 2 << 20, size - (2 << 20));
+  close(fd);
+  if (!as_planned) GTEST_SKIP() << "could not drop just the second window from the page cache";
+  FileHasher h(std::move(engine_), MapOptions());
+  HashOutcome o = h.HashPath(path);
+  ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+  EXPECT_EQ(o.digest, Sha256::Of(data));
+  EXPECT_EQ(o.mapped_bytes, size - (1 << 20)) << "windows before and after the dropped one come from mappings";
+}
+
+TEST_P(HasherTest, MapMinSizeZeroReadsEverything) {
+  std::string data = test::RandomBytes(3 << 20, 3);
+  std::string path = dir_ / "read";
+  WriteFile(path, data);
+  HasherOptions opt = MapOptions();
+  opt.map_min_size = 0;
+  FileHasher h(std::move(engine_), opt);
+  HashOutcome o = h.HashPath(path);
+  ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+  EXPECT_EQ(o.digest, Sha256::Of(data));
+  EXPECT_EQ(o.mapped_bytes, 0u);
+}
+
+// Hashes a 4 MiB file written long ago from mappings (1 MiB windows),
+// calling change() once the second window was found cached, before the
+// run of cached windows is mapped.
+HashOutcome HashMappedWhileChanging(std::unique_ptr<ReadEngine> engine, const std::string& path,
+                                    const std::function<void()>& change) {
+  WriteFile(path, std::string(4 << 20, 'm'));
+  Age(path);
+  FileHasher h(test::NewHookedEngine(std::move(engine), [](int, ReadCompletion*) {},
+                                     [&](int n, uint64_t) {
+                                       if (n == 1) change();
+                                     }),
+               MapOptions());
+  return h.HashPath(path);
+}
+
+TEST_P(HasherTest, FileTruncatedUnderTheMappingIsNotRecorded) {
+  std::string path = dir_ / "shrinks-mapped";
+  WriteFile(path, "probe");
+  if (!CachestatWorks(path)) GTEST_SKIP() << "no cachestat(2) here";
+  // The first two windows are mapped, now past the new end: hashing the
+  // second page of the second window raises SIGBUS, which must end this
+  // hash as changed, not the process.
+  HashOutcome o = HashMappedWhileChanging(std::move(engine_), path,
+                                          [&] { ASSERT_EQ(truncate(path.c_str(), (1 << 20) + 1000), 0); });
+  EXPECT_TRUE(o.status.IsChanged()) << o.status.ToString();
+  EXPECT_NE(o.status.message().find("shrank"), std::string::npos) << o.status.ToString();
+  EXPECT_EQ(o.mapped_bytes, 0u) << "the fault came before the mapping was hashed to its end";
+  sigset_t blocked;
+  ASSERT_EQ(pthread_sigmask(SIG_BLOCK, nullptr, &blocked), 0);
+  EXPECT_FALSE(sigismember(&blocked, SIGBUS)) << "SIGBUS left blocked after the jump out of the handler";
+
+  // The hasher goes on: the next file is hashed from mappings again.
+  std::string data = test::RandomBytes(2 << 20, 2);
+  WriteFile(dir_ / "next", data);
+  FileHasher h(MakeEngine(GetParam()), MapOptions());
+  o = h.HashPath(dir_ / "next");
+  ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+  EXPECT_EQ(o.digest, Sha256::Of(data));
+  EXPECT_EQ(o.mapped_bytes, data.size());
+}
+
+TEST_P(HasherTest, FileRewrittenUnderTheMappingIsNotRecorded) {
+  std::string path = dir_ / "rewritten-mapped";
+  WriteFile(path, "probe");
+  if (!CachestatWorks(path)) GTEST_SKIP() << "no cachestat(2) here";
+  HashOutcome o = HashMappedWhileChanging(std::move(engine_), path, [&] {
+    int fd = open(path.c_str(), O_WRONLY);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(pwrite(fd, "b", 1, 0), 1);  // in the window already hashed; size unchanged, mtime moves
+    close(fd);
+  });
+  EXPECT_TRUE(o.status.IsChanged()) << o.status.ToString();
+}
+
+TEST_P(HasherTest, FileGrowingUnderTheMappingIsNotRecorded) {
+  std::string path = dir_ / "grows-mapped";
+  WriteFile(path, "probe");
+  if (!CachestatWorks(path)) GTEST_SKIP() << "no cachestat(2) here";
+  HashOutcome o = HashMappedWhileChanging(std::move(engine_), path, [&] {
+    int fd = open(path.c_str(), O_WRONLY | O_APPEND);
+    ASSERT_GE(fd, 0);
+    ASSERT_EQ(write(fd, "more", 4), 4);
+    close(fd);
+  });
+  EXPECT_TRUE(o.status.IsChanged()) << o.status.ToString();
+}
+
 INSTANTIATE_TEST_SUITE_P(Engines, HasherTest, ::testing::Values(Engine::kUring, Engine::kPread),
                          [](const auto& info) { return info.param == Engine::kUring ? "uring" : "pread"; });
 
@@ -186,6 +325,83 @@ TEST(HasherLargeTest, SparseFileLargerThan4GiB) {
   int fd = open(path.c_str(), O_RDONLY);
   posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
   close(fd);
+}
+
+// The hasher's SIGBUS handler takes only faults in its own mappings.  Each
+// case runs in a fresh process ("threadsafe" death tests re-execute the
+// binary), where the handler is installed by the first mapped hash.
+class HasherSigbusDeathTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    GTEST_FLAG_SET(death_test_style, "threadsafe");
+    WriteFile(dir_ / "cached", std::string(2 << 20, 'c'));
+    if (!CachestatWorks(dir_ / "cached")) GTEST_SKIP() << "no cachestat(2) here";
+  }
+  // In the child: hashes the cached file; exits 3 unless from mappings.
+  void HashMappedOrExit(bool want_mapped = true) {
+    FileHasher h(NewPreadEngine(4), MapOptions());
+    HashOutcome o = h.HashPath(dir_ / "cached");
+    if (!o.status.ok() || o.digest != Sha256::Of(std::string(2 << 20, 'c'))) _exit(2);
+    if ((o.mapped_bytes == 2u << 20) != want_mapped) _exit(3);
+  }
+  // In the child: touches a page past the end of a mapping of its own.
+  void ForeignFault() {
+    std::string path = dir_ / "foreign";
+    WriteFile(path, std::string(8192, 'f'));
+    int fd = open(path.c_str(), O_RDWR);
+    void* p = mmap(nullptr, 8192, PROT_READ, MAP_SHARED, fd, 0);
+    if (fd < 0 || p == MAP_FAILED || ftruncate(fd, 0) != 0) _exit(4);
+    volatile char c = static_cast<const char*>(p)[4096];
+    (void)c;
+    _exit(5);  // not reached: the access raises SIGBUS
+  }
+  TempDir dir_;
+};
+
+TEST_F(HasherSigbusDeathTest, AFaultElsewhereStillKillsTheProcess) {
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer's handler was there first: it reports the fault and exits 1.
+  EXPECT_EXIT(
+      {
+        HashMappedOrExit();
+        ForeignFault();
+      },
+      ::testing::ExitedWithCode(1), "BUS");
+#else
+  EXPECT_EXIT(
+      {
+        HashMappedOrExit();
+        ForeignFault();
+      },
+      ::testing::KilledBySignal(SIGBUS), "");
+#endif
+}
+
+void ExitFortyTwo(int) { _exit(42); }
+
+TEST_F(HasherSigbusDeathTest, AFaultElsewhereGoesToTheProgramsOwnHandler) {
+  EXPECT_EXIT(
+      {
+        struct sigaction sa {};
+        sa.sa_handler = ExitFortyTwo;
+        sigaction(SIGBUS, &sa, nullptr);
+        HashMappedOrExit();
+        ForeignFault();
+      },
+      ::testing::ExitedWithCode(42), "");
+}
+
+TEST_F(HasherSigbusDeathTest, AHandlerInstalledLaterTurnsMappingOff) {
+  EXPECT_EXIT(
+      {
+        HashMappedOrExit();
+        struct sigaction sa {};
+        sa.sa_handler = ExitFortyTwo;
+        sigaction(SIGBUS, &sa, nullptr);
+        HashMappedOrExit(/*want_mapped=*/false);
+        _exit(0);
+      },
+      ::testing::ExitedWithCode(0), "");
 }
 
 TEST(HashPoolTest, WorkersHashEveryRequestOnce) {

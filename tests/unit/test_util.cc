@@ -74,8 +74,9 @@ int RunUnprivileged(const std::function<int()>& fn) {
 namespace {
 class HookedEngine final : public ReadEngine {
  public:
-  HookedEngine(std::unique_ptr<ReadEngine> base, std::function<void(int, ReadCompletion*)> hook)
-      : base_(std::move(base)), hook_(std::move(hook)) {}
+  HookedEngine(std::unique_ptr<ReadEngine> base, std::function<void(int, ReadCompletion*)> hook,
+               std::function<void(int, uint64_t)> cached_hook)
+      : base_(std::move(base)), hook_(std::move(hook)), cached_hook_(std::move(cached_hook)) {}
   Status Submit(int fd, void* buf, uint32_t len, uint64_t off, uint64_t tag) override {
     return base_->Submit(fd, buf, len, off, tag);
   }
@@ -87,17 +88,26 @@ class HookedEngine final : public ReadEngine {
   }
   unsigned depth() const override { return base_->depth(); }
   const char* name() const override { return "hooked"; }
+  bool Cached(int fd, uint64_t off, uint64_t len) override {
+    if (!cached_hook_) return false;
+    bool cached = base_->Cached(fd, off, len);
+    cached_hook_(cached_n_++, off);
+    return cached;
+  }
 
  private:
   std::unique_ptr<ReadEngine> base_;
   std::function<void(int, ReadCompletion*)> hook_;
+  std::function<void(int, uint64_t)> cached_hook_;
   int n_ = 0;
+  int cached_n_ = 0;
 };
 }  // namespace
 
 std::unique_ptr<ReadEngine> NewHookedEngine(std::unique_ptr<ReadEngine> base,
-                                            std::function<void(int n, ReadCompletion* c)> hook) {
-  return std::make_unique<HookedEngine>(std::move(base), std::move(hook));
+                                            std::function<void(int n, ReadCompletion* c)> hook,
+                                            std::function<void(int n, uint64_t off)> cached_hook) {
+  return std::make_unique<HookedEngine>(std::move(base), std::move(hook), std::move(cached_hook));
 }
 
 }  // namespace cid::test

@@ -36,8 +36,13 @@ int RunUnprivileged(const std::function<int()>& fn);
 
 // A ReadEngine wrapping another; before each completion is returned,
 // hook(completion_number, completion&) may change the file or the result.
+// Without cached_hook it says no range is cached, so every byte is read and
+// passes the hook.  With it, Cached() asks the base engine, then calls
+// cached_hook(call_number, off), which may change the file before the
+// hasher maps the window at off.
 std::unique_ptr<ReadEngine> NewHookedEngine(std::unique_ptr<ReadEngine> base,
-                                            std::function<void(int n, ReadCompletion* c)> hook);
+                                            std::function<void(int n, ReadCompletion* c)> hook,
+                                            std::function<void(int n, uint64_t off)> cached_hook = nullptr);
 
 }  // namespace cid::test
 

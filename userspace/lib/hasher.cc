@@ -2,11 +2,15 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstring>
+#include <mutex>
 
 namespace cid {
 
@@ -18,6 +22,8 @@ struct FileHasher::Slot {
   FileStat before;
   uint64_t off = 0;
   uint32_t want = 0;  // bytes asked for in the outstanding read
+  bool map = false;     // hashed from mappings where cached
+  uint64_t mapped = 0;  // bytes hashed from a mapping
   Sha256 sha;
   std::unique_ptr<uint8_t, decltype(&free)> buf{nullptr, &free};
 };
@@ -42,10 +48,90 @@ int OpenForHash(const std::string& path) {
   return fd;
 }
 
+// Hashing from a mapping.  If another process truncates the file while it
+// is mapped, touching a page past the new end raises SIGBUS.  That must end
+// this one hash as "changed", not the process: the hash runs under a
+// per-thread guard, and the handler jumps back to it when the fault is the
+// kernel's (si_code > 0) and its address lies in the guarded range of the
+// faulting thread.  Any other SIGBUS goes where it went before the handler
+// was installed (by default the process dies, as it would have).
+//
+// The jump leaves EVP_DigestUpdate midway; that holds no lock and allocates
+// nothing, and the context is reset before its next use.  Between the
+// sigsetjmp and the fault there are only frames without destructors.
+struct MapGuard {
+  const uint8_t* begin;
+  const uint8_t* end;
+  sigjmp_buf env;
+};
+
+// Constant-initialized, so reading it in the handler needs no TLS setup.
+thread_local MapGuard* tls_map_guard = nullptr;
+struct sigaction previous_sigbus;
+
+void OnSigbus(int sig, siginfo_t* info, void* ucontext) {
+  MapGuard* g = tls_map_guard;
+  const auto* addr = static_cast<const uint8_t*>(info->si_addr);
+  if (g && info->si_code > 0 && addr >= g->begin && addr < g->end) siglongjmp(g->env, 1);
+  if (previous_sigbus.sa_flags & SA_SIGINFO) {
+    if (previous_sigbus.sa_sigaction) return previous_sigbus.sa_sigaction(sig, info, ucontext);
+  } else if (previous_sigbus.sa_handler != SIG_DFL && previous_sigbus.sa_handler != SIG_IGN) {
+    return previous_sigbus.sa_handler(sig);
+  }
+  // The default action: a fault repeats when the handler returns and then
+  // kills; a sent signal is raised again (delivered once the handler returns).
+  struct sigaction dfl {};
+  dfl.sa_handler = SIG_DFL;
+  sigaction(SIGBUS, &dfl, nullptr);
+  if (info->si_code <= 0) raise(SIGBUS);
+}
+
+// Installs the handler once per process; true while it is still in place
+// (a program may install its own later, and then mapping is not used).
+bool SigbusHandlerInstalled() {
+  static std::once_flag once;
+  static bool installed = false;
+  std::call_once(once, [] {
+    struct sigaction sa {};
+    sa.sa_sigaction = OnSigbus;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    installed = sigaction(SIGBUS, &sa, &previous_sigbus) == 0;
+  });
+  if (!installed) return false;
+  struct sigaction cur {};
+  return sigaction(SIGBUS, nullptr, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction == OnSigbus;
+}
+
+enum class MapResult { kHashed, kFaulted, kUnmapped };
+
+// Feeds [off, off + len) of fd to sha from a read-only mapping.  kFaulted:
+// SIGBUS (the file shrank, or the page could not be read back), and sha
+// holds an unfinished state; kUnmapped: not mapped, nothing hashed.
+MapResult HashMapped(Sha256* sha, int fd, uint64_t off, uint64_t len) {
+  if (!SigbusHandlerInstalled()) return MapResult::kUnmapped;
+  void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(off));
+  if (p == MAP_FAILED) return MapResult::kUnmapped;  // e.g. ENODEV: the filesystem cannot map
+  MapGuard guard;
+  guard.begin = static_cast<const uint8_t*>(p);
+  guard.end = guard.begin + len;
+  MapResult result = MapResult::kFaulted;
+  if (sigsetjmp(guard.env, 1) == 0) {  // 1: restore the signal mask, which the handler's entry blocked SIGBUS in
+    tls_map_guard = &guard;
+    sha->Update(p, len);
+    result = MapResult::kHashed;
+  }
+  tls_map_guard = nullptr;
+  munmap(p, len);
+  return result;
+}
+
 }  // namespace
 
 FileHasher::FileHasher(std::unique_ptr<ReadEngine> engine, HasherOptions options)
     : engine_(std::move(engine)), options_(options) {
+  const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  map_window_ = std::max(page, options_.map_window / page * page);
   unsigned n = std::max(1u, std::min(options_.files_in_flight, engine_->depth()));
   for (unsigned i = 0; i < n; i++) {
     auto s = std::make_unique<Slot>();
@@ -68,6 +154,7 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
   o.path = std::move(slot->req.path);
   o.st = slot->before;
   o.expected = slot->req.expect;
+  o.mapped_bytes = slot->mapped;
   if (status.ok()) {
     struct stat st;
     if (fstat(slot->fd, &st) < 0) {
@@ -77,9 +164,9 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
       if (!after.SameVersion(slot->before) || slot->off != slot->before.size)
         status = Status::Changed(o.path + ": changed while it was being hashed (size or mtime/ctime moved); not recorded");
     }
-    if (status.ok()) o.digest = slot->sha.Finish();
+    if (status.ok()) o.digest = slot->sha.Finish();  // also resets
   }
-  slot->sha.Reset();
+  if (!status.ok()) slot->sha.Reset();
   o.status = std::move(status);
   if (slot->fd >= 0) close(slot->fd);
   slot->fd = -1;
@@ -87,16 +174,65 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
   done(std::move(o));
 }
 
-Status FileHasher::SubmitNext(Slot* slot) {
-  uint64_t left = slot->before.size - slot->off;
-  slot->want = static_cast<uint32_t>(std::min<uint64_t>(left, options_.buffer_size));
+Status FileHasher::SubmitRead(Slot* slot) {
   return engine_->Submit(slot->fd, slot->buf.get(), slot->want, slot->off, slot->index);
+}
+
+// Moves the slot on from slot->off.  A file hashed from mappings goes a
+// window at a time: at each window boundary, the run of windows the engine
+// says are cached (up to kMaxMapSpan) is hashed from one mapping; a window
+// that is not cached is read, in reads that stop at the next boundary,
+// where the cache is asked again.  Sets *finished when the whole file has
+// been hashed; otherwise a read is queued.
+Status FileHasher::Continue(Slot* slot, bool* finished) {
+  // Bounds the page tables one mapping needs (512 KiB for 256 MiB).
+  constexpr uint64_t kMaxMapSpan = 256 << 20;
+  const uint64_t size = slot->before.size;
+  *finished = false;
+  uint64_t until = size;
+  if (slot->map && slot->off % map_window_ == 0) {
+    while (slot->off < size) {
+      uint64_t len = 0;
+      bool uncached = false;
+      while (slot->off + len < size && len < kMaxMapSpan) {
+        uint64_t w = std::min(map_window_, size - slot->off - len);
+        if (!engine_->Cached(slot->fd, slot->off + len, w)) {
+          uncached = true;
+          break;
+        }
+        len += w;
+      }
+      if (len == 0) break;
+      MapResult r = HashMapped(&slot->sha, slot->fd, slot->off, len);
+      if (r == MapResult::kUnmapped) {  // this file cannot be mapped: read the rest
+        slot->map = false;
+        break;
+      }
+      if (r == MapResult::kFaulted) {  // truncated under the mapping, or a page could not be read back
+        struct stat st;
+        if (fstat(slot->fd, &st) == 0 && !FileStat::From(st).SameVersion(slot->before))
+          return Status::Changed(slot->req.path + ": shrank while it was being hashed; not recorded");
+        return Status::FromErrno(slot->req.path + ": read", EIO);
+      }
+      slot->off += len;
+      slot->mapped += len;
+      if (uncached) break;
+    }
+    if (slot->off == size) {
+      *finished = true;
+      return Status::OK();
+    }
+  }
+  if (slot->map) until = std::min(size, (slot->off / map_window_ + 1) * map_window_);
+  slot->want = static_cast<uint32_t>(std::min<uint64_t>(until - slot->off, options_.buffer_size));
+  return SubmitRead(slot);
 }
 
 // Returns true if a read is now outstanding for the slot.
 bool FileHasher::Start(Slot* slot, HashRequest&& req, const std::function<void(HashOutcome&&)>& done) {
   slot->req = std::move(req);
   slot->off = 0;
+  slot->mapped = 0;
   slot->busy = true;
   slot->before = FileStat{};
   slot->fd = OpenForHash(slot->req.path);
@@ -123,8 +259,10 @@ bool FileHasher::Start(Slot* slot, HashRequest&& req, const std::function<void(H
     Finish(slot, Status::OK(), done);
     return false;
   }
-  Status s = SubmitNext(slot);
-  if (!s.ok()) {
+  slot->map = options_.map_min_size != 0 && slot->before.size >= options_.map_min_size;
+  bool finished;
+  Status s = Continue(slot, &finished);
+  if (!s.ok() || finished) {
     Finish(slot, s, done);
     return false;
   }
@@ -164,7 +302,7 @@ void FileHasher::Run(const std::function<bool(HashRequest*, bool may_block)>& ne
     for (const ReadCompletion& c : comps) {
       Slot* s = slots_[c.tag].get();
       if (c.res == -EINTR || c.res == -EAGAIN) {
-        Status st = SubmitNext(s);
+        Status st = SubmitRead(s);
         if (!st.ok()) {
           Finish(s, st, done);
           active--;
@@ -188,8 +326,9 @@ void FileHasher::Run(const std::function<bool(HashRequest*, bool may_block)>& ne
         active--;
         continue;
       }
-      Status st = SubmitNext(s);
-      if (!st.ok()) {
+      bool finished;
+      Status st = Continue(s, &finished);
+      if (!st.ok() || finished) {
         Finish(s, st, done);
         active--;
       }

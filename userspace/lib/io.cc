@@ -3,6 +3,7 @@
 #include <errno.h>
 #include <liburing.h>
 #include <string.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,6 +25,49 @@ FileStat FileStat::From(const struct stat& st) {
   f.nlink = st.st_nlink;
   return f;
 }
+
+namespace {
+
+// cachestat(2), Linux 6.5; older <linux/mman.h> lack it.  451 on every
+// architecture but alpha (and x32, which adds its own bit).
+#if !defined(__NR_cachestat) && !defined(__alpha__) && !(defined(__x86_64__) && defined(__ILP32__))
+#define __NR_cachestat 451
+#endif
+struct CachestatRange {
+  uint64_t off;
+  uint64_t len;
+};
+struct CachestatResult {
+  uint64_t nr_cache;
+  uint64_t nr_dirty;
+  uint64_t nr_writeback;
+  uint64_t nr_evicted;
+  uint64_t nr_recently_evicted;
+};
+std::atomic<bool> cachestat_missing{false};
+
+}  // namespace
+
+bool RangeCached(int fd, uint64_t off, uint64_t len) {
+#ifdef __NR_cachestat
+  if (len == 0) return true;
+  if (cachestat_missing.load(std::memory_order_relaxed)) return false;
+  CachestatRange range{off, len};
+  CachestatResult cs{};
+  if (syscall(__NR_cachestat, fd, &range, &cs, 0) != 0) {
+    if (errno == ENOSYS) cachestat_missing = true;  // the kernel's answer; no need to ask again
+    return false;
+  }
+  static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
+  uint64_t pages = (off + len - 1) / page - off / page + 1;
+  return cs.nr_cache >= pages;
+#else
+  (void)fd, (void)off, (void)len;
+  return false;
+#endif
+}
+
+bool ReadEngine::Cached(int fd, uint64_t off, uint64_t len) { return RangeCached(fd, off, len); }
 
 namespace {
 

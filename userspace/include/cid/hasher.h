@@ -1,11 +1,16 @@
 // Hashing many files at once.  A FileHasher owns one ReadEngine and keeps
 // several files in flight through it, hashing each chunk as its read
-// completes; a HashPool runs one FileHasher per core.
+// completes; a HashPool runs one FileHasher per core.  Large files whose
+// pages are already in the page cache are hashed straight from a read-only
+// mapping instead, which saves copying every byte into the read buffer.
 //
 // A file is hashed only if it stays the same version from open to the end:
 // fstat before the first and after the last read must agree on inode, size,
 // mtime and ctime, and every read must return the bytes the size promised.
-// Otherwise the outcome is Status::Changed and no digest is given.
+// Otherwise the outcome is Status::Changed and no digest is given.  That
+// holds for mapped hashing too: a file truncated under the mapping raises
+// SIGBUS, which the hasher catches (see HashMapped in hasher.cc) and turns
+// into Status::Changed.
 #ifndef CID_HASHER_H_
 #define CID_HASHER_H_
 
@@ -39,11 +44,17 @@ struct HashOutcome {
   Digest digest;  // valid if status.ok()
   FileStat st;    // the version that was hashed (or found at open)
   FileStat expected;  // the request's expect, as given
+  uint64_t mapped_bytes = 0;  // how much of it was hashed from a mapping, not read
 };
 
 struct HasherOptions {
   size_t buffer_size = 256 << 10;  // bytes per read
   unsigned files_in_flight = 4;    // per FileHasher
+  // A file of at least map_min_size bytes goes map_window bytes at a time:
+  // a window the engine says is in the page cache is hashed from a
+  // read-only mapping, one that is not is read.  0: always read.
+  uint64_t map_min_size = 1 << 20;
+  uint64_t map_window = 4 << 20;  // rounded down to whole pages
 };
 
 class FileHasher {
@@ -66,11 +77,13 @@ class FileHasher {
  private:
   struct Slot;
   bool Start(Slot* slot, HashRequest&& req, const std::function<void(HashOutcome&&)>& done);
-  Status SubmitNext(Slot* slot);
+  Status SubmitRead(Slot* slot);
+  Status Continue(Slot* slot, bool* finished);
   void Finish(Slot* slot, Status status, const std::function<void(HashOutcome&&)>& done);
 
   std::unique_ptr<ReadEngine> engine_;
   const HasherOptions options_;
+  uint64_t map_window_;  // options_.map_window, whole pages
   std::vector<std::unique_ptr<Slot>> slots_;
 };
 

@@ -2,6 +2,8 @@
 // Env).  A ReadEngine queues positioned reads and returns their completions;
 // the io_uring engine keeps many reads in flight, the pread engine is the
 // fallback where io_uring is refused (seccomp, old kernels, CID_NO_URING=1).
+// It also tells whether a range is already in the page cache, where hashing
+// it straight from a mapping beats copying it into a buffer.
 #ifndef CID_IO_H_
 #define CID_IO_H_
 
@@ -55,7 +57,16 @@ class ReadEngine {
   virtual Status Wait(std::vector<ReadCompletion>* out) = 0;
   virtual unsigned depth() const = 0;
   virtual const char* name() const = 0;
+
+  // Whether every page of [off, off + len) of fd is in the page cache now.
+  // False where that cannot be told: cachestat(2) is missing (before Linux
+  // 6.5, or refused by seccomp) or refuses this file (EPERM: it reports only
+  // on files the caller owns or may write, as mincore(2) does).
+  virtual bool Cached(int fd, uint64_t off, uint64_t len);
 };
+
+// The page-cache probe behind ReadEngine::Cached.
+bool RangeCached(int fd, uint64_t off, uint64_t len);
 
 std::unique_ptr<ReadEngine> NewPreadEngine(unsigned depth);
 // Fails with the errno io_uring_queue_init returned (EPERM, ENOSYS, ENOMEM).
