@@ -42,6 +42,9 @@ ok "digests match sha256sum (io_uring and pread)"
 "$CIDCTL" scan --index "$IDX" --json "$WORK/h" >"$WORK/scan.json"
 expect_eq "files scanned" "$(json "$WORK/scan.json" 'j["roots"][0]["files"]')" 3
 expect_eq "hashed" "$(json "$WORK/scan.json" 'j["roots"][0]["hashed"]')" 3
+expect_eq "hashed_bytes" "$(json "$WORK/scan.json" 'j["roots"][0]["hashed_bytes"]')" 3000003
+# The 3 MB file is in the page cache: hashed from a mapping (0 without cachestat(2)).
+expect_eq "mapped_bytes" "$(json "$WORK/scan.json" 'j["roots"][0]["mapped_bytes"] in (0, 3000000)')" True
 touch "$WORK/h/new"
 CID_NO_URING=1 "$CIDCTL" scan --index "$IDX" --json "$WORK/h" >"$WORK/scan2.json"
 expect_eq "fallback engine" "$(json "$WORK/scan2.json" 'j["roots"][0]["engine"]')" pread

@@ -67,6 +67,33 @@ TEST_F(ScannerTest, RescanReadsOnlyWhatChanged) {
   EXPECT_TRUE(errors_.empty());
 }
 
+TEST_F(ScannerTest, CachedLargeFilesAreCountedAsMapped) {
+  std::string big = test::RandomBytes((3 << 20) + 7, 1), small = "small";
+  WriteFile(tree_ / "big", big);
+  WriteFile(tree_ / "small", small);
+  int fd = open((tree_ / "big").c_str(), O_RDONLY);
+  ASSERT_GE(fd, 0);
+  bool cachestat = RangeCached(fd, 0, 1);
+  close(fd);
+  if (!cachestat) GTEST_SKIP() << "no cachestat(2) here: nothing is hashed from mappings";
+  ScanStats st = Scan();
+  EXPECT_EQ(st.hashed_bytes, big.size() + small.size());
+  EXPECT_EQ(st.mapped_bytes, big.size()) << "files under HasherOptions::map_min_size are read";
+  EXPECT_EQ(DigestOf("big"), Sha256::Of(big));
+  EXPECT_EQ(DigestOf("small"), Sha256::Of(small));
+
+  // Into a fresh index, with mapping turned off: everything is read.
+  TempDir db2;
+  auto idx2 = Index::Open(db2 / "index.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(idx2.ok()) << idx2.status().ToString();
+  ScanOptions o;
+  o.hasher.map_min_size = 0;
+  ScanStats read;
+  ASSERT_TRUE(ScanTree(idx2->get(), tree_.path(), o, &read).ok());
+  EXPECT_EQ(read.hashed_bytes, big.size() + small.size());
+  EXPECT_EQ(read.mapped_bytes, 0u);
+}
+
 TEST_F(ScannerTest, SameSizeRewriteIsNoticedByMtime) {
   WriteFile(tree_ / "f", "aaaa");
   struct timeval old[2] = {{1000000000, 0}, {1000000000, 0}};

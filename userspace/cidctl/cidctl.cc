@@ -224,6 +224,7 @@ int CmdScan(int argc, char** argv) {
           .Uint("unchanged", st.unchanged)
           .Uint("hashed", st.hashed)
           .Uint("hashed_bytes", st.hashed_bytes)
+          .Uint("mapped_bytes", st.mapped_bytes)
           .Uint("changed", st.changed)
           .Uint("errors", st.errors)
           .Uint("symlinks", st.symlinks)

@@ -209,6 +209,7 @@ Status Scan::Record(HashOutcome&& o) {
   }
   stats_->hashed++;
   stats_->hashed_bytes += o.st.size;
+  stats_->mapped_bytes += o.mapped_bytes;
   InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
   s = index_->PutInode(rec);
   for (size_t i = 0; s.ok() && i < paths.size(); i++) s = index_->PutPath(paths[i], root_id_, rec.dev, rec.ino);

@@ -46,6 +46,7 @@ struct ScanStats {
   uint64_t unchanged = 0;   // inodes the index already had (not read)
   uint64_t hashed = 0;      // inodes read and recorded
   uint64_t hashed_bytes = 0;
+  uint64_t mapped_bytes = 0;  // of hashed_bytes, hashed from page-cache mappings, not read
   uint64_t changed = 0;     // changed while being read; not recorded
   uint64_t errors = 0;      // unreadable files and directories
   uint64_t symlinks = 0;    // not followed
