@@ -8,6 +8,8 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <map>
 
 #include "test_util.h"
@@ -158,12 +160,6 @@ TEST_P(HasherTest, MissingFileAndSymlinkAreErrors) {
 
 // Hashing from mappings needs cachestat(2) (Linux 6.5) to tell what is
 // cached; without it everything is read, and these tests skip.
-bool CachestatWorks(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY);
-  bool ok = fd >= 0 && RangeCached(fd, 0, 1);
-  if (fd >= 0) close(fd);
-  return ok;
-}
 
 HasherOptions MapOptions() {
   HasherOptions opt;
@@ -178,7 +174,7 @@ TEST_P(HasherTest, CachedFileIsHashedFromMappingsWithTheSameDigest) {
   std::string data = test::RandomBytes(size, 5);
   std::string path = dir_ / "cached";
   WriteFile(path, data);
-  if (!CachestatWorks(path)) GTEST_SKIP() << "no cachestat(2) here";
+  REQUIRE_CACHESTAT(path);
   FileHasher h(std::move(engine_), MapOptions());
   HashOutcome o = h.HashPath(path);
   ASSERT_TRUE(o.status.ok()) << o.status.ToString();
@@ -191,7 +187,7 @@ TEST_P(HasherTest, WindowsNotInTheCacheAreReadTheRestMapped) {
   std::string data = test::RandomBytes(size, 4);
   std::string path = dir_ / "partly";
   WriteFile(path, data);
-  if (!CachestatWorks(path)) GTEST_SKIP() << "no cachestat(2) here";
+  REQUIRE_CACHESTAT(path);
   // Drop the file from the page cache, then read back all but the second
   // window (without readahead, which would bring that in too).
   int fd = open(path.c_str(), O_RDONLY);
@@ -202,10 +198,11 @@ TEST_P(HasherTest, WindowsNotInTheCacheAreReadTheRestMapped) {
   std::string buf(size, '\0');
   ASSERT_EQ(pread(fd, buf.data(), 1 << 20, 0), 1 << 20);
   ASSERT_EQ(pread(fd, buf.data(), size - (2 << 20), 2 << 20), static_cast<ssize_t>(size - (2 << 20)));
-  bool as_planned = !RangeCached(fd, 1 << 20, 1 << 20) && RangeCached(fd, 0, 1 << 20) &&
-                    RangeCached(fd, 2 << 20, size - (2 << 20));
+  EXPECT_FALSE(RangeCached(fd, 1 << 20, 1 << 20)) << "POSIX_FADV_DONTNEED left the second window cached";
+  EXPECT_TRUE(RangeCached(fd, 0, 1 << 20)) << "the first window was read back";
+  EXPECT_TRUE(RangeCached(fd, 2 << 20, size - (2 << 20))) << "the windows after the second were read back";
   close(fd);
-  if (!as_planned) GTEST_SKIP() << "could not drop just the second window from the page cache";
+  ASSERT_FALSE(HasFailure()) << "set-up: the page cache is not as the test needs it";
   FileHasher h(std::move(engine_), MapOptions());
   HashOutcome o = h.HashPath(path);
   ASSERT_TRUE(o.status.ok()) << o.status.ToString();
@@ -244,7 +241,7 @@ HashOutcome HashMappedWhileChanging(std::unique_ptr<ReadEngine> engine, const st
 TEST_P(HasherTest, FileTruncatedUnderTheMappingIsNotRecorded) {
   std::string path = dir_ / "shrinks-mapped";
   WriteFile(path, "probe");
-  if (!CachestatWorks(path)) GTEST_SKIP() << "no cachestat(2) here";
+  REQUIRE_CACHESTAT(path);
   // The first two windows are mapped, now past the new end: hashing the
   // second page of the second window raises SIGBUS, which must end this
   // hash as changed, not the process.
@@ -270,7 +267,7 @@ TEST_P(HasherTest, FileTruncatedUnderTheMappingIsNotRecorded) {
 TEST_P(HasherTest, FileRewrittenUnderTheMappingIsNotRecorded) {
   std::string path = dir_ / "rewritten-mapped";
   WriteFile(path, "probe");
-  if (!CachestatWorks(path)) GTEST_SKIP() << "no cachestat(2) here";
+  REQUIRE_CACHESTAT(path);
   HashOutcome o = HashMappedWhileChanging(std::move(engine_), path, [&] {
     int fd = open(path.c_str(), O_WRONLY);
     ASSERT_GE(fd, 0);
@@ -283,7 +280,7 @@ TEST_P(HasherTest, FileRewrittenUnderTheMappingIsNotRecorded) {
 TEST_P(HasherTest, FileGrowingUnderTheMappingIsNotRecorded) {
   std::string path = dir_ / "grows-mapped";
   WriteFile(path, "probe");
-  if (!CachestatWorks(path)) GTEST_SKIP() << "no cachestat(2) here";
+  REQUIRE_CACHESTAT(path);
   HashOutcome o = HashMappedWhileChanging(std::move(engine_), path, [&] {
     int fd = open(path.c_str(), O_WRONLY | O_APPEND);
     ASSERT_GE(fd, 0);
@@ -335,7 +332,7 @@ class HasherSigbusDeathTest : public ::testing::Test {
   void SetUp() override {
     GTEST_FLAG_SET(death_test_style, "threadsafe");
     WriteFile(dir_ / "cached", std::string(2 << 20, 'c'));
-    if (!CachestatWorks(dir_ / "cached")) GTEST_SKIP() << "no cachestat(2) here";
+    REQUIRE_CACHESTAT(dir_ / "cached");
   }
   // In the child: hashes the cached file; exits 3 unless from mappings.
   void HashMappedOrExit(bool want_mapped = true) {

@@ -71,11 +71,7 @@ TEST_F(ScannerTest, CachedLargeFilesAreCountedAsMapped) {
   std::string big = test::RandomBytes((3 << 20) + 7, 1), small = "small";
   WriteFile(tree_ / "big", big);
   WriteFile(tree_ / "small", small);
-  int fd = open((tree_ / "big").c_str(), O_RDONLY);
-  ASSERT_GE(fd, 0);
-  bool cachestat = RangeCached(fd, 0, 1);
-  close(fd);
-  if (!cachestat) GTEST_SKIP() << "no cachestat(2) here: nothing is hashed from mappings";
+  REQUIRE_CACHESTAT(tree_ / "big");
   ScanStats st = Scan();
   EXPECT_EQ(st.hashed_bytes, big.size() + small.size());
   EXPECT_EQ(st.mapped_bytes, big.size()) << "files under HasherOptions::map_min_size are read";

@@ -2,7 +2,9 @@
 
 #include <ftw.h>
 #include <stdlib.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -108,6 +110,26 @@ std::unique_ptr<ReadEngine> NewHookedEngine(std::unique_ptr<ReadEngine> base,
                                             std::function<void(int n, ReadCompletion* c)> hook,
                                             std::function<void(int n, uint64_t off)> cached_hook) {
   return std::make_unique<HookedEngine>(std::move(base), std::move(hook), std::move(cached_hook));
+}
+
+int CachestatErrno(const std::string& path) {
+#if !defined(__NR_cachestat) && defined(__x86_64__) && !defined(__ILP32__)
+#define __NR_cachestat 451
+#endif
+#ifdef __NR_cachestat
+  int fd = open(path.c_str(), O_RDONLY);
+  if (fd < 0) return errno;
+  struct {
+    uint64_t off, len;
+  } range{0, 1};
+  uint64_t result[5] = {};
+  int err = syscall(__NR_cachestat, fd, &range, result, 0) == 0 ? 0 : errno;
+  close(fd);
+  return err;
+#else
+  (void)path;
+  return ENOSYS;
+#endif
 }
 
 }  // namespace cid::test

@@ -2,6 +2,8 @@
 #ifndef CID_TESTS_UNIT_TEST_UTIL_H_
 #define CID_TESTS_UNIT_TEST_UTIL_H_
 
+#include <cerrno>
+#include <cstring>
 #include <functional>
 #include <memory>
 #include <string>
@@ -29,6 +31,10 @@ std::string ReadFile(const std::string& path);
 std::string RandomBytes(size_t n, unsigned seed);
 void MakeDirs(const std::string& path);
 
+// 0 if cachestat(2) answers for path, else the errno it failed with
+// (ENOSYS: the kernel predates it, Linux 6.5).
+int CachestatErrno(const std::string& path);
+
 // Runs fn in a child process as uid/gid 65534 when we are root (so
 // permission bits apply), else in a child as ourselves.  Returns fn's
 // result, or -1 if the child died.
@@ -45,5 +51,14 @@ std::unique_ptr<ReadEngine> NewHookedEngine(std::unique_ptr<ReadEngine> base,
                                             std::function<void(int n, uint64_t off)> cached_hook = nullptr);
 
 }  // namespace cid::test
+
+// Hashing from mappings needs cachestat(2): a test of it is skipped on a
+// kernel without the call and fails where the call refuses the file.
+#define REQUIRE_CACHESTAT(path)                                                              \
+  do {                                                                                       \
+    int cachestat_err_ = ::cid::test::CachestatErrno(path);                                 \
+    if (cachestat_err_ == ENOSYS) GTEST_SKIP() << "no cachestat(2) in this kernel (before 6.5)"; \
+    ASSERT_EQ(cachestat_err_, 0) << "cachestat(2) on " << (path) << ": " << strerror(cachestat_err_); \
+  } while (0)
 
 #endif  // CID_TESTS_UNIT_TEST_UTIL_H_
