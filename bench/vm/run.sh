@@ -124,8 +124,9 @@ grep -q '^ok 1 bench' "$work/results.txt" || ok=0
 		fi
 	done
 	echo
-	echo "Performance, warm cache, 64 MiB files (best of 11 rounds; untagged and tagged measured"
-	echo "alternately in one run; 'no tags' ran earlier, before any file was tagged)"
+	echo "Performance, warm cache, 64 MiB files (best of 16 rounds over 8 buffer and mapping"
+	echo "placements; untagged and tagged measured alternately in one run; 'no tags' ran"
+	echo "earlier, before any file was tagged)"
 	printf '  %-24s %10s %10s %10s %8s\n' "" "no tags" untagged tagged "t/u"
 	for m in read_MiBps mmap_fault_ns_per_page open_close_ns open_read4k_close_ns; do
 		n=$(val notags_$m) u=$(val untagged_$m) t=$(val tagged_$m)
