@@ -1,6 +1,7 @@
 #!/bin/bash
 # The whole test suite: host tests (ctest: unit + integration), then the
-# kernel suite booted under QEMU (make vm-test).  Ends with one line
+# kernel suite booted under QEMU (make vm-test), then the project's kernel
+# tests again on a KASAN kernel (make vm-test-kasan).  Ends with one line
 # "N passed, N failed" summing both; exits non-zero if anything failed.
 set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
@@ -25,19 +26,24 @@ elif [ "$ctest_rc" -ne 0 ]; then
 	failed=$((failed + 1))
 fi
 
-echo "== kernel tests (QEMU) =="
-make --no-print-directory vm-test 2>&1 | tee "$log/vm"
-vm_rc=${PIPESTATUS[0]}
-line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log/vm" | tail -1)
-if [ -n "$line" ]; then
-	passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
-	failed=$((failed + $(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
-fi
-# A run that fails without counting (build error, oops, timeout) still fails.
-if [ "$vm_rc" -ne 0 ] && { [ -z "$line" ] || [ "$(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")" = 0 ]; }; then
-	echo "vm-test: failed (exit $vm_rc) beyond the counted tests; see the log above" >&2
-	failed=$((failed + 1))
-fi
+# vm_run TARGET TITLE: make TARGET and add its "N passed, N failed" line.
+vm_run() {
+	echo "== $2 =="
+	make --no-print-directory "$1" 2>&1 | tee "$log/$1"
+	local rc=${PIPESTATUS[0]} line
+	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log/$1" | tail -1)
+	if [ -n "$line" ]; then
+		passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
+		failed=$((failed + $(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
+	fi
+	# A run that fails without counting (build error, oops, timeout) still fails.
+	if [ "$rc" -ne 0 ] && { [ -z "$line" ] || [ "$(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")" = 0 ]; }; then
+		echo "$1: failed (exit $rc) beyond the counted tests; see the log above" >&2
+		failed=$((failed + 1))
+	fi
+}
+vm_run vm-test "kernel tests (QEMU)"
+vm_run vm-test-kasan "the project's kernel tests on a KASAN kernel (QEMU)"
 
 echo
 echo "$passed passed, $failed failed"

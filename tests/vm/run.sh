@@ -14,6 +14,7 @@
 #   CID_VM_SUITES    extended regex; run only the suites whose name matches
 #                    (e.g. CID_VM_SUITES=cid for the project suite alone)
 #   CID_VM_ACCEL     kvm | tcg | auto (default auto: probe KVM, else TCG)
+#   CID_VM_CIDCTL_FROM  build directory to take cidctl from (default BUILD)
 #   CID_VM_MEM CID_VM_CPUS CID_VM_CMDLINE CID_VM_TIMEOUT
 # See tests/vm/README.md.
 set -euo pipefail
@@ -71,7 +72,9 @@ cp "$here/tap-uffd.awk" "$here/on-disk.sh" "$root/selftests/"
 chmod 0755 "$root/selftests/on-disk.sh"
 
 # 2. cidctl from the userspace build, if any.
-cidctl=$(find "$BUILD" \( -path "$BUILD/vm" -o -path "$BUILD/bench-vm" \) -prune -o -type f -name cidctl -perm -u+x -print 2>/dev/null | head -1)
+from=${CID_VM_CIDCTL_FROM:-$BUILD}
+cidctl=$(find "$from" \( -path "$from/vm" -o -path "$from/bench-vm" -o -path "$from/kasan" \) -prune -o \
+	-type f -name cidctl -perm -u+x -print 2>/dev/null | head -1)
 if [ -n "$cidctl" ]; then
 	vm_add_binary "$root" "$cidctl" /usr/bin/cidctl
 	vm_log "including $cidctl as /usr/bin/cidctl"
