@@ -45,7 +45,7 @@ desc() {
 	errors) echo "EPERM unprivileged and in userns, ETXTBSY, EINVAL" ;;
 	tmpfs) echo "tagging refused with EOPNOTSUPP" ;;
 	evict) echo "tags survive inode eviction" ;;
-	lazy) echo "backing file set up at first read, shared, gone with the last user" ;;
+	lazy) echo "backing file set up at first map or uncached read, shared, gone with the last user" ;;
 	iopaths) echo "sendfile, splice, readahead, fadvise+mincore, pread right" ;;
 	pressure) echo "memcg pressure, drop_caches, compaction while mapped" ;;
 	exec) echo "exec of tagged ELF twins shares text" ;;
