@@ -30,24 +30,32 @@ r kernel "$(uname -r)"
 r mem_total_kB "$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
 if cidbench probe; then have=1; r named_merging present; else have=0; r named_merging absent; fi
 
-# Memory, untagged: Cached growth for N copies read in full.
-mem untagged
-drop
+# Performance first, while the guest's memory is fresh: after the memory
+# runs below (2 GiB read, 30,000 files tagged) reads of both files slow
+# down by a quarter under TCG, untagged as much as tagged.
 # Before any file is tagged: named merging's hooks are static branches that
 # stay off, so this is the kernel as if unpatched.
+cidbench read $mnt/perf/untagged.bin >/dev/null
 cidbench perf notags $mnt/perf/untagged.bin | sed 's/^/RESULT /'
-
 if [ $have = 1 ]; then
 	echo 1 >/sys/kernel/mm/cid/enabled 2>/dev/null
-	cidbench tag $mnt/tree $mnt/perf/tagged-a.bin $mnt/perf/tagged-b.bin | sed 's/^/RESULT /'
-	sysfs after_tag
-	mem tagged
-	drop
+	cidbench tag $mnt/perf/tagged-a.bin $mnt/perf/tagged-b.bin >/dev/null
 	cidbench read $mnt/perf/tagged-a.bin >/dev/null
 	# A tagged file against an untagged one, alternately in one run.
 	cidbench perf untagged $mnt/perf/untagged.bin tagged $mnt/perf/tagged-b.bin |
 		sed 's/^/RESULT /'
 	cidbench query $mnt/perf/tagged-b.bin | sed 's/^/RESULT query_/'
+fi
+
+# Memory, untagged: Cached growth for N copies read in full.
+mem untagged
+drop
+
+if [ $have = 1 ]; then
+	cidbench tag $mnt/tree | sed 's/^/RESULT /'
+	sysfs after_tag
+	mem tagged
+	drop
 fi
 umount $mnt
 echo "1..1"
