@@ -30,14 +30,12 @@ fi
 vm_run() {
 	echo "== $2 =="
 	make --no-print-directory "$1" 2>&1 | tee "$log/$1"
-	local rc=${PIPESTATUS[0]} line
-	line=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$log/$1" | tail -1)
-	if [ -n "$line" ]; then
-		passed=$((passed + $(sed -E 's/^([0-9]+) passed.*/\1/' <<<"$line")))
-		failed=$((failed + $(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")))
-	fi
+	local rc=${PIPESTATUS[0]} p f
+	read -r p f < <(sed -nE 's/^([0-9]+) passed, ([0-9]+) failed.*/\1 \2/p' "$log/$1" | tail -1) || true
+	p=${p:-0} f=${f:-0}
+	passed=$((passed + p)); failed=$((failed + f))
 	# A run that fails without counting (build error, oops, timeout) still fails.
-	if [ "$rc" -ne 0 ] && { [ -z "$line" ] || [ "$(sed -E 's/^[0-9]+ passed, ([0-9]+) failed.*/\1/' <<<"$line")" = 0 ]; }; then
+	if [ "$rc" -ne 0 ] && [ "$f" = 0 ]; then
 		echo "$1: failed (exit $rc) beyond the counted tests; see the log above" >&2
 		failed=$((failed + 1))
 	fi

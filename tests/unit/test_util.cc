@@ -4,7 +4,6 @@
 #include <stdlib.h>
 #include <fcntl.h>
 #include <sys/stat.h>
-#include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -113,23 +112,12 @@ std::unique_ptr<ReadEngine> NewHookedEngine(std::unique_ptr<ReadEngine> base,
 }
 
 int CachestatErrno(const std::string& path) {
-#if !defined(__NR_cachestat) && defined(__x86_64__) && !defined(__ILP32__)
-#define __NR_cachestat 451
-#endif
-#ifdef __NR_cachestat
   int fd = open(path.c_str(), O_RDONLY);
   if (fd < 0) return errno;
-  struct {
-    uint64_t off, len;
-  } range{0, 1};
-  uint64_t result[5] = {};
-  int err = syscall(__NR_cachestat, fd, &range, result, 0) == 0 ? 0 : errno;
+  uint64_t nr_cache = 0;
+  int err = Cachestat(fd, 0, 1, &nr_cache);
   close(fd);
   return err;
-#else
-  (void)path;
-  return ENOSYS;
-#endif
 }
 
 }  // namespace cid::test

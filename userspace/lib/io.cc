@@ -48,23 +48,31 @@ std::atomic<bool> cachestat_missing{false};
 
 }  // namespace
 
-bool RangeCached(int fd, uint64_t off, uint64_t len) {
+int Cachestat(int fd, uint64_t off, uint64_t len, uint64_t* nr_cache) {
 #ifdef __NR_cachestat
-  if (len == 0) return true;
-  if (cachestat_missing.load(std::memory_order_relaxed)) return false;
   CachestatRange range{off, len};
   CachestatResult cs{};
-  if (syscall(__NR_cachestat, fd, &range, &cs, 0) != 0) {
-    if (errno == ENOSYS) cachestat_missing = true;  // the kernel's answer; no need to ask again
+  if (syscall(__NR_cachestat, fd, &range, &cs, 0) != 0) return errno;
+  *nr_cache = cs.nr_cache;
+  return 0;
+#else
+  (void)fd, (void)off, (void)len, (void)nr_cache;
+  return ENOSYS;
+#endif
+}
+
+bool RangeCached(int fd, uint64_t off, uint64_t len) {
+  if (len == 0) return true;
+  if (cachestat_missing.load(std::memory_order_relaxed)) return false;
+  uint64_t nr_cache = 0;
+  int err = Cachestat(fd, off, len, &nr_cache);
+  if (err != 0) {
+    if (err == ENOSYS) cachestat_missing = true;  // the kernel's answer; no need to ask again
     return false;
   }
   static const uint64_t page = static_cast<uint64_t>(sysconf(_SC_PAGESIZE));
   uint64_t pages = (off + len - 1) / page - off / page + 1;
-  return cs.nr_cache >= pages;
-#else
-  (void)fd, (void)off, (void)len;
-  return false;
-#endif
+  return nr_cache >= pages;
 }
 
 bool ReadEngine::Cached(int fd, uint64_t off, uint64_t len) { return RangeCached(fd, off, len); }

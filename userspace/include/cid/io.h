@@ -65,6 +65,11 @@ class ReadEngine {
   virtual bool Cached(int fd, uint64_t off, uint64_t len);
 };
 
+// cachestat(2) of [off, off + len) of fd: 0 with the pages of the range in
+// the page cache in *nr_cache, or the errno it failed with (ENOSYS: the
+// kernel, or the headers this was built with, predate Linux 6.5).
+int Cachestat(int fd, uint64_t off, uint64_t len, uint64_t* nr_cache);
+
 // The page-cache probe behind ReadEngine::Cached.
 bool RangeCached(int fd, uint64_t off, uint64_t len);
 
