@@ -35,6 +35,7 @@
 #include <sys/mount.h>
 #include <sys/sendfile.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
 
 struct ctx {
@@ -331,7 +332,14 @@ static void t_tagcache(struct ctx *c)
 
 	make_file(T("a"), seed, SZ);
 	drop_caches();
+	/*
+	 * Earlier cases tagged files, so these opens look the untagged inode
+	 * up and remember the miss (IOP_CID_UNTAGGED): tagging must forget it.
+	 */
+	close(open_ro(T("a")));
 	fd = open_ro(T("a"));
+	CHECK(query_flags(T("a")) == 0, "untagged a: %s",
+	      qflags_str(query_flags(T("a"))));
 	k0 = meminfo_kb("Cached");
 	memset(&t, 0, sizeof(t));
 	r = cid_tag_fd(fd, &t);
@@ -615,6 +623,25 @@ static void t_hardlink(struct ctx *c)
 	CHECK(pc.same == NPAGES, "link a2 (made after the tag) shares %lu of %llu frames",
 	      pc.same, (unsigned long long)NPAGES);
 	verify_map(m3, SZ, seed, "a2");
+
+	/*
+	 * A write through another name drops the tag, also when that name was
+	 * opened before the tag: FUSE may keep an inode per name, and the miss
+	 * that one remembers (IOP_CID_UNTAGGED) must not let a write keep it.
+	 */
+	make_file(T("d"), seed + 1, SZ);
+	if (!CHECK(link(T("d"), T("d2")) == 0, "link: %s", strerror(errno)))
+		return;
+	close(open_ro(T("d2")));
+	if (!tag_ok(T("d")))
+		return;
+	int fd = open(T("d2"), O_WRONLY | O_CLOEXEC);
+	CHECK(fd >= 0 && pwrite(fd, "x", 1, 0) == 1, "write through d2: %s", strerror(errno));
+	if (fd >= 0)
+		close(fd);
+	r = query_flags(T("d"));
+	CHECK(r >= 0 && !(r & CID_QUERY_TAGGED), "d after a write through its other name d2: %s",
+	      qflags_str(r));
 }
 
 /* Changes between tagging and opening: the open is not diverted, reads see the file. */
@@ -870,6 +897,22 @@ static void t_evict(struct ctx *c)
 	verify_map(mb, SZ, seed, "b");
 }
 
+/* cachestat(2) of a whole file; Debian 12's headers predate it. */
+#ifndef SYS_cachestat
+#define SYS_cachestat 451
+#endif
+struct cstat {
+	uint64_t nr_cache, nr_dirty, nr_writeback, nr_evicted, nr_recently_evicted;
+};
+
+static int cachestat_fd(int fd, struct cstat *cs)
+{
+	uint64_t range[2] = { 0, 0 };	/* off, len: 0 = to the end */
+
+	memset(cs, 0, sizeof(*cs));
+	return syscall(SYS_cachestat, fd, range, cs, 0) ? -errno : 0;
+}
+
 /*
  * A diverted open sets up its backing file only when it is first mapped,
  * spliced or advised, or reads a page the content lacks; shares it with the
@@ -966,10 +1009,34 @@ static void t_lazy(struct ctx *c)
 	CHECK(cid_stat("backing_files") == bf0, "backing_files %lld -> %lld after 200 "
 	      "open+read+close", bf0, cid_stat("backing_files"));
 
+	/*
+	 * cachestat(2) of a diverted file counts the content's pages: through
+	 * a path that has read them, and through a new twin of the same bytes
+	 * that never has (whose own page cache tagging emptied).
+	 */
+	if (make_twins(c, "c", "d", seed)) {
+		struct cstat cs;
+
+		fd1 = open_ro(T("a"));
+		fd2 = open_ro(T("c"));
+		r = cachestat_fd(fd1, &cs);
+		CHECK(r == 0 && cs.nr_cache == NPAGES, "cachestat of diverted a: %s, %llu of "
+		      "%llu pages", err(r), (unsigned long long)cs.nr_cache,
+		      (unsigned long long)NPAGES);
+		r = cachestat_fd(fd2, &cs);
+		CHECK(r == 0 && cs.nr_cache == NPAGES, "cachestat of diverted, unread twin c: "
+		      "%s, %llu of %llu pages", err(r), (unsigned long long)cs.nr_cache,
+		      (unsigned long long)NPAGES);
+		CHECK(cid_stat("backing_files") == bf0, "backing_files %lld -> %lld after "
+		      "cachestat", bf0, cid_stat("backing_files"));
+		close(fd1);
+		close(fd2);
+	}
+
 	/* Evicting the inodes forgets their set-up, not their tags. */
 	drop_caches();
 	drop_caches();
-	CHECK(cid_stat("tagged_inodes") == t0 + 2, "tagged_inodes %lld -> %lld after eviction",
+	CHECK(cid_stat("tagged_inodes") == t0 + 4, "tagged_inodes %lld -> %lld after eviction",
 	      t0, cid_stat("tagged_inodes"));
 	CHECK(query_flags(T("a")) == SHARED_FLAGS, "a after eviction: %s",
 	      qflags_str(query_flags(T("a"))));
