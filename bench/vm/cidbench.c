@@ -9,7 +9,8 @@
  *   cidbench perf NAME FILE [NAME FILE]...
  *                                  cached read MiB/s, mmap fault ns/page,
  *                                  open+close and open+pread+close ns, for
- *                                  warm files measured alternately
+ *                                  warm files measured alternately; files
+ *                                  given one NAME are averaged
  *
  * Output lines are "key value" pairs the host script turns into a table.
  * Statically linked; needs only the UAPI header from the kernel series.
@@ -208,7 +209,9 @@ static double measure(int metric, const char *path, off_t size, int place)
  * perf NAME FILE [NAME FILE]...: every metric for every file, the files
  * measured alternately round after round, so that drift in the guest's
  * speed (TCG) hits them alike, each placement twice; the best of the
- * ROUNDS rounds is printed.
+ * ROUNDS rounds counts.  One line per NAME: the mean of its files' bests.
+ * Placements move only the user side; several files of distinct contents
+ * under one NAME spread the luck of where the page-cache frames fall.
  */
 #define ROUNDS (2 * PLACEMENTS)
 
@@ -257,8 +260,22 @@ static int perf(int n, char **args)
 					best[m][g] = v;
 			}
 		}
-		for (f = 0; f < nf; f++)
-			printf("%s_%s %.*f\n", args[2 * f], metrics[m], m ? 0 : 1, best[m][f]);
+		for (f = 0; f < nf; f++) {
+			double sum = 0;
+			int g, k = 0;
+
+			for (g = 0; g < f && strcmp(args[2 * g], args[2 * f]); g++)
+				;
+			if (g < f)	/* printed with the first file of its name */
+				continue;
+			for (g = f; g < nf; g++) {
+				if (!strcmp(args[2 * g], args[2 * f])) {
+					sum += best[m][g];
+					k++;
+				}
+			}
+			printf("%s_%s %.*f\n", args[2 * f], metrics[m], m ? 0 : 1, sum / k);
+		}
 	}
 	return 0;
 }

@@ -8,7 +8,8 @@
 #                without tags and after CID_IOC_TAG on every file
 #   performance  warm-cache sequential read() MiB/s, mmap read-fault cost per
 #                page, open+close and open+4 KiB pread+close latency, on
-#                64 MiB files, untagged vs tagged measured alternately
+#                four 32 MiB files of each kind (distinct contents), untagged
+#                vs tagged measured alternately
 #
 # Writes bench/results/vm.txt.  On a kernel without named merging it runs
 # the untagged half and says so.  Boots a benchmark kernel: the series built
@@ -61,12 +62,14 @@ tree_files=$(wc -l <"$work/tree.list")
 tree_kib=$(du -sk --apparent-size "$stage/tree/1" | cut -f1)
 [ "$tree_kib" -ge $((100 << 10)) ] || vm_die "tree from $tree_src is only ${tree_kib} KiB; need >= 100 MiB (CID_BENCH_TREE_SRC)"
 for i in 2 3 4 5 6 7 8; do cp -a "$stage/tree/1" "$stage/tree/$i"; done
-head -c $((64 << 20)) /dev/urandom >"$stage/perf/untagged.bin"
-cp "$stage/perf/untagged.bin" "$stage/perf/tagged-a.bin"
-cp "$stage/perf/untagged.bin" "$stage/perf/tagged-b.bin"
+for k in 1 2 3 4; do
+	head -c $((32 << 20)) /dev/urandom >"$stage/perf/untagged-$k.bin"
+	cp "$stage/perf/untagged-$k.bin" "$stage/perf/tagged-a-$k.bin"
+	cp "$stage/perf/untagged-$k.bin" "$stage/perf/tagged-b-$k.bin"
+done
 img=$work/bench-ext4.img
 rm -f "$img"
-truncate -s $(((tree_kib * 8 / 1024 + 192 + 512) * 5 / 4))M "$img"
+truncate -s $(((tree_kib * 8 / 1024 + 384 + 512) * 5 / 4))M "$img"
 mkfs.ext4 -q -F -L cid-bench -d "$stage" "$img"
 rm -rf "$stage"
 
@@ -96,7 +99,7 @@ grep -q '^ok 1 bench' "$work/results.txt" || ok=0
 	echo "# bench/vm: named merging inside a QEMU guest (issue 3)"
 	echo "date:     $(date -u '+%Y-%m-%d %H:%M UTC')"
 	echo "kernel:   $(val kernel), patches applied: $series"
-	echo "config:   kernel/config/cid-test.config + cid-bench.config (no lockdep, DEBUG_VM, DEBUG_LIST)"
+	echo "config:   kernel/config/cid-test.config + cid-bench.config (-O2; no lockdep, DEBUG_VM, DEBUG_LIST)"
 	echo "guest:    $accel, ${CID_VM_CPUS:-2} vCPUs, $(( $(val mem_total_kB | sed 's/^$/0/') / 1024 )) MiB RAM, ext4 on virtio-blk"
 	[ "$accel" = tcg ] && echo "          (TCG emulates the CPU: absolute times are far below host speed; compare the columns)"
 	echo "tree:     $tree_files regular files, $((tree_kib / 1024)) MiB, from host $tree_src; 8 copies"
@@ -124,9 +127,10 @@ grep -q '^ok 1 bench' "$work/results.txt" || ok=0
 		fi
 	done
 	echo
-	echo "Performance, warm cache, 64 MiB files (best of 16 rounds over 8 buffer and mapping"
-	echo "placements; untagged and tagged measured alternately in one run; 'no tags' ran"
-	echo "earlier, before any file was tagged)"
+	echo "Performance, warm cache, 32 MiB files: 4 untagged and 4 tagged, each of its own"
+	echo "random contents (each file's best of 16 rounds over 8 buffer and mapping placements,"
+	echo "averaged over the 4; untagged and tagged measured alternately in one run; 'no tags'"
+	echo "measured the untagged files earlier, before any file was tagged)"
 	printf '  %-24s %10s %10s %10s %8s\n' "" "no tags" untagged tagged "t/u"
 	for m in read_MiBps mmap_fault_ns_per_page open_close_ns open_read4k_close_ns; do
 		n=$(val notags_$m) u=$(val untagged_$m) t=$(val tagged_$m)
