@@ -644,6 +644,84 @@ static void t_hardlink(struct ctx *c)
 	      qflags_str(r));
 }
 
+/*
+ * A write lease on a read-only descriptor is granted only while nobody
+ * holds or denies write access (i_writecount == 0): a probe of the count.
+ * @path must not be diverted (untagged, or named merging disabled).
+ */
+static int wrlease_err(const char *path)
+{
+	int fd = open(path, O_RDONLY | O_CLOEXEC), r;
+
+	if (fd < 0)
+		return -errno;
+	r = fcntl(fd, F_SETLEASE, F_WRLCK) ? -errno : 0;
+	if (!r)
+		fcntl(fd, F_SETLEASE, F_UNLCK);
+	close(fd);
+	return r;
+}
+
+/*
+ * After its last close a diverted file keeps its write denial (idle), so
+ * the next open and close cost no atomic operation on i_writecount.  A
+ * writer takes it back, through any name; an untag gives it back.
+ */
+static void t_idle(struct ctx *c)
+{
+	long long wd0;
+	uint8_t *mb;
+	int fd, r;
+
+	/* The probe needs the file's own inode: run-suite.sh runs it on ext4 and xfs. */
+	if (c->ovl || c->fuse)
+		die("idle: the write-lease probe needs the file's own inode");
+	if (!make_twins(c, "a", "b", seed))
+		return;
+	close(open_ro(W("a")));
+	CHECK(query_flags(W("a")) == SHARED_FLAGS, "a after an open and close: %s",
+	      qflags_str(query_flags(W("a"))));
+	if (write_str("/sys/kernel/mm/cid/enabled", "0")) {
+		r = wrlease_err(W("a"));
+		write_str("/sys/kernel/mm/cid/enabled", "1");
+		CHECK(r == -EAGAIN, "write lease on an idle tagged file: %s, expected EAGAIN "
+		      "(its write denial is kept for the next open)", err(r));
+	}
+
+	/* A writer through another name takes the idle denial back. */
+	if (!CHECK(link(T("a"), T("a2")) == 0, "link: %s", strerror(errno)))
+		return;
+	wd0 = cid_stat("write_denials");
+	fd = open(W("a2"), O_WRONLY | O_CLOEXEC);
+	if (!CHECK(fd >= 0, "O_WRONLY open of an idle tagged file through another name: %s",
+		   strerror(errno)))
+		return;
+	CHECK(pwrite(fd, "x", 1, 0) == 1, "pwrite: %s", strerror(errno));
+	if (wd0 >= 0)
+		CHECK(cid_stat("write_denials") == wd0, "write_denials %lld -> %lld for a write "
+		      "that was let in", wd0, cid_stat("write_denials"));
+	r = query_flags(W("a"));
+	CHECK(r == 0, "a after a write through a2: %s, expected untagged", qflags_str(r));
+	close(fd);
+	r = wrlease_err(W("a"));
+	CHECK(r == 0, "write lease on a after its writer closed: %s", err(r));
+	mb = map_touch(W("b"), PROT_READ, MAP_SHARED);
+	verify_map(mb, SZ, seed, "twin b");
+
+	/* An untag gives the idle denial back. */
+	make_file(T("c"), seed, SZ);
+	if (!tag_ok(T("c")))
+		return;
+	close(open_ro(W("c")));
+	fd = open_ro(W("c"));
+	CHECK(ioctl(fd, CID_IOC_UNTAG) == 0, "CID_IOC_UNTAG: %s", strerror(errno));
+	close(fd);
+	r = wrlease_err(W("c"));
+	CHECK(r == 0, "write lease on c after its untag: %s", err(r));
+	r = open_err(W("c"), O_RDWR);
+	CHECK(r == 0, "O_RDWR open of c after its untag: %s", err(r));
+}
+
 /* Changes between tagging and opening: the open is not diverted, reads see the file. */
 static void t_changed(struct ctx *c)
 {
@@ -1637,6 +1715,7 @@ static const struct { const char *name; void (*fn)(struct ctx *); const char *se
 	{ "unlink", t_unlink, NULL },
 	{ "rename", t_rename, NULL },
 	{ "hardlink", t_hardlink, NULL },
+	{ "idle", t_idle, NULL },
 	{ "changed", t_changed, NULL },
 	{ "digest", t_digest, NULL },
 	{ "domain", t_domain, NULL },

@@ -39,6 +39,7 @@ desc() {
 	unlink) echo "unlink of tagged files while mapped" ;;
 	rename) echo "rename over and of tagged files" ;;
 	hardlink) echo "hardlinks of a tagged file are diverted" ;;
+	idle) echo "write denial kept after close, taken back by a writer or an untag" ;;
 	changed) echo "file changed between tagging and opening is not shared" ;;
 	digest) echo "forged expected digest EBADMSG, right one tags, UNTAG" ;;
 	domain) echo "files share only within their domain" ;;
@@ -143,7 +144,8 @@ mount_ovl() {
 		$M/ovl
 }
 
-# The cases every filesystem runs; the unmount case and ovl_tag come on top.
+# The cases every filesystem runs; the unmount case, ovl_tag and (on ext4
+# and xfs, where a write lease probes the file's own inode) idle come on top.
 CASES="share tagcache cow_private cow_mprotect write truncate unlink rename hardlink
 changed digest domain errors evict lazy iopaths exec pressure stress"
 
@@ -204,13 +206,13 @@ for fs in $FSLIST; do
 	ext4)
 		[ -n "$ext4_ok" ] || { not_run "ext4: mount" "cannot mount $EXT4_DEV"; continue; }
 		run ext4 sysfs $M/ext4/t
-		for c in $CASES; do run ext4 "$c" $M/ext4/t; done
+		for c in $CASES idle; do run ext4 "$c" $M/ext4/t; done
 		umount_case ext4 $M/ext4/t $M/ext4/t "" remount_ext4
 		;;
 	xfs)
 		if ! mount_xfs; then not_run "xfs: mount" "cannot mount $XFS_DEV as xfs"; continue; fi
 		mkdir -p $M/xfs/t
-		for c in $CASES; do run xfs "$c" $M/xfs/t; done
+		for c in $CASES idle; do run xfs "$c" $M/xfs/t; done
 		umount_case xfs $M/xfs/t $M/xfs/t "" remount_xfs
 		umount $M/xfs
 		;;
