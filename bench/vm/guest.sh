@@ -53,6 +53,8 @@ if [ $have = 1 ]; then
 		tagged $p/tagged-b-3.bin tagged $p/tagged-b-4.bin | sed 's/^/RESULT /'
 	cidbench query $p/tagged-b-1.bin | sed 's/^/RESULT query_/'
 fi
+# What a locked read-modify-write costs here: a tagged open and close add two.
+cidbench atomic | sed 's/^/RESULT /'
 
 # Memory, untagged: Cached growth for N copies read in full.
 mem untagged
