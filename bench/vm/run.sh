@@ -101,7 +101,6 @@ for b in $(seq 1 "$boots"); do
 	[ "$rc" = 0 ] && rc=$r
 	tr -d '\r' <"$work/results.$b.log" >"$work/results.$b.txt"
 done
-cp "$work/results.1.txt" "$work/results.txt"
 cat "$work"/console.[0-9]*.log >"$work/console.log"
 rm -f "$img"
 
