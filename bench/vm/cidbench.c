@@ -11,6 +11,7 @@
  *                                  open+close and open+pread+close ns, for
  *                                  warm files measured alternately; files
  *                                  given one NAME are averaged
+ *   cidbench frames NAME FILE...   share of FILEs' cached pages in large folios
  *   cidbench atomic                ns per locked read-modify-write (what a
  *                                  spin_lock() or atomic_inc() costs), per
  *                                  plain one, per call+return (direct and
@@ -344,6 +345,71 @@ static int atomic_cost(void)
 	return 0;
 }
 
+/*
+ * frames NAME FILE...: what the page cache holds behind each FILE, from
+ * /proc/self/pagemap and /proc/kpageflags (root only): the share of its
+ * pages that sit in large folios, and how many runs of physically
+ * contiguous frames 1000 pages make.  Shows that a tagged file's content
+ * got the large folios named merging asks for.
+ */
+static int frames(int n, char **args)
+{
+	long psz = sysconf(_SC_PAGESIZE);
+	double runs = 0, large = 0, pages = 0;
+	int pm = open("/proc/self/pagemap", O_RDONLY);
+	int kf = open("/proc/kpageflags", O_RDONLY);
+
+	if (pm < 0 || kf < 0) {
+		perror(pm < 0 ? "/proc/self/pagemap" : "/proc/kpageflags");
+		return 1;
+	}
+	for (int f = 1; f < n; f++) {
+		struct stat st;
+		uint64_t *ent, prev = 0;
+		size_t np;
+		char *p;
+		int fd = open(args[f], O_RDONLY);
+
+		if (fd < 0 || fstat(fd, &st) < 0) {
+			perror(args[f]);
+			return 1;
+		}
+		np = st.st_size / psz;
+		p = mmap(NULL, np * psz, PROT_READ, MAP_SHARED | MAP_POPULATE, fd, 0);
+		ent = calloc(np, sizeof(*ent));
+		if (p == MAP_FAILED || !ent ||
+		    pread(pm, ent, np * sizeof(*ent), (uintptr_t)p / psz * sizeof(*ent)) !=
+		    (ssize_t)(np * sizeof(*ent))) {
+			perror(args[f]);
+			return 1;
+		}
+		for (size_t i = 0; i < np; i++) {
+			uint64_t pfn = ent[i] & ((1ULL << 55) - 1), flags = 0;
+
+			if (!(ent[i] >> 63) || !pfn) {
+				fprintf(stderr, "%s: page %zu not present or no PFN\n", args[f], i);
+				return 1;
+			}
+			if (!i || pfn != prev + 1)
+				runs++;
+			prev = pfn;
+			/* KPF_COMPOUND_HEAD 15, KPF_COMPOUND_TAIL 16 */
+			if (pread(kf, &flags, sizeof(flags), pfn * sizeof(flags)) != sizeof(flags)) {
+				perror("/proc/kpageflags");
+				return 1;
+			}
+			large += !!(flags & (3ULL << 15));
+		}
+		pages += np;
+		munmap(p, np * psz);
+		free(ent);
+		close(fd);
+	}
+	printf("%s_large_folio_pages_pct %.1f\n", args[0], large * 100 / pages);
+	printf("%s_frame_runs_per_1000_pages %.1f\n", args[0], runs * 1000 / pages);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	int ret;
@@ -359,6 +425,8 @@ int main(int argc, char **argv)
 		return perf(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "atomic") && argc == 2)
 		return atomic_cost();
+	if (!strcmp(argv[1], "frames") && argc >= 4)
+		return frames(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "read") || !strcmp(argv[1], "tag")) {
 		int tag = argv[1][0] == 't';
 		double t0 = now();
@@ -373,6 +441,6 @@ int main(int argc, char **argv)
 		return ret || n_errors;
 	}
 usage:
-	fprintf(stderr, "usage: cidbench probe|tag PATH...|read PATH...|query FILE|perf NAME FILE [NAME FILE]...|atomic\n");
+	fprintf(stderr, "usage: cidbench probe|tag PATH...|read PATH...|query FILE|perf NAME FILE [NAME FILE]...|frames NAME FILE...|atomic\n");
 	return 2;
 }

@@ -52,6 +52,10 @@ if [ $have = 1 ]; then
 	cidbench perf $untagged tagged $p/tagged-b-1.bin tagged $p/tagged-b-2.bin \
 		tagged $p/tagged-b-3.bin tagged $p/tagged-b-4.bin | sed 's/^/RESULT /'
 	cidbench query $p/tagged-b-1.bin | sed 's/^/RESULT query_/'
+	# What the page cache holds behind each kind: a tagged file's content
+	# is in large folios whatever ext4 uses.
+	cidbench frames untagged $p/untagged-*.bin | sed 's/^/RESULT /'
+	cidbench frames tagged $p/tagged-b-*.bin | sed 's/^/RESULT /'
 fi
 # What a locked read-modify-write costs here: a tagged open and close add two.
 cidbench atomic | sed 's/^/RESULT /'

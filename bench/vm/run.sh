@@ -167,6 +167,13 @@ done
 		[ "$boots" -gt 1 ] && printf '  %-24s %6s %10s %10s %10s %8s %8s\n' "" median "" "" "" \
 			"$(echo $rus | median)" "$(echo $rns | median)"
 	done
+	if [ -n "$(val tagged_large_folio_pages_pct)" ]; then
+		echo
+		echo "Page cache behind the 32 MiB files (cidbench frames, boot 1): untagged (ext4)" \
+			"$(val untagged_large_folio_pages_pct)% of pages in large folios, $(val untagged_frame_runs_per_1000_pages) runs of"
+		echo "contiguous frames per 1000 pages; tagged (the shared content)" \
+			"$(val tagged_large_folio_pages_pct)% in large folios, $(val tagged_frame_runs_per_1000_pages) runs per 1000 pages"
+	fi
 	if [ -n "$(val atomic_rmw_ns)" ]; then
 		echo
 		echo "Instruction costs in this guest (cidbench atomic, 1M in a loop, best of 16): a locked read-modify-write"
