@@ -288,6 +288,18 @@ static void t_share(struct ctx *c)
 	verify_map(ma, SZ, seed, "a");
 	verify_map(mb, SZ, seed, "b");
 	verify_map(mp, SZ, seed, "b private");
+	/*
+	 * The content's page cache may hold large folios, whatever the
+	 * filesystem's does (ext4 in 6.12: order-0 only).  Readahead falls
+	 * back to order-0 when memory is fragmented, so any large folio
+	 * proves it; the count is shown.
+	 */
+	unsigned long large = large_folio_pages(ma, SZ);
+
+	diag("shared content: %lu of %llu pages in large folios", large,
+	     (unsigned long long)NPAGES);
+	CHECK(large > 0, "none of the %llu pages of the shared content is in a large folio",
+	      (unsigned long long)NPAGES);
 	struct pfn_cmp u = compare_pfns(mu1, mu2, SZ);
 	CHECK(u.same == 0, "control: untagged twins share %lu frames", u.same);
 	/* /proc/PID/maps names the file the user mapped, not the content inode. */

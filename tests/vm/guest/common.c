@@ -302,6 +302,32 @@ struct pfn_cmp compare_pfns(const void *a, const void *b, uint64_t size)
 	return r;
 }
 
+unsigned long large_folio_pages(const void *addr, uint64_t size)
+{
+	int pm = open("/proc/self/pagemap", O_RDONLY);
+	int kf = open("/proc/kpageflags", O_RDONLY);
+	uint64_t n = (size + PAGE - 1) / PAGE;
+	unsigned long large = 0;
+
+	if (pm < 0 || kf < 0)
+		die("open %s", pm < 0 ? "/proc/self/pagemap" : "/proc/kpageflags");
+	for (uint64_t i = 0; i < n; i++) {
+		uint64_t e = 0, flags = 0;
+
+		if (pread(pm, &e, 8, ((uintptr_t)addr / PAGE + i) * 8) != 8)
+			die("read /proc/self/pagemap");
+		if (!(e >> 63))
+			continue;
+		if (pread(kf, &flags, 8, (e & ((1ULL << 55) - 1)) * 8) != 8)
+			die("read /proc/kpageflags");
+		/* KPF_COMPOUND_HEAD (15), KPF_COMPOUND_TAIL (16) */
+		large += !!(flags & (3ULL << 15));
+	}
+	close(pm);
+	close(kf);
+	return large;
+}
+
 long long meminfo_kb(const char *field)
 {
 	char line[256];

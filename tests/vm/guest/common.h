@@ -70,6 +70,9 @@ uint64_t pfn_of_pid(pid_t pid, uint64_t addr);
 struct pfn_cmp { unsigned long same, differ, absent; };
 struct pfn_cmp compare_pfns(const void *a, const void *b, uint64_t size);
 
+/* Pages of [addr, addr + size) mapped from large (compound) folios. */
+unsigned long large_folio_pages(const void *addr, uint64_t size);
+
 long long meminfo_kb(const char *field);
 void drop_caches(void);
 void compact_memory(void);
