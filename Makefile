@@ -27,6 +27,8 @@ CID_KASAN_CACHE ?= $(HOME)/.cache/cid-kasan
 # paging as off, so KASAN's shadow bounds (__VIRTUAL_MASK_SHIFT) shrink
 # for a moment and an interrupt landing then reports its per-CPU access as
 # a "wild-memory-access" (seen once, in rcu_is_watching(), at 2.8 s).
+# The decompressor reads no5lvl; the kernel proper then lists it among
+# "unknown command line parameters", which is harmless.
 KASAN_SUITES ?= ^(cid|cidctl|cid_functional_tests:.*)$$
 
 export BUILD CID_CACHE JOBS
