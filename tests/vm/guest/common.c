@@ -260,22 +260,23 @@ static uint64_t pagemap_entry(const char *file, uint64_t addr)
 	return e;
 }
 
+/* The frame number of a pagemap entry: bits 0-54 if present (bit 63), else 0. */
+static uint64_t entry_pfn(uint64_t e)
+{
+	return (e & (1ULL << 63)) ? (e & ((1ULL << 55) - 1)) : 0;
+}
+
 uint64_t pfn_of(const void *addr)
 {
-	uint64_t e = pagemap_entry("/proc/self/pagemap", (uint64_t)(uintptr_t)addr);
-
-	/* If present (bit 63), the PFN is in bits 0-54. */
-	return (e & (1ULL << 63)) ? (e & ((1ULL << 55) - 1)) : 0;
+	return entry_pfn(pagemap_entry("/proc/self/pagemap", (uint64_t)(uintptr_t)addr));
 }
 
 uint64_t pfn_of_pid(pid_t pid, uint64_t addr)
 {
 	char file[64];
-	uint64_t e;
 
 	snprintf(file, sizeof(file), "/proc/%d/pagemap", (int)pid);
-	e = pagemap_entry(file, addr);
-	return (e & (1ULL << 63)) ? (e & ((1ULL << 55) - 1)) : 0;
+	return entry_pfn(pagemap_entry(file, addr));
 }
 
 struct pfn_cmp compare_pfns(const void *a, const void *b, uint64_t size)
@@ -293,7 +294,7 @@ struct pfn_cmp compare_pfns(const void *a, const void *b, uint64_t size)
 		pread(fd, &eb, 8, ((uintptr_t)b / PAGE + i) * 8);
 		if (!(ea >> 63) || !(eb >> 63))
 			r.absent++;
-		else if ((ea & ((1ULL << 55) - 1)) == (eb & ((1ULL << 55) - 1)))
+		else if (entry_pfn(ea) == entry_pfn(eb))
 			r.same++;
 		else
 			r.differ++;
@@ -312,13 +313,14 @@ unsigned long large_folio_pages(const void *addr, uint64_t size)
 	if (pm < 0 || kf < 0)
 		die("open %s", pm < 0 ? "/proc/self/pagemap" : "/proc/kpageflags");
 	for (uint64_t i = 0; i < n; i++) {
-		uint64_t e = 0, flags = 0;
+		uint64_t e = 0, flags = 0, pfn;
 
 		if (pread(pm, &e, 8, ((uintptr_t)addr / PAGE + i) * 8) != 8)
 			die("read /proc/self/pagemap");
-		if (!(e >> 63))
+		pfn = entry_pfn(e);
+		if (!pfn)
 			continue;
-		if (pread(kf, &flags, 8, (e & ((1ULL << 55) - 1)) * 8) != 8)
+		if (pread(kf, &flags, 8, pfn * 8) != 8)
 			die("read /proc/kpageflags");
 		/* KPF_COMPOUND_HEAD (15), KPF_COMPOUND_TAIL (16) */
 		large += !!(flags & (3ULL << 15));
