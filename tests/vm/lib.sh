@@ -66,7 +66,8 @@ vm_disks() {
 	mkdir -p "$dir"
 	rm -f "$dir/ext4.img" "$dir/xfs.img"
 	truncate -s "${CID_VM_DISK_SIZE:-1G}" "$dir/ext4.img" "$dir/xfs.img"
-	mkfs.ext4 -q -F -L cid-ext4 "$dir/ext4.img" || vm_die "mkfs.ext4 failed"
+	# verity: the guest suite checks the content id against fs-verity.
+	mkfs.ext4 -q -F -O verity -L cid-ext4 "$dir/ext4.img" || vm_die "mkfs.ext4 failed"
 	mkfs.xfs -q -f -L cid-xfs "$dir/xfs.img" || vm_die "mkfs.xfs failed"
 }
 

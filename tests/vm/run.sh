@@ -15,6 +15,7 @@
 #                    (e.g. CID_VM_SUITES=cid for the project suite alone)
 #   CID_VM_ACCEL     kvm | tcg | auto (default auto: probe KVM, else TCG)
 #   CID_VM_CIDCTL_FROM  build directory to take cidctl from (default BUILD)
+#   CID_VM_GUEST_FS  filesystems the project suite runs on (default: all)
 #   CID_VM_MEM CID_VM_CPUS CID_VM_CMDLINE CID_VM_TIMEOUT
 # See tests/vm/README.md.
 set -euo pipefail
@@ -84,6 +85,15 @@ if [ -n "$cidctl" ]; then
 	add_suite cidctl 300 "/selftests/on-disk.sh /dev/vdc ext4 sh -c 'sh /selftests/cidctl_tag.sh \"\$PWD\"'"
 fi
 
+# btrfs-progs for the suite's btrfs cases (an image on the ext4 disk).
+for t in mkfs.btrfs btrfs; do
+	if p=$(command -v "$t"); then
+		vm_add_binary "$root" "$p" "/sbin/$t"
+	else
+		vm_log "$t not found (btrfs-progs); the btrfs cases will fail"
+	fi
+done
+
 # 3. The project's suite: tests/vm/guest/build.sh STAGING, run from /cid-guest.
 stage=$vm/guest
 if [ -f tests/vm/guest/build.sh ] && echo cid | grep -qE "$want"; then
@@ -98,7 +108,9 @@ if [ -f tests/vm/guest/build.sh ] && echo cid | grep -qE "$want"; then
 			fi
 		done < <(find "$stage" -type f -perm -u+x)
 		if [ -f "$stage/run-suite.sh" ]; then
-			add_suite cid "${CID_VM_GUEST_TIMEOUT:-1200}" sh /cid-guest/run-suite.sh
+			# CID_VM_GUEST_FS: the filesystems the suite runs on (its CID_FS).
+			add_suite cid "${CID_VM_GUEST_TIMEOUT:-1500}" \
+				"${CID_VM_GUEST_FS:+CID_FS='$CID_VM_GUEST_FS' }sh /cid-guest/run-suite.sh"
 		else
 			vm_log "tests/vm/guest/build.sh left no run-suite.sh; project suite not run"
 		fi

@@ -18,6 +18,8 @@ mkdir -p "$inc/linux" "$staging"
 
 $CC -static $CFLAGS -I"$inc" -o "$staging/cidtest" \
 	"$here/cidtest.c" "$here/common.c"
+$CC -static $CFLAGS -I"$inc" -o "$staging/cidadv" \
+	"$here/cidadv.c" "$here/common.c"
 
 # The FUSE server: static libfuse3 (Debian's libfuse3-dev ships libfuse3.a).
 fuse_cflags=$(pkg-config --cflags fuse3 2>/dev/null || echo -I/usr/include/fuse3)

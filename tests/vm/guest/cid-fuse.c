@@ -9,6 +9,12 @@
  *
  * The page cache of the FUSE inodes is what named merging shares; the
  * server itself reads BACKING with plain (cached) I/O.
+ *
+ * A hostile mode for the fill-verification tests: while BACKING holds a
+ * file named ".cid-fuse-lie", reads through files opened without O_DIRECT
+ * return every byte inverted, reads through O_DIRECT opens the truth (a
+ * server that answers the kernel's hashing and its page-cache fills
+ * differently).
  */
 #define FUSE_USE_VERSION 31
 #define _GNU_SOURCE
@@ -25,6 +31,16 @@
 #include <sys/time.h>
 
 static int bfd;	/* the backing directory */
+
+/* Opens made with O_DIRECT, by backing fd (the lying mode spares them). */
+#define MAX_FD 65536
+static unsigned char direct_fd[MAX_FD];
+
+static int lying(int fd)
+{
+	return fd >= 0 && fd < MAX_FD && !direct_fd[fd] &&
+	       faccessat(bfd, ".cid-fuse-lie", F_OK, 0) == 0;
+}
 
 /* "/x/y" -> "x/y", "/" -> "." relative to bfd */
 static const char *rel(const char *path)
@@ -187,6 +203,8 @@ static int pt_open(const char *path, struct fuse_file_info *fi)
 
 	if (fd < 0)
 		return -errno;
+	if (fd < MAX_FD)
+		direct_fd[fd] = !!(fi->flags & O_DIRECT);
 	fi->fh = fd;
 	return 0;
 }
@@ -194,10 +212,15 @@ static int pt_open(const char *path, struct fuse_file_info *fi)
 static int pt_read(const char *path, char *buf, size_t size, off_t off,
 		   struct fuse_file_info *fi)
 {
-	ssize_t n = pread(fi->fh, buf, size, off);
+	ssize_t n = pread(fi->fh, buf, size, off), i;
 
 	(void)path;
-	return n < 0 ? -errno : (int)n;
+	if (n < 0)
+		return -errno;
+	if (lying(fi->fh))
+		for (i = 0; i < n; i++)
+			buf[i] = ~buf[i];
+	return (int)n;
 }
 
 static int pt_write(const char *path, const char *buf, size_t size, off_t off,
@@ -218,6 +241,8 @@ static int pt_statfs(const char *path, struct statvfs *st)
 static int pt_release(const char *path, struct fuse_file_info *fi)
 {
 	(void)path;
+	if (fi->fh < MAX_FD)
+		direct_fd[fi->fh] = 0;
 	close(fi->fh);
 	return 0;
 }

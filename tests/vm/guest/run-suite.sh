@@ -16,9 +16,10 @@
 
 here=$(cd "$(dirname "$0")" && pwd)
 T=$here/cidtest
+A=$here/cidadv
 EXT4_DEV=${CID_EXT4_DEV:-/dev/vda}
 XFS_DEV=${CID_XFS_DEV:-/dev/vdb}
-FSLIST=${CID_FS:-ext4 xfs ovl fuse}
+FSLIST=${CID_FS:-ext4 xfs ovl fuse btrfs}
 M=/mnt/cid
 OUT=/tmp/cid-case.out
 
@@ -54,6 +55,17 @@ desc() {
 	umount) echo "unmount with tagged files, plain files after remount" ;;
 	ovl_tag) echo "tagging through the overlay path" ;;
 	sysfs) echo "sysfs knobs present, enabled validated and restored" ;;
+	fuse_change) echo "server changes bytes, mtime and size kept: twin keeps its bytes, fill refused" ;;
+	fuse_lie) echo "server answers O_DIRECT and buffered reads differently: no lie reaches the twin" ;;
+	fuse_self) echo "FUSE file and its backing file both tagged: cold read and fault finish" ;;
+	btrfs_snap) echo "snapshot copy changed in place keeps its own bytes (no key collision)" ;;
+	nowait) echo "RWF_NOWAIT never waits for a fill" ;;
+	mapcontract) echo "msync, fsync, SEEK_DATA/HOLE, flock; no shared writable mapping" ;;
+	forcewrite) echo "/proc/self/mem, ptrace, process_vm_writev copy on write" ;;
+	splicepipe) echo "splice to a pipe, then write to the pipe" ;;
+	openmodes) echo "O_DIRECT, F_SETFL O_DIRECT, reopen O_RDWR, O_TRUNC" ;;
+	verity) echo "content id is the fs-verity measurement; verity file shares with a plain twin" ;;
+	unpriv) echo "unprivileged QUERY: own tag and digest, no cross-file figures" ;;
 	*) echo "$1" ;;
 	esac
 }
@@ -103,7 +115,7 @@ run() {
 		return
 	fi
 	shift 2
-	"$T" "$c" "$fs" "$@" >"$OUT" 2>&1
+	"${PROG:-$T}" "$c" "$fs" "$@" >"$OUT" 2>&1
 	rc=$?
 	show
 	report "$label" "$rc"
@@ -148,6 +160,9 @@ mount_ovl() {
 # and xfs, where a write lease probes the file's own inode) idle come on top.
 CASES="share tagcache cow_private cow_mprotect write truncate unlink rename hardlink
 changed digest domain errors evict lazy iopaths exec pressure stress"
+# cidadv's cases for every filesystem (the FUSE and btrfs ones are below).
+ADV="nowait mapcontract forcewrite splicepipe openmodes"
+adv() { PROG=$A; run "$@"; PROG=; }
 
 # umount_case FS WDIR TDIR BDIR REMOUNT-COMMANDS...
 umount_case() {
@@ -207,12 +222,14 @@ for fs in $FSLIST; do
 		[ -n "$ext4_ok" ] || { not_run "ext4: mount" "cannot mount $EXT4_DEV"; continue; }
 		run ext4 sysfs $M/ext4/t
 		for c in $CASES idle; do run ext4 "$c" $M/ext4/t; done
+		for c in $ADV verity unpriv; do adv ext4 "$c" $M/ext4/t; done
 		umount_case ext4 $M/ext4/t $M/ext4/t "" remount_ext4
 		;;
 	xfs)
 		if ! mount_xfs; then not_run "xfs: mount" "cannot mount $XFS_DEV as xfs"; continue; fi
 		mkdir -p $M/xfs/t
 		for c in $CASES idle; do run xfs "$c" $M/xfs/t; done
+		for c in $ADV; do adv xfs "$c" $M/xfs/t; done
 		umount_case xfs $M/xfs/t $M/xfs/t "" remount_xfs
 		umount $M/xfs
 		;;
@@ -233,8 +250,31 @@ for fs in $FSLIST; do
 		fi
 		w=$M/fuse/t b=$M/ext4/fback/t
 		for c in $CASES; do run fuse "$c" $w $w $b; done
+		for c in $ADV; do adv fuse "$c" $w; done
+		mkdir -p $M/ext4/t
+		adv fuse fuse_change $w $b $M/ext4/t
+		adv fuse fuse_lie $w $b $M/ext4/t
+		adv fuse fuse_self $w $b
 		umount_case fuse $w $w $b remount_fuse
 		fuse_stop $M/fuse
+		;;
+	btrfs)
+		[ -n "$ext4_ok" ] || { not_run "btrfs: mount" "no ext4 for the image"; continue; }
+		mkdir -p $M/btrfs $M/ext4/t
+		rm -f $M/ext4/btrfs.img
+		truncate -s 320M $M/ext4/btrfs.img
+		if ! mkfs.btrfs -q -f $M/ext4/btrfs.img >/tmp/mkfs.log 2>&1 ||
+		   ! mount -o loop -t btrfs $M/ext4/btrfs.img $M/btrfs; then
+			sed 's/^/# /' /tmp/mkfs.log
+			not_run "btrfs: mount" "cannot make or mount a btrfs image"
+			continue
+		fi
+		mkdir -p $M/btrfs/t
+		for c in share cow_private write changed evict lazy; do run btrfs "$c" $M/btrfs/t; done
+		for c in $ADV; do adv btrfs "$c" $M/btrfs/t; done
+		adv btrfs btrfs_snap $M/btrfs $M/ext4/t
+		umount $M/btrfs
+		rm -f $M/ext4/btrfs.img
 		;;
 	*) echo "# unknown filesystem $fs in CID_FS" ;;
 	esac
