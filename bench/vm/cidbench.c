@@ -11,6 +11,11 @@
  *                                  open+close and open+pread+close ns, for
  *                                  warm files measured alternately; files
  *                                  given one NAME are averaged
+ *   cidbench cold NAME FILE [NAME FILE]...
+ *                                  sequential read MiB/s from a dropped cache
+ *                                  (a tagged file's fill: its source read,
+ *                                  copied and verified), alternately, median
+ *                                  of COLD_ROUNDS per file, mean per NAME
  *   cidbench frames NAME FILE...   share of FILEs' cached pages in large folios
  *   cidbench atomic                ns per locked read-modify-write (what a
  *                                  spin_lock() or atomic_inc() costs), per
@@ -69,6 +74,8 @@ static int read_all(const char *path)
 	return read_into(path, buf);
 }
 
+static unsigned long long n_tag_bytes;
+
 static int tag_one(const char *path)
 {
 	struct cid_tag t;
@@ -78,10 +85,12 @@ static int tag_one(const char *path)
 	if (fd < 0)
 		return -errno;
 	memset(&t, 0, sizeof(t));
-	if (ioctl(fd, CID_IOC_TAG, &t) < 0)
+	if (ioctl(fd, CID_IOC_TAG, &t) < 0) {
 		ret = -errno;
-	else
+	} else {
 		n_tagged++;
+		n_tag_bytes += t.size;
+	}
 	close(fd);
 	return ret;
 }
@@ -285,6 +294,86 @@ static int perf(int n, char **args)
 	return 0;
 }
 
+static void drop_caches(void)
+{
+	int fd = open("/proc/sys/vm/drop_caches", O_WRONLY);
+
+	sync();
+	if (fd < 0 || write(fd, "3", 1) != 1) {
+		perror("/proc/sys/vm/drop_caches");
+		exit(1);
+	}
+	close(fd);
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * cold NAME FILE [NAME FILE]...: each round drops every cache and reads
+ * every file once in full, the files in turn (alternating who goes first);
+ * the median of a file's rounds counts, and the mean of its NAME's files
+ * is printed as NAME_cold_read_MiBps.  For a tagged file this is a fill:
+ * its own file is read into its page cache, copied into the content,
+ * verified block by block against the digests of the tag, and dropped.
+ */
+#define COLD_ROUNDS 5
+
+static int cold(int n, char **args)
+{
+	double v[8][COLD_ROUNDS];
+	off_t size[8];
+	int f, round, nf = n / 2;
+
+	if (n % 2 || nf < 1 || nf > 8)
+		return 2;
+	for (f = 0; f < nf; f++) {
+		struct stat st;
+
+		if (stat(args[2 * f + 1], &st) < 0) {
+			perror(args[2 * f + 1]);
+			return 1;
+		}
+		size[f] = st.st_size;
+	}
+	for (round = 0; round < COLD_ROUNDS; round++) {
+		for (f = 0; f < nf; f++) {
+			int g = (f + round) % nf;
+			double t0;
+
+			drop_caches();
+			t0 = now();
+			if (read_all(args[2 * g + 1]) < 0) {
+				perror(args[2 * g + 1]);
+				return 1;
+			}
+			v[g][round] = size[g] / (now() - t0) / (1 << 20);
+		}
+	}
+	for (f = 0; f < nf; f++) {
+		double sum = 0;
+		int g, k = 0;
+
+		for (g = 0; g < f && strcmp(args[2 * g], args[2 * f]); g++)
+			;
+		if (g < f)
+			continue;
+		for (g = f; g < nf; g++) {
+			if (strcmp(args[2 * g], args[2 * f]))
+				continue;
+			qsort(v[g], COLD_ROUNDS, sizeof(double), cmp_double);
+			sum += v[g][COLD_ROUNDS / 2];
+			k++;
+		}
+		printf("%s_cold_read_MiBps %.1f\n", args[2 * f], sum / k);
+	}
+	return 0;
+}
+
 /*
  * atomic: what one locked read-modify-write (x86 "lock xadd", as in
  * spin_lock() and atomic_inc()) costs against a plain increment of memory,
@@ -427,6 +516,8 @@ int main(int argc, char **argv)
 		return atomic_cost();
 	if (!strcmp(argv[1], "frames") && argc >= 4)
 		return frames(argc - 2, argv + 2);
+	if (!strcmp(argv[1], "cold") && argc >= 4 && argc % 2 == 0)
+		return cold(argc - 2, argv + 2);
 	if (!strcmp(argv[1], "read") || !strcmp(argv[1], "tag")) {
 		int tag = argv[1][0] == 't';
 		double t0 = now();
@@ -434,13 +525,14 @@ int main(int argc, char **argv)
 		ret = walk(argc - 2, argv + 2, tag ? tag_one : read_all);
 		printf("%s_files %llu\n%s_errors %llu\n", argv[1], n_files, argv[1], n_errors);
 		if (tag)
-			printf("tagged %llu\n", n_tagged);
+			printf("tagged %llu\ntag_bytes %llu\ntag_MBps %.1f\n", n_tagged,
+			       n_tag_bytes, n_tag_bytes / (now() - t0) / 1e6);
 		else
 			printf("read_bytes %llu\n", n_bytes);
 		printf("%s_seconds %.2f\n", argv[1], now() - t0);
 		return ret || n_errors;
 	}
 usage:
-	fprintf(stderr, "usage: cidbench probe|tag PATH...|read PATH...|query FILE|perf NAME FILE [NAME FILE]...|frames NAME FILE...|atomic\n");
+	fprintf(stderr, "usage: cidbench probe|tag PATH...|read PATH...|query FILE|perf NAME FILE [NAME FILE]...|cold NAME FILE [NAME FILE]...|frames NAME FILE...|atomic\n");
 	return 2;
 }

@@ -56,6 +56,12 @@ if [ $have = 1 ]; then
 	# is in large folios whatever ext4 uses.
 	cidbench frames untagged $p/untagged-*.bin | sed 's/^/RESULT /'
 	cidbench frames tagged $p/tagged-b-*.bin | sed 's/^/RESULT /'
+	# Cold reads: a tagged file's fill reads its own file, copies and
+	# verifies every block; its twin tagged-a is never read here, so every
+	# round fills from tagged-b.
+	# shellcheck disable=SC2086
+	cidbench cold $untagged tagged $p/tagged-b-1.bin tagged $p/tagged-b-2.bin \
+		tagged $p/tagged-b-3.bin tagged $p/tagged-b-4.bin | sed 's/^/RESULT /'
 fi
 # What a locked read-modify-write costs here: a tagged open and close add two.
 cidbench atomic | sed 's/^/RESULT /'
@@ -67,6 +73,9 @@ drop
 if [ $have = 1 ]; then
 	cidbench tag $mnt/tree | sed 's/^/RESULT /'
 	sysfs after_tag
+	for k in digest_bytes metadata_bytes; do
+		[ -r /sys/kernel/mm/cid/$k ] && r "after_tag_$k $(cat /sys/kernel/mm/cid/$k)"
+	done
 	mem tagged
 	drop
 fi

@@ -180,10 +180,28 @@ done
 		echo "(lock xadd, as in spin_lock()) $(val atomic_rmw_ns) ns, a plain one $(val plain_rmw_ns) ns, a call and return of a"
 		echo "function not inlined $(val call_ret_ns) ns, through a pointer $(val indirect_call_ret_ns) ns; on the host: $host_atomic"
 	fi
+	if [ -n "$(val untagged_cold_read_MiBps)" ]; then
+		echo
+		echo "Cold sequential read of the 32 MiB files (caches dropped before each read; median of 5"
+		echo "rounds per file, mean of 4 files); a tagged file's read fills the content from its own"
+		echo "file, verifying every 4 KiB block against the tag's digests"
+		printf '  %-6s %10s %10s %8s\n' boot untagged tagged "t/u"
+		for b in $(seq 1 "$boots"); do
+			u=$(val untagged_cold_read_MiBps "$b") t=$(val tagged_cold_read_MiBps "$b")
+			printf '  %-6s %10s %10s %8s\n' "$b" "${u:--}" "${t:--}" "$(ratio "$t" "$u")"
+		done
+	fi
 	if [ -n "$(val tagged)" ]; then
 		echo
-		echo "Tagging: $(val tagged) of $(val tag_files) files tagged ($(val tag_errors) errors) in $(val tag_seconds)s;" \
+		echo "Tagging: $(val tagged) of $(val tag_files) files tagged ($(val tag_errors) errors) in $(val tag_seconds)s," \
+			"$(val tag_MBps) MB/s of the kernel's reading and hashing;" \
 			"query of a tagged twin: $(val query_flags), content_pages $(val query_content_pages), tagged_inodes $(val query_tagged_inodes)"
+		db=$(val after_tag_digest_bytes) mb=$(val after_tag_metadata_bytes) ti=$(val after_tag_tagged_inodes)
+		if [ -n "$db" ] && [ -n "$mb" ] && [ "${tree_kib:-0}" -gt 0 ]; then
+			echo "Metadata after tagging 8 copies: digests $db bytes for one $((tree_kib / 1024)) MiB content set" \
+				"($(echo "$db * 1048576 / $tree_kib / 1024" | bc) KiB per GiB of distinct content);" \
+				"all of named merging's metadata $mb bytes, $(( (mb - db) / (ti > 0 ? ti : 1) )) bytes per tagged file besides the digests"
+		fi
 	fi
 	echo
 	if [ "$have" = present ] && [ -n "$(val mem_tagged_8)" ]; then
