@@ -4,10 +4,15 @@
 // transactions, so an interrupted scan loses at most its last batch and the
 // next scan continues where it stopped.
 //
-// Schema (PRAGMA user_version 1, application_id 'CID1'):
+// Schema (PRAGMA user_version 2, application_id 'CID1'):
 //   roots(id, path UNIQUE, scanned_ns, complete)
 //   inodes(dev, ino, size, mtime_ns, ctime_ns, digest BLOB(32)), PK (dev, ino)
 //   paths(path PK, root_id, dev, ino)
+// The digest is the fs-verity file digest.  Version 1 held plain SHA-256
+// digests: opening such an index for writing deletes its inode rows and
+// keeps its paths, so the next scan hashes every file again and no old
+// digest is ever reported or handed to the kernel; opened read-only, it is
+// refused with a message saying to scan.
 #ifndef CID_INDEX_H_
 #define CID_INDEX_H_
 
