@@ -204,8 +204,17 @@ Status Index::Init(Mode mode) {
   } else if (version < kFirstVerityVersion) {
     s = Exec("BEGIN IMMEDIATE");
     if (!s.ok()) return s;
-    s = Exec("DELETE FROM inodes; UPDATE roots SET complete=0;");
-    if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
+    // Read again under the write lock: another process may have upgraded
+    // it, and written new rows, since.
+    rc = sqlite3_step(*ver);
+    int now = rc == SQLITE_ROW ? sqlite3_column_int(*ver, 0) : -1;
+    sqlite3_reset(*ver);
+    if (now < 0) {
+      s = Error("reading the schema version", rc);
+    } else if (now < kFirstVerityVersion) {
+      s = Exec("DELETE FROM inodes; UPDATE roots SET complete=0;");
+      if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
+    }
     if (!s.ok()) {
       Exec("ROLLBACK");
       return s;
