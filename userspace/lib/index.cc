@@ -189,40 +189,41 @@ Status Index::Init(Mode mode) {
   if (!s.ok()) return s;
   s = Exec("PRAGMA synchronous=NORMAL");
   if (!s.ok()) return s;
+  const std::string set_version = "PRAGMA user_version=" + std::to_string(kSchemaVersion);
   if (version == 0) {
-    s = Exec("BEGIN IMMEDIATE");
-    if (!s.ok()) return s;
-    s = Exec(kSchema);
-    if (s.ok()) s = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
-    if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
-    if (!s.ok()) {
-      Exec("ROLLBACK");
-      return s;
-    }
-    s = Exec("COMMIT");
-    if (!s.ok()) return s;
-  } else if (version < kFirstVerityVersion) {
-    s = Exec("BEGIN IMMEDIATE");
-    if (!s.ok()) return s;
-    // Read again under the write lock: another process may have upgraded
-    // it, and written new rows, since.
-    rc = sqlite3_step(*ver);
-    int now = rc == SQLITE_ROW ? sqlite3_column_int(*ver, 0) : -1;
-    sqlite3_reset(*ver);
-    if (now < 0) {
-      s = Error("reading the schema version", rc);
-    } else if (now < kFirstVerityVersion) {
-      s = Exec("DELETE FROM inodes; UPDATE roots SET complete=0;");
-      if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
-    }
-    if (!s.ok()) {
-      Exec("ROLLBACK");
-      return s;
-    }
-    s = Exec("COMMIT");
-    if (!s.ok()) return s;
+    return InTransaction([&] {
+      Status t = Exec(kSchema);
+      if (t.ok()) t = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
+      if (t.ok()) t = Exec(set_version.c_str());
+      return t;
+    });
+  }
+  if (version < kFirstVerityVersion) {
+    return InTransaction([&] {
+      // Read again under the write lock: another process may have upgraded
+      // it, and written new rows, since.
+      int step = sqlite3_step(*ver);
+      int now = step == SQLITE_ROW ? sqlite3_column_int(*ver, 0) : -1;
+      sqlite3_reset(*ver);
+      if (now < 0) return Error("reading the schema version", step);
+      if (now >= kFirstVerityVersion) return Status::OK();
+      Status t = Exec("DELETE FROM inodes; UPDATE roots SET complete=0;");
+      if (t.ok()) t = Exec(set_version.c_str());
+      return t;
+    });
   }
   return Status::OK();
+}
+
+Status Index::InTransaction(const std::function<Status()>& fn) {
+  Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  s = fn();
+  if (!s.ok()) {
+    Exec("ROLLBACK");
+    return s;
+  }
+  return Exec("COMMIT");
 }
 
 Index::~Index() {

@@ -118,6 +118,8 @@ class Index {
   Index(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
   Status Init(Mode mode);
   Status Exec(const char* sql);
+  // BEGIN IMMEDIATE, fn, then COMMIT, or ROLLBACK if fn fails.
+  Status InTransaction(const std::function<Status()>& fn);
   Result<sqlite3_stmt*> Prepare(const char* sql);  // cached per SQL text
   Status Error(const char* what, int rc) const;
 
