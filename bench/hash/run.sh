@@ -7,6 +7,13 @@
 #    the same run, and against the hashing limit: `openssl speed -evp sha256`
 #    single-core throughput times the cores used.
 # 2. Warm rescan of an unchanged tree of 30,000 real files.
+# 3. With CIDCTL_BASELINE=<an older cidctl>, that binary's scan of the same
+#    tree, timed alternately with this one in the same run: how the content
+#    id change (plain SHA-256 -> fs-verity digest) moved the scan.  Build one
+#    from an older commit, e.g.
+#      git archive <commit> | tar -x -C /tmp/old && cmake -S /tmp/old -B /tmp/old/build &&
+#      cmake --build /tmp/old/build --target cidctl
+#    and run CIDCTL_BASELINE=/tmp/old/build/userspace/cidctl bench/hash/run.sh.
 #
 # Results: bench/results/hash.txt and hash.json.  Trees are kept in
 # $CID_CACHE/bench (default ~/.cache/cid/bench) between runs.
@@ -18,6 +25,8 @@ BUILD=${BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$top/$BUILD ;; esac
 CIDCTL=${CIDCTL:-$BUILD/userspace/cidctl}
 [ -x "$CIDCTL" ] || { echo "bench/hash: build first (make): no $CIDCTL" >&2; exit 1; }
+BASELINE=${CIDCTL_BASELINE:-}
+[ -z "$BASELINE" ] || [ -x "$BASELINE" ] || { echo "bench/hash: CIDCTL_BASELINE=$BASELINE is not executable" >&2; exit 1; }
 CACHE=${CID_CACHE:-$HOME/.cache/cid}/bench
 BYTES=${CID_BENCH_BYTES:-$((1280 * 1024 * 1024))}
 REPS=${CID_BENCH_REPS:-3}
@@ -73,6 +82,20 @@ run_reps() {  # run_reps CMD...: "WALL CPU" of the run with the best wall time
 read -r t_sha c_sha < <(run_reps sh -c 'find "$0" -type f -print0 | xargs -0 -P"$1" sha256sum' "$tree" "$CORES")
 read -r t_cid c_cid < <(run_reps sh -c 'rm -f "$2"/idx.db*; exec "$0" scan --quiet --index "$2/idx.db" "$1"' "$CIDCTL" "$tree" "$work")
 read -r t_cid_pread c_cid_pread < <(run_reps sh -c 'rm -f "$2"/idx.db*; CID_NO_URING=1 exec "$0" scan --quiet --index "$2/idx.db" "$1"' "$CIDCTL" "$tree" "$work")
+# Side by side with a baseline cidctl: runs alternate (this, baseline, ...),
+# so a change in the machine's load hits both.  Summarised below as the
+# best and the median of each, wall clock and CPU time.
+: >"$work/side.txt"
+base_id=""
+if [ -n "$BASELINE" ]; then
+	scan_once() { timed sh -c 'rm -f "$2"/idx.db*; exec "$0" scan --quiet --index "$2/idx.db" "$1"' "$1" "$tree" "$work"; }
+	for _ in $(seq "$REPS"); do
+		echo "new $(scan_once "$CIDCTL")"
+		echo "base $(scan_once "$BASELINE")"
+	done >"$work/side.txt"
+	printf 'abc' >"$work/id.txt"
+	base_id=$("$BASELINE" hash "$work/id.txt" | cut -d' ' -f1 | cut -d: -f1)
+fi
 # The engine used, and how much was hashed from page-cache mappings
 # (files >= 1 MiB whose pages were cached) rather than read.
 read -r engine mapped_bytes < <("$CIDCTL" scan --json --index "$work/engine.db" "$tree" |
@@ -97,8 +120,8 @@ warm "$small"
 read -r t_rescan c_rescan < <(run_reps "$CIDCTL" scan --quiet --index "$work/r.db" "$small")
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
 
-python3 - "$RESULTS" <<PY
-import json, sys
+python3 - "$RESULTS" "$work/side.txt" <<PY
+import json, statistics, sys
 nbytes, cores = $nbytes, $CORES
 t_sha, t_cid, t_pread, t_rescan = $t_sha, $t_cid, $t_cid_pread, $t_rescan
 c_sha, c_cid, c_pread, c_rescan = $c_sha, $c_cid, $c_cid_pread, $c_rescan
@@ -126,6 +149,21 @@ r = {
   "rescan_files": $nsmall, "warm_rescan_s": t_rescan,
   "loadavg_before": "$load_before", "loadavg_after": "$load_after",
 }
+side = {"new": [], "base": []}
+for line in open(sys.argv[2]):
+  who, wall, cpu = line.split()
+  side[who].append((float(wall), float(cpu)))
+if side["base"]:
+  stat = lambda who, i, f: f(x[i] for x in side[who])
+  med = lambda xs: statistics.median(list(xs))
+  r["side_by_side"] = {
+    "baseline_id": "$base_id", "runs_each": len(side["new"]), "order": "alternating, this cidctl first",
+    "new_wall_s": [x[0] for x in side["new"]], "new_cpu_s": [x[1] for x in side["new"]],
+    "baseline_wall_s": [x[0] for x in side["base"]], "baseline_cpu_s": [x[1] for x in side["base"]],
+  }
+  ratios = {k: stat("new", i, f) / stat("base", i, f) for k, i, f in
+            (("best_wall", 0, min), ("median_wall", 0, med), ("best_cpu", 1, min), ("median_cpu", 1, med))}
+  r["side_by_side"]["new_vs_baseline"] = ratios
 json.dump(r, open(sys.argv[1] + "/hash.json", "w"), indent=1)
 lines = [
   "cidctl scan hashing benchmark (bench/hash/run.sh)",
@@ -142,6 +180,14 @@ lines = [
   "cold (tree evicted from page cache, one run each): io_uring %.3f s (%.2f CPU s), pread %.3f s (%.2f CPU s)" % (t_cold, c_cold, t_cold_pread, c_cold_pread),
   "warm rescan of %d unchanged files: %.3f s (target < 0.3 s)" % (r["rescan_files"], t_rescan),
 ]
+if side["base"]:
+  lines.append("side by side with a baseline cidctl (%s ids), %d alternating runs each:" % ("$base_id", len(side["new"])))
+  lines.append("                       best wall   GB/s  median wall  best CPU s  median CPU s")
+  for who, name in (("new", "this cidctl  "), ("base", "baseline     ")):
+    lines.append("  %s      %6.3f s  %5.2f     %6.3f s     %6.2f       %6.2f" % (
+      name, stat(who, 0, min), nbytes / stat(who, 0, min) / 1e9, stat(who, 0, med), stat(who, 1, min), stat(who, 1, med)))
+  lines.append("  this / baseline: best wall %.3fx, median wall %.3fx, best CPU %.3fx, median CPU %.3fx" % (
+    ratios["best_wall"], ratios["median_wall"], ratios["best_cpu"], ratios["median_cpu"]))
 open(sys.argv[1] + "/hash.txt", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

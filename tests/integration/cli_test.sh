@@ -1,5 +1,5 @@
 #!/bin/bash
-# cidctl end to end: help texts, digests against sha256sum, error messages
+# cidctl end to end: help texts, digests against `fsverity digest`, error messages
 # that name the path and reason, exit codes, JSON, the pread fallback, and
 # the plain "no named merging" answers on a kernel without it.
 . "$(dirname "$0")/lib.sh"
@@ -22,21 +22,21 @@ expect_eq "unknown command exit" "$rc" 2
 expect_grep "unknown command message" "unknown command 'frobnicate'" "$WORK/err"
 ok "unknown command is a usage error"
 
-# Digests agree with sha256sum, through io_uring and through pread.
+# Content ids agree with `fsverity digest`, through io_uring and through pread.
 mkdir -p "$WORK/h"
 : >"$WORK/h/empty"
 printf abc >"$WORK/h/abc"
 head -c 3000000 /dev/urandom >"$WORK/h/random"
 for f in empty abc random; do
-	want=$(sha256sum "$WORK/h/$f" | cut -d' ' -f1)
+	want=$(verity_digest "$WORK/h/$f")
 	got=$("$CIDCTL" hash "$WORK/h/$f" | cut -d' ' -f1)
-	expect_eq "digest of $f" "$got" "sha256:$want"
+	expect_eq "digest of $f" "$got" "$want"
 	got=$(CID_NO_URING=1 "$CIDCTL" hash "$WORK/h/$f" | cut -d' ' -f1)
-	expect_eq "digest of $f (pread)" "$got" "sha256:$want"
+	expect_eq "digest of $f (pread)" "$got" "$want"
 done
 expect_eq "KAT abc" "$("$CIDCTL" hash "$WORK/h/abc" | cut -d' ' -f1)" \
-	"sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
-ok "digests match sha256sum (io_uring and pread)"
+	"fsverity-sha256:700b6bd8510f0b4f9bac8b9cf0459151a1c4a99f467892bb4bd289a67df8e19c"
+ok "content ids match fsverity digest (io_uring and pread)"
 
 # Scan JSON, engine choice and the fallback switch.
 "$CIDCTL" scan --index "$IDX" --json "$WORK/h" >"$WORK/scan.json"
@@ -93,6 +93,37 @@ for cmd in "scan $WORK/h" "dups" "report"; do
 done
 cmp -s "$WORK/bad.db" "$WORK/bad.orig" || fail "a corrupt index was modified"
 ok "corrupt index: named, reason given, left untouched"
+
+# An index of the cidctl before the fs-verity id (schema 1, plain SHA-256):
+# read-only commands refuse it and say to scan; a scan upgrades it and
+# hashes every file again.
+mkdir -p "$WORK/o"
+printf abc >"$WORK/o/a"
+printf abc >"$WORK/o/b"
+printf xyz >"$WORK/o/c"
+"$CIDCTL" scan --index "$WORK/old.db" "$WORK/o" >/dev/null
+python3 - "$WORK/old.db" <<'PY'
+import hashlib, sqlite3, sys
+c = sqlite3.connect(sys.argv[1], isolation_level=None)
+for path, dev, ino in c.execute("SELECT path, dev, ino FROM paths").fetchall():
+    d = hashlib.sha256(open(path, "rb").read()).digest()
+    c.execute("UPDATE inodes SET digest=? WHERE dev=? AND ino=?", (d, dev, ino))
+c.execute("PRAGMA user_version=1")
+PY
+for cmd in dups report; do
+	set +e
+	"$CIDCTL" $cmd --index "$WORK/old.db" >"$WORK/out" 2>"$WORK/err"; rc=$?
+	set -e
+	expect_eq "old index exit ($cmd)" "$rc" 1
+	expect_grep "old index named ($cmd)" "index $WORK/old.db: made by an older cidctl" "$WORK/err"
+	expect_grep "old index hint ($cmd)" "run 'cidctl scan'" "$WORK/err"
+done
+"$CIDCTL" scan --index "$WORK/old.db" --json "$WORK/o" >"$WORK/old.json"
+expect_eq "old index rehashed" "$(json "$WORK/old.json" 'j["roots"][0]["hashed"], j["roots"][0]["unchanged"]')" "(3, 0)"
+"$CIDCTL" dups --index "$WORK/old.db" --json >"$WORK/old-dups.json"
+expect_eq "upgraded index: fs-verity ids" \
+	"$(json "$WORK/old-dups.json" '[g["digest"] for g in j["groups"]]')" "['$(verity_digest "$WORK/o/a")']"
+ok "index of plain SHA-256 ids: refused read-only, rehashed by the next scan"
 
 set +e
 "$CIDCTL" report --index "$WORK/none.db" 2>"$WORK/err"; rc=$?

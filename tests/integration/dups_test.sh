@@ -80,7 +80,7 @@ python3 "$HERE/expected_dups.py" 65536 "$WORK/a" "$WORK/b" >"$WORK/want64k.json"
 expect_eq "--min-size 64k groups" "$(json "$WORK/dups64k.json" 'j["groups_count"]')" \
 	"$(json "$WORK/want64k.json" 'len(j["groups"])')"
 "$CIDCTL" dups --index "$IDX" >"$WORK/dups.txt" 2>"$WORK/dups.err"
-expect_eq "text groups" "$(grep -c '^sha256:' "$WORK/dups.txt")" "$(json "$WORK/dups.json" 'j["groups_count"]')"
+expect_eq "text groups" "$(grep -c '^fsverity-sha256:' "$WORK/dups.txt")" "$(json "$WORK/dups.json" 'j["groups_count"]')"
 ok "--min-size and text output"
 
 # The pread fallback indexes the same content.

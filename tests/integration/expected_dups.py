@@ -1,24 +1,43 @@
 #!/usr/bin/env python3
 """Independent oracle for the integration tests: walks trees with os.lstat
-(no symlinks, regular files only), hashes with hashlib, and prints what
-`cidctl dups --json` and `cidctl report --json` must say, as JSON."""
+(no symlinks, regular files only), computes each file's fs-verity digest with
+hashlib, and prints what `cidctl dups --json` and `cidctl report --json` must
+say, as JSON."""
 import hashlib
 import json
 import os
+import struct
 import sys
 
 PAGE = os.sysconf("SC_PAGESIZE")
+BLOCK = 4096
 
 
-def sha256(path):
-    h = hashlib.sha256()
+def verity_digest(path):
+    """The fs-verity file digest (SHA-256, 4096-byte blocks, no salt), as in
+    the kernel's Documentation/filesystems/fsverity.rst: hash every block of a
+    level, zero-padded, into the next level until a level is one block; the
+    root hash is that block's hash (all zeros for an empty file); the digest
+    is the SHA-256 of the 256-byte fsverity_descriptor."""
+    level = []
+    size = 0
     with open(path, "rb") as f:
         while True:
-            b = f.read(1 << 20)
+            b = f.read(BLOCK)
             if not b:
                 break
-            h.update(b)
-    return "sha256:" + h.hexdigest()
+            size += len(b)
+            level.append(hashlib.sha256(b.ljust(BLOCK, b"\0")).digest())
+    root = bytes(32)
+    while level:
+        if len(level) == 1:
+            root = level[0]
+            break
+        packed = b"".join(level)
+        level = [hashlib.sha256(packed[i:i + BLOCK].ljust(BLOCK, b"\0")).digest()
+                 for i in range(0, len(packed), BLOCK)]
+    desc = struct.pack("<BBBBIQ", 1, 1, 12, 0, 0, size) + root.ljust(64, b"\0") + bytes(32 + 144)
+    return "fsverity-sha256:" + hashlib.sha256(desc).hexdigest()
 
 
 def main():
@@ -34,7 +53,7 @@ def main():
                     continue
                 key = (st.st_dev, st.st_ino)
                 if key not in inodes:
-                    inodes[key] = {"size": st.st_size, "digest": sha256(p), "paths": [], "roots": set()}
+                    inodes[key] = {"size": st.st_size, "digest": verity_digest(p), "paths": [], "roots": set()}
                 inodes[key]["paths"].append(p)
                 inodes[key]["roots"].add(root)
     by_digest = {}

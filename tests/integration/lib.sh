@@ -35,5 +35,14 @@ expect_eq() { [ "$2" = "$3" ] || fail "$1: got '$2', want '$3'"; }
 # expect_grep WHAT PATTERN FILE
 expect_grep() { grep -q -- "$2" "$3" || { cat "$3" >&2; fail "$1: no '$2' in output"; }; }
 
+# verity_digest FILE: the content id as `fsverity digest` (Debian package
+# fsverity, in scripts/deps.d) computes it, independently of cidctl.
+verity_digest() {
+	command -v fsverity >/dev/null || fail "fsverity not installed (make deps installs it)"
+	local out
+	out=$(fsverity digest --hash-alg=sha256 --block-size=4096 "$1") || fail "fsverity digest $1 failed"
+	echo "fsverity-${out%% *}"
+}
+
 # json FILE EXPR: evaluate a Python expression over the parsed JSON `j`.
 json() { python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$1" "$2"; }

@@ -9,10 +9,8 @@ namespace {
 
 // FIPS 180-2 / NIST CSRC examples.
 TEST(DigestTest, KnownAnswers) {
-  EXPECT_EQ(Sha256::Of("").ToString(),
-            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
-  EXPECT_EQ(Sha256::Of("abc").ToString(),
-            "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+  EXPECT_EQ(Sha256::Of("").ToHex(), "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855");
+  EXPECT_EQ(Sha256::Of("abc").ToHex(), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
   EXPECT_EQ(Sha256::Of("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq").ToHex(),
             "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1");
   EXPECT_EQ(Sha256::Of(std::string(1000000, 'a')).ToHex(),
@@ -32,6 +30,7 @@ TEST(DigestTest, StreamingEqualsOneShot) {
 
 TEST(DigestTest, ParseRoundTrip) {
   Digest d = Sha256::Of("round trip");
+  EXPECT_EQ(d.ToString(), "fsverity-sha256:" + d.ToHex());
   auto p = Digest::Parse(d.ToString());
   ASSERT_TRUE(p.ok()) << p.status().ToString();
   EXPECT_EQ(*p, d);
@@ -46,9 +45,26 @@ TEST(DigestTest, ParseRejectsBadInput) {
   EXPECT_FALSE(Digest::Parse("").ok());
   EXPECT_FALSE(Digest::Parse("sha256:abc").ok());
   EXPECT_FALSE(Digest::Parse("md5:" + std::string(64, '0')).ok());
-  auto bad = Digest::Parse("sha256:" + std::string(63, '0') + "g");
+  auto bad = Digest::Parse("fsverity-sha256:" + std::string(63, '0') + "g");
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("hex"), std::string::npos);
+}
+
+// Ids of cidctl before the fs-verity id were "sha256:<hex>", the plain
+// SHA-256 of the file: recognised as such, never taken for a content id.
+TEST(DigestTest, PlainSha256IdsAreRecognisedNotTrusted) {
+  const std::string old = "sha256:" + Sha256::Of("abc").ToHex();
+  auto refused = Digest::Parse(old);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("plain SHA-256"), std::string::npos) << refused.status().message();
+  DigestKind kind = DigestKind::kVerity;
+  auto p = Digest::Parse(old, &kind);
+  ASSERT_TRUE(p.ok()) << p.status().ToString();
+  EXPECT_EQ(kind, DigestKind::kPlainSha256);
+  EXPECT_EQ(*p, Sha256::Of("abc"));
+  auto q = Digest::Parse(p->ToString(), &kind);
+  ASSERT_TRUE(q.ok());
+  EXPECT_EQ(kind, DigestKind::kVerity);
 }
 
 }  // namespace

@@ -12,6 +12,7 @@
 #include <cstring>
 #include <map>
 
+#include "cid/verity.h"
 #include "test_util.h"
 
 namespace cid {
@@ -56,7 +57,7 @@ TEST_P(HasherTest, SizesAroundBufferAndPageBoundaries) {
     WriteFile(path, data);
     HashOutcome o = h.HashPath(path);
     ASSERT_TRUE(o.status.ok()) << o.status.ToString();
-    EXPECT_EQ(o.digest, Sha256::Of(data)) << "size " << size;
+    EXPECT_EQ(o.digest, VerityHasher::Of(data)) << "size " << size;
     EXPECT_EQ(o.st.size, size);
   }
 }
@@ -72,7 +73,7 @@ TEST_P(HasherTest, ManyFilesInFlightKeepTheirOwnDigests) {
     std::string data = test::RandomBytes(1000 * i + 13, i);
     std::string path = dir_ / ("m" + std::to_string(i));
     WriteFile(path, data);
-    want[i] = Sha256::Of(data);
+    want[i] = VerityHasher::Of(data);
     reqs.push_back(HashRequest{path, {}, static_cast<uint64_t>(i)});
   }
   size_t next = 0;
@@ -178,7 +179,7 @@ TEST_P(HasherTest, CachedFileIsHashedFromMappingsWithTheSameDigest) {
   FileHasher h(std::move(engine_), MapOptions());
   HashOutcome o = h.HashPath(path);
   ASSERT_TRUE(o.status.ok()) << o.status.ToString();
-  EXPECT_EQ(o.digest, Sha256::Of(data));
+  EXPECT_EQ(o.digest, VerityHasher::Of(data));
   EXPECT_EQ(o.mapped_bytes, size);
 }
 
@@ -206,7 +207,7 @@ TEST_P(HasherTest, WindowsNotInTheCacheAreReadTheRestMapped) {
   FileHasher h(std::move(engine_), MapOptions());
   HashOutcome o = h.HashPath(path);
   ASSERT_TRUE(o.status.ok()) << o.status.ToString();
-  EXPECT_EQ(o.digest, Sha256::Of(data));
+  EXPECT_EQ(o.digest, VerityHasher::Of(data));
   EXPECT_EQ(o.mapped_bytes, size - (1 << 20)) << "windows before and after the dropped one come from mappings";
 }
 
@@ -219,7 +220,7 @@ TEST_P(HasherTest, MapMinSizeZeroReadsEverything) {
   FileHasher h(std::move(engine_), opt);
   HashOutcome o = h.HashPath(path);
   ASSERT_TRUE(o.status.ok()) << o.status.ToString();
-  EXPECT_EQ(o.digest, Sha256::Of(data));
+  EXPECT_EQ(o.digest, VerityHasher::Of(data));
   EXPECT_EQ(o.mapped_bytes, 0u);
 }
 
@@ -260,7 +261,7 @@ TEST_P(HasherTest, FileTruncatedUnderTheMappingIsNotRecorded) {
   FileHasher h(MakeEngine(GetParam()), MapOptions());
   o = h.HashPath(dir_ / "next");
   ASSERT_TRUE(o.status.ok()) << o.status.ToString();
-  EXPECT_EQ(o.digest, Sha256::Of(data));
+  EXPECT_EQ(o.digest, VerityHasher::Of(data));
   EXPECT_EQ(o.mapped_bytes, data.size());
 }
 
@@ -294,7 +295,7 @@ INSTANTIATE_TEST_SUITE_P(Engines, HasherTest, ::testing::Values(Engine::kUring, 
                          [](const auto& info) { return info.param == Engine::kUring ? "uring" : "pread"; });
 
 // > 4 GiB and sparse: offsets above 2^32 must be read and hashed in order.
-// Expected digest from `sha256sum` on the same file (head, zeros, tail).
+// Expected digest from `fsverity digest` on the same file (head, zeros, tail).
 TEST(HasherLargeTest, SparseFileLargerThan4GiB) {
   TempDir dir;
   std::string path = dir / "sparse";
@@ -316,7 +317,7 @@ TEST(HasherLargeTest, SparseFileLargerThan4GiB) {
   FileHasher h(DefaultEngineFactory(8)(), opt);
   HashOutcome o = h.HashPath(path);
   ASSERT_TRUE(o.status.ok()) << o.status.ToString();
-  EXPECT_EQ(o.digest.ToString(), "sha256:1c9aab5e01e5b5cffd9a4445194ca2f86a8460ef48fbb080f547b86b618fd649");
+  EXPECT_EQ(o.digest.ToString(), "fsverity-sha256:b5a62cc25d0081530dcaf750aab53a93b7ad2f5e399f74e6847aa57a27e4e5f6");
   EXPECT_EQ(o.st.size, kSize);
   // Drop the 4 GiB of cached zero pages now rather than at unlink.
   int fd = open(path.c_str(), O_RDONLY);
@@ -338,7 +339,7 @@ class HasherSigbusDeathTest : public ::testing::Test {
   void HashMappedOrExit(bool want_mapped = true) {
     FileHasher h(NewPreadEngine(4), MapOptions());
     HashOutcome o = h.HashPath(dir_ / "cached");
-    if (!o.status.ok() || o.digest != Sha256::Of(std::string(2 << 20, 'c'))) _exit(2);
+    if (!o.status.ok() || o.digest != VerityHasher::Of(std::string(2 << 20, 'c'))) _exit(2);
     if ((o.mapped_bytes == 2u << 20) != want_mapped) _exit(3);
   }
   // In the child: touches a page past the end of a mapping of its own.
@@ -409,7 +410,7 @@ TEST(HashPoolTest, WorkersHashEveryRequestOnce) {
     std::string data = test::RandomBytes(i * 311, i);
     std::string path = dir / std::to_string(i);
     WriteFile(path, data);
-    want[i] = Sha256::Of(data);
+    want[i] = VerityHasher::Of(data);
     pool.Add(HashRequest{path, {}, static_cast<uint64_t>(i)});
   }
   pool.Close();

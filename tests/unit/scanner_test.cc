@@ -2,12 +2,14 @@
 
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <sqlite3.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #include <set>
 
 #include "cid/report.h"
+#include "cid/verity.h"
 #include "cid/walker.h"
 #include "test_util.h"
 
@@ -44,6 +46,59 @@ class ScannerTest : public ::testing::Test {
   std::vector<Status> errors_;
 };
 
+// An index of the cidctl before the fs-verity id (schema 1, plain SHA-256
+// digests) is upgraded when opened for writing: none of its digests is ever
+// found, reported or matched, and the next scan hashes every file again.
+TEST_F(ScannerTest, PlainSha256IndexIsRehashedNeverTrusted) {
+  WriteFile(tree_ / "a", "same content");
+  WriteFile(tree_ / "b", "same content");
+  WriteFile(tree_ / "c", "other content");
+  ASSERT_EQ(Scan().hashed, 3u);
+  std::string path = index_->path();
+  index_.reset();
+  // Make it what the old cidctl wrote: user_version 1, SHA-256 digests.
+  sqlite3* db = nullptr;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  for (const char* content : {"same content", "other content"}) {
+    std::string sql = "UPDATE inodes SET digest=X'" + Sha256::Of(content).ToHex() + "' WHERE size=" +
+                      std::to_string(strlen(content)) + "; PRAGMA user_version=1;";
+    ASSERT_EQ(sqlite3_exec(db, sql.c_str(), nullptr, nullptr, nullptr), SQLITE_OK) << sqlite3_errmsg(db);
+  }
+  sqlite3_close(db);
+
+  auto ro = Index::Open(path, Index::Mode::kReadOnly);
+  ASSERT_FALSE(ro.ok());
+  EXPECT_NE(ro.status().message().find("older cidctl"), std::string::npos) << ro.status().message();
+  EXPECT_NE(ro.status().message().find("cidctl scan"), std::string::npos) << ro.status().message();
+
+  auto rw = Index::Open(path, Index::Mode::kReadWrite);
+  ASSERT_TRUE(rw.ok()) << rw.status().ToString();
+  index_ = std::move(*rw);
+  EXPECT_FALSE(DigestOf("a").has_value());
+  int dup_rows = 0;
+  ASSERT_TRUE(index_->ForEachDuplicate(1, [&](const InodeRecord&, const std::string&) { dup_rows++; }).ok());
+  EXPECT_EQ(dup_rows, 0);
+  auto roots = index_->Roots();
+  ASSERT_TRUE(roots.ok());
+  ASSERT_EQ(roots->size(), 1u);
+  EXPECT_FALSE((*roots)[0].complete);
+
+  ScanStats again = Scan();
+  EXPECT_EQ(again.hashed, 3u);
+  EXPECT_EQ(again.unchanged, 0u);
+  EXPECT_EQ(DigestOf("a"), VerityHasher::Of("same content"));
+  EXPECT_EQ(DigestOf("c"), VerityHasher::Of("other content"));
+  ASSERT_TRUE(index_->ForEachDuplicate(1, [&](const InodeRecord& r, const std::string&) {
+    EXPECT_EQ(r.digest, VerityHasher::Of("same content"));
+    dup_rows++;
+  }).ok());
+  EXPECT_EQ(dup_rows, 2);
+  // Upgraded once: read-only opens work again, and a rescan reads nothing.
+  EXPECT_TRUE(Index::Open(path, Index::Mode::kReadOnly).ok());
+  EXPECT_EQ(Scan().hashed, 0u);
+  EXPECT_TRUE(errors_.empty());
+}
+
 TEST_F(ScannerTest, RescanReadsOnlyWhatChanged) {
   for (int i = 0; i < 30; i++) WriteFile(tree_ / ("d" + std::to_string(i % 3) + "/f" + std::to_string(i)), "v1-" + std::to_string(i));
   ScanStats first = Scan();
@@ -61,8 +116,8 @@ TEST_F(ScannerTest, RescanReadsOnlyWhatChanged) {
   ScanStats third = Scan();
   EXPECT_EQ(third.hashed, 2u);  // the changed file and the new one
   EXPECT_EQ(third.removed, 1u);
-  EXPECT_EQ(DigestOf("d1/f1"), Sha256::Of("v2 with another size"));
-  EXPECT_EQ(DigestOf("new"), Sha256::Of("brand new"));
+  EXPECT_EQ(DigestOf("d1/f1"), VerityHasher::Of("v2 with another size"));
+  EXPECT_EQ(DigestOf("new"), VerityHasher::Of("brand new"));
   EXPECT_FALSE(DigestOf("d2/f2").has_value());
   EXPECT_TRUE(errors_.empty());
 }
@@ -75,8 +130,8 @@ TEST_F(ScannerTest, CachedLargeFilesAreCountedAsMapped) {
   ScanStats st = Scan();
   EXPECT_EQ(st.hashed_bytes, big.size() + small.size());
   EXPECT_EQ(st.mapped_bytes, big.size()) << "files under HasherOptions::map_min_size are read";
-  EXPECT_EQ(DigestOf("big"), Sha256::Of(big));
-  EXPECT_EQ(DigestOf("small"), Sha256::Of(small));
+  EXPECT_EQ(DigestOf("big"), VerityHasher::Of(big));
+  EXPECT_EQ(DigestOf("small"), VerityHasher::Of(small));
 
   // Into a fresh index, with mapping turned off: everything is read.
   TempDir db2;
@@ -98,7 +153,7 @@ TEST_F(ScannerTest, SameSizeRewriteIsNoticedByMtime) {
   WriteFile(tree_ / "f", "bbbb");
   ScanStats st = Scan();
   EXPECT_EQ(st.hashed, 1u);
-  EXPECT_EQ(DigestOf("f"), Sha256::Of("bbbb"));
+  EXPECT_EQ(DigestOf("f"), VerityHasher::Of("bbbb"));
 }
 
 TEST_F(ScannerTest, HardlinksCountOnceAndAreNotHashedTwice) {
@@ -110,7 +165,7 @@ TEST_F(ScannerTest, HardlinksCountOnceAndAreNotHashedTwice) {
   EXPECT_EQ(st.inodes, 1u);
   EXPECT_EQ(st.hardlinks, 2u);
   EXPECT_EQ(st.hashed, 1u);
-  EXPECT_EQ(DigestOf("c"), Sha256::Of("shared inode"));
+  EXPECT_EQ(DigestOf("c"), VerityHasher::Of("shared inode"));
   auto groups = FindDuplicates(index_.get(), 0);
   ASSERT_TRUE(groups.ok());
   EXPECT_TRUE(groups->empty()) << "hardlinks are one inode, not duplicates";
@@ -127,7 +182,7 @@ TEST_F(ScannerTest, HardlinkIntoAnotherTreeIsNotReadAgain) {
   EXPECT_EQ(st.unchanged, 1u);
   auto p = index_->FindPath(*CanonicalPath(other / "b"));
   ASSERT_TRUE(p.ok() && p->has_value());
-  EXPECT_EQ((*p)->inode.digest, Sha256::Of("linked across trees"));
+  EXPECT_EQ((*p)->inode.digest, VerityHasher::Of("linked across trees"));
 }
 
 TEST_F(ScannerTest, InterruptedScanKeepsItsWorkAndTheNextScanContinues) {
@@ -152,7 +207,7 @@ TEST_F(ScannerTest, InterruptedScanKeepsItsWorkAndTheNextScanContinues) {
   EXPECT_FALSE(second.interrupted);
   EXPECT_EQ(second.unchanged, first.hashed) << "work of the interrupted scan was lost";
   EXPECT_EQ(second.hashed + second.unchanged, 400u);
-  for (int i = 0; i < 400; i += 37) EXPECT_EQ(DigestOf("f" + std::to_string(i)), Sha256::Of("content " + std::to_string(i)));
+  for (int i = 0; i < 400; i += 37) EXPECT_EQ(DigestOf("f" + std::to_string(i)), VerityHasher::Of("content " + std::to_string(i)));
 }
 
 TEST_F(ScannerTest, FileChangingDuringTheScanIsNotRecorded) {
@@ -180,11 +235,11 @@ TEST_F(ScannerTest, FileChangingDuringTheScanIsNotRecorded) {
   ASSERT_EQ(errors_.size(), 1u);
   EXPECT_NE(errors_[0].message().find(victim), std::string::npos) << errors_[0].ToString();
   EXPECT_FALSE(DigestOf("a-volatile").has_value());
-  EXPECT_EQ(DigestOf("b-stable"), Sha256::Of(std::string(300000, 's')));
+  EXPECT_EQ(DigestOf("b-stable"), VerityHasher::Of(std::string(300000, 's')));
   // Once it is quiet, the next scan picks it up.
   ScanStats again = Scan();
   EXPECT_EQ(again.hashed, 1u);
-  EXPECT_EQ(DigestOf("a-volatile"), Sha256::Of(std::string(300000, 'v') + "x"));
+  EXPECT_EQ(DigestOf("a-volatile"), VerityHasher::Of(std::string(300000, 'v') + "x"));
 }
 
 TEST_F(ScannerTest, UnreadableFileIsReportedAndOthersAreIndexed) {

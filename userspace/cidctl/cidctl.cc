@@ -345,7 +345,7 @@ const Command kDups = {
     "dups", "list content that exists as more than one inode",
     "usage: cidctl dups [--index FILE] [--min-size N] [--json]\n"
     "\n"
-    "List every content (SHA-256) that the index holds as two or more inodes,\n"
+    "List every content (fs-verity digest) that the index holds as two or more inodes,\n"
     "largest duplicated bytes first.  Hardlinks are one inode and never count\n"
     "as duplicates.\n"
     "\n"
@@ -719,7 +719,9 @@ int CmdHash(int argc, char** argv) {
 const Command kHash = {"hash", "print the content id of files (no index)",
                        "usage: cidctl hash [--no-uring] PATH...\n"
                        "\n"
-                       "Print \"sha256:<hex>  PATH\" for each file, as cidctl scan computes it.\n",
+                       "Print \"fsverity-sha256:<hex>  PATH\" for each file, as cidctl scan computes\n"
+                       "it: the fs-verity file digest (SHA-256, 4096-byte blocks, no salt) that\n"
+                       "`fsverity digest` prints and the kernel computes when it tags the file.\n",
                        CmdHash};
 
 const Command* const kCommands[] = {&kScan, &kDups, &kReport, &kStatus, &kTag, &kUntag, &kQuery, &kHash};

@@ -35,11 +35,21 @@ std::string Digest::ToHex() const {
   return out;
 }
 
-Result<Digest> Digest::Parse(std::string_view text) {
+Result<Digest> Digest::Parse(std::string_view text, DigestKind* kind) {
   std::string_view hex = text;
-  if (hex.substr(0, kDigestPrefix.size()) == kDigestPrefix) hex.remove_prefix(kDigestPrefix.size());
+  DigestKind k = DigestKind::kVerity;
+  if (hex.starts_with(kDigestPrefix)) {
+    hex.remove_prefix(kDigestPrefix.size());
+  } else if (hex.starts_with(kPlainSha256Prefix)) {
+    if (!kind)
+      return Status::InvalidArgument("'" + std::string(text) +
+                                     "' is a plain SHA-256 of an older cidctl, not a content id "
+                                     "(fsverity-sha256:<64 hex digits>); scan again to get one");
+    hex.remove_prefix(kPlainSha256Prefix.size());
+    k = DigestKind::kPlainSha256;
+  }
   if (hex.size() != kDigestSize * 2)
-    return Status::InvalidArgument("not a sha256 digest (want sha256:<64 hex digits>): '" +
+    return Status::InvalidArgument("not a content id (want fsverity-sha256:<64 hex digits>): '" +
                                    std::string(text) + "'");
   Digest d;
   for (size_t i = 0; i < kDigestSize; i++) {
@@ -48,6 +58,7 @@ Result<Digest> Digest::Parse(std::string_view text) {
       return Status::InvalidArgument("not a hex digit in digest '" + std::string(text) + "'");
     d.bytes[i] = static_cast<uint8_t>(hi << 4 | lo);
   }
+  if (kind) *kind = k;
   return d;
 }
 

@@ -24,7 +24,7 @@ struct FileHasher::Slot {
   uint32_t want = 0;  // bytes asked for in the outstanding read
   bool map = false;     // hashed from mappings where cached
   uint64_t mapped = 0;  // bytes hashed from a mapping
-  Sha256 sha;
+  VerityHasher sha;  // the content id: fs-verity digest
   std::unique_ptr<uint8_t, decltype(&free)> buf{nullptr, &free};
 };
 
@@ -56,8 +56,9 @@ int OpenForHash(const std::string& path) {
 // faulting thread.  Any other SIGBUS goes where it went before the handler
 // was installed (by default the process dies, as it would have).
 //
-// The jump leaves EVP_DigestUpdate midway; that holds no lock and allocates
-// nothing, and the context is reset before its next use.  Between the
+// The jump leaves VerityHasher::Update midway, in a copy from the mapping or
+// in EVP_DigestUpdate: neither holds a lock or is inside malloc then, and
+// the hasher is reset before its next use.  Between the
 // sigsetjmp and the fault there are only frames without destructors.
 struct MapGuard {
   const uint8_t* begin;
@@ -108,7 +109,7 @@ enum class MapResult { kHashed, kFaulted, kUnmapped };
 // Feeds [off, off + len) of fd to sha from a read-only mapping.  kFaulted:
 // SIGBUS (the file shrank, or the page could not be read back), and sha
 // holds an unfinished state; kUnmapped: not mapped, nothing hashed.
-MapResult HashMapped(Sha256* sha, int fd, uint64_t off, uint64_t len) {
+MapResult HashMapped(VerityHasher* sha, int fd, uint64_t off, uint64_t len) {
   if (!SigbusHandlerInstalled()) return MapResult::kUnmapped;
   void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(off));
   if (p == MAP_FAILED) return MapResult::kUnmapped;  // e.g. ENODEV: the filesystem cannot map
@@ -164,7 +165,7 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
       if (!after.SameVersion(slot->before) || slot->off != slot->before.size)
         status = Status::Changed(o.path + ": changed while it was being hashed (size or mtime/ctime moved); not recorded");
     }
-    if (status.ok()) o.digest = slot->sha.Finish();  // also resets
+    if (status.ok()) o.digest = slot->sha.Final();  // also resets
   }
   if (!status.ok()) slot->sha.Reset();
   o.status = std::move(status);

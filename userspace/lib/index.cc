@@ -12,7 +12,13 @@ namespace cid {
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
+// 1: digests were the plain SHA-256 of each file.
+// 2: digests are fs-verity file digests (cid/verity.h).  Upgrading from 1
+//    deletes every inode row, whose digest is of the old kind, and keeps
+//    the paths: a path without an inode row has no digest to trust, and the
+//    next scan hashes it again.
+constexpr int kSchemaVersion = 2;
+constexpr int kFirstVerityVersion = 2;
 constexpr int kApplicationId = 0x43494431;  // 'CID1'
 constexpr int kBusyTimeoutMs = 2000;
 
@@ -161,6 +167,9 @@ Status Index::Init(Mode mode) {
                               std::to_string(app_id) + ")");
   if (mode == Mode::kReadOnly) {
     if (version == 0) return Status::Corruption("index " + path_ + ": not a cid index (no schema)");
+    if (version < kFirstVerityVersion)
+      return Status::Unsupported("index " + path_ + ": made by an older cidctl, its digests are plain SHA-256, " +
+                                 "not content ids; run 'cidctl scan' on its roots to hash them again");
     return Status::OK();
   }
   if (version == 0 && app_id == 0) {
@@ -180,20 +189,41 @@ Status Index::Init(Mode mode) {
   if (!s.ok()) return s;
   s = Exec("PRAGMA synchronous=NORMAL");
   if (!s.ok()) return s;
+  const std::string set_version = "PRAGMA user_version=" + std::to_string(kSchemaVersion);
   if (version == 0) {
-    s = Exec("BEGIN IMMEDIATE");
-    if (!s.ok()) return s;
-    s = Exec(kSchema);
-    if (s.ok()) s = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
-    if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
-    if (!s.ok()) {
-      Exec("ROLLBACK");
-      return s;
-    }
-    s = Exec("COMMIT");
-    if (!s.ok()) return s;
+    return InTransaction([&] {
+      Status t = Exec(kSchema);
+      if (t.ok()) t = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
+      if (t.ok()) t = Exec(set_version.c_str());
+      return t;
+    });
+  }
+  if (version < kFirstVerityVersion) {
+    return InTransaction([&] {
+      // Read again under the write lock: another process may have upgraded
+      // it, and written new rows, since.
+      int step = sqlite3_step(*ver);
+      int now = step == SQLITE_ROW ? sqlite3_column_int(*ver, 0) : -1;
+      sqlite3_reset(*ver);
+      if (now < 0) return Error("reading the schema version", step);
+      if (now >= kFirstVerityVersion) return Status::OK();
+      Status t = Exec("DELETE FROM inodes; UPDATE roots SET complete=0;");
+      if (t.ok()) t = Exec(set_version.c_str());
+      return t;
+    });
   }
   return Status::OK();
+}
+
+Status Index::InTransaction(const std::function<Status()>& fn) {
+  Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  s = fn();
+  if (!s.ok()) {
+    Exec("ROLLBACK");
+    return s;
+  }
+  return Exec("COMMIT");
 }
 
 Index::~Index() {
@@ -275,7 +305,7 @@ Status Index::LoadTree(const std::string& root, std::unordered_map<std::string, 
   // Paths below root sort between "root/" and "root0" ('0' follows '/').
   auto st = Prepare(
       "SELECT p.path, p.root_id, i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest "
-      "FROM paths p JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino "
+      "FROM paths p LEFT JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino "  // no row: to hash (never matches)
       "WHERE p.path=?1 OR (p.path>=?2 AND p.path<?3)");
   if (!st.ok()) return st.status();
   StmtReset r{*st};

@@ -225,7 +225,7 @@ static void t_share(struct ctx *c)
 	make_file(T("b"), seed, SZ);
 	make_file(T("u1"), seed + 1, SZ);
 	make_file(T("u2"), seed + 1, SZ);
-	sha256_pattern(seed, SZ, want);
+	verity_pattern(seed, SZ, want);
 
 	r = cid_tag_path(T("a"), 0, 0, NULL, &ta);
 	if (!CHECK(r == 0, "tag a: %s", err(r)))
@@ -235,7 +235,7 @@ static void t_share(struct ctx *c)
 		return;
 	hex32(ta.digest, h1);
 	hex32(want, h2);
-	CHECK(!memcmp(ta.digest, want, 32), "tag digest %s, SHA-256 of the file is %s", h1, h2);
+	CHECK(!memcmp(ta.digest, want, 32), "tag digest %s, fs-verity digest of the file is %s", h1, h2);
 	CHECK(!memcmp(ta.digest, tb.digest, 32), "twins got different digests");
 	CHECK(ta.size == SZ, "tag size %llu, file size %llu", (unsigned long long)ta.size,
 	      (unsigned long long)SZ);
@@ -796,12 +796,12 @@ static void t_changed(struct ctx *c)
 static void t_digest(struct ctx *c)
 {
 	long long un0 = cid_stat("untags");
-	uint8_t want[32], bad[32];
+	uint8_t want[32], bad[32], got[32];
 	struct cid_tag t;
 	int r, fd;
 
 	make_file(T("a"), seed, SZ);
-	sha256_pattern(seed, SZ, want);
+	verity_pattern(seed, SZ, want);
 	memcpy(bad, want, 32);
 	bad[31] ^= 1;
 	r = tag_retry(T("a"), CID_TAG_EXPECT_DIGEST, 0, bad, &t);
@@ -815,6 +815,12 @@ static void t_digest(struct ctx *c)
 	CHECK(!memcmp(t.digest, want, 32), "digest out differs");
 	r = wflags(c, "a");
 	CHECK(r == SHARED_FLAGS, "a after tag: %s", qflags_str(r));
+	/* What a diverted open reads hashes to the digest the kernel gave. */
+	fd = open_ro(W("a"));
+	r = verity_digest_fd(fd, got);
+	close(fd);
+	CHECK(r == 0 && !memcmp(got, want, 32), "fs-verity digest of a read through the diversion: %s%s",
+	      err(r), r == 0 && memcmp(got, want, 32) ? ", differs from the tag's" : "");
 
 	fd = open_ro(T("a"));
 	r = ioctl(fd, CID_IOC_UNTAG) ? -errno : 0;

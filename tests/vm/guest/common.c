@@ -463,7 +463,7 @@ const char *qflags_str(int flags)
 	return b;
 }
 
-/* ---- SHA-256 (FIPS 180-4), only to check the digest the kernel reports ---- */
+/* ---- SHA-256 (FIPS 180-4), for the fs-verity digest below ---- */
 
 struct sha256_ctx { uint32_t h[8]; uint64_t len; uint8_t buf[64]; size_t n; };
 
@@ -554,19 +554,130 @@ void sha256(const void *data, size_t len, uint8_t out[32])
 	sha256_final(&c, out);
 }
 
-void sha256_pattern(uint64_t seed, uint64_t size, uint8_t out[32])
+/*
+ * ---- fs-verity file digest: what CID_IOC_TAG reports ----
+ *
+ * As the kernel computes it (Documentation/filesystems/fsverity.rst) and
+ * `fsverity digest --hash-alg=sha256 --block-size=4096` prints: SHA-256 of
+ * every 4096-byte data block (the last one zero-padded), those hashes packed
+ * 128 to a block (zero-padded) and hashed again, level by level, until a
+ * level is one block; the root hash is that block's hash (a file of one
+ * block has no hash level; an empty file's root hash is all zeros).  The
+ * file digest is the SHA-256 of the 256-byte struct fsverity_descriptor.
+ * One pending block per level: a file of any size needs 40 KiB.
+ */
+#define VERITY_BLOCK 4096
+#define VERITY_LEVELS 10	/* 2^64 bytes: data plus eight hash levels, plus the root */
+
+struct verity_ctx {
+	uint8_t block[VERITY_LEVELS][VERITY_BLOCK];
+	size_t fill[VERITY_LEVELS];	/* bytes pending in block[level] */
+	uint64_t hashed[VERITY_LEVELS];	/* blocks of the level hashed so far */
+	uint64_t size;
+};
+
+/* Hashes one whole block of level into level + 1, and that block when full. */
+static void verity_block(struct verity_ctx *v, const uint8_t *blk, int level)
 {
-	static uint8_t buf[64 * 1024];
 	struct sha256_ctx c;
 
+	if (level + 1 >= VERITY_LEVELS)
+		abort();
 	sha256_init(&c);
+	sha256_update(&c, blk, VERITY_BLOCK);
+	sha256_final(&c, v->block[level + 1] + v->fill[level + 1]);
+	v->hashed[level]++;
+	v->fill[level + 1] += 32;
+	if (v->fill[level + 1] == VERITY_BLOCK) {
+		v->fill[level + 1] = 0;
+		verity_block(v, v->block[level + 1], level + 1);
+	}
+}
+
+static void verity_init(struct verity_ctx *v)
+{
+	memset(v->fill, 0, sizeof(v->fill));
+	memset(v->hashed, 0, sizeof(v->hashed));
+	v->size = 0;
+}
+
+static void verity_update(struct verity_ctx *v, const uint8_t *p, size_t len)
+{
+	v->size += len;
+	while (len) {
+		size_t k = VERITY_BLOCK - v->fill[0] < len ? VERITY_BLOCK - v->fill[0] : len;
+
+		if (k == VERITY_BLOCK) {	/* a whole block: hash it where it is */
+			verity_block(v, p, 0);
+		} else {
+			memcpy(v->block[0] + v->fill[0], p, k);
+			v->fill[0] += k;
+			if (v->fill[0] == VERITY_BLOCK) {
+				v->fill[0] = 0;
+				verity_block(v, v->block[0], 0);
+			}
+		}
+		p += k;
+		len -= k;
+	}
+}
+
+static void verity_final(struct verity_ctx *v, uint8_t out[32])
+{
+	uint8_t desc[256] = { 1, 1, 12, 0 };	/* version, SHA-256, log2(4096), no salt */
+
+	for (int i = 0; i < 8; i++)		/* data_size, le64, after sig_size */
+		desc[8 + i] = (uint8_t)(v->size >> (8 * i));
+	for (int level = 0; v->size; level++) {
+		if (v->fill[level]) {
+			memset(v->block[level] + v->fill[level], 0, VERITY_BLOCK - v->fill[level]);
+			v->fill[level] = 0;
+			verity_block(v, v->block[level], level);
+		}
+		if (v->hashed[level] == 1) {	/* one block: its hash is the root */
+			memcpy(desc + 16, v->block[level + 1], 32);
+			break;
+		}
+	}
+	sha256(desc, sizeof(desc), out);
+}
+
+void verity_pattern(uint64_t seed, uint64_t size, uint8_t out[32])
+{
+	static uint8_t buf[64 * 1024];
+	static struct verity_ctx v;
+
+	verity_init(&v);
 	for (uint64_t off = 0; off < size; off += sizeof(buf)) {
 		size_t n = size - off < sizeof(buf) ? size - off : sizeof(buf);
 
 		fill_pattern(buf, off, n, seed);
-		sha256_update(&c, buf, n);
+		verity_update(&v, buf, n);
 	}
-	sha256_final(&c, out);
+	verity_final(&v, out);
+}
+
+int verity_digest_fd(int fd, uint8_t out[32])
+{
+	static uint8_t buf[64 * 1024];
+	static struct verity_ctx v;
+	uint64_t off = 0;
+
+	verity_init(&v);
+	for (;;) {
+		ssize_t n = pread(fd, buf, sizeof(buf), (off_t)off);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break;
+		verity_update(&v, buf, (size_t)n);
+		off += (uint64_t)n;
+	}
+	verity_final(&v, out);
+	return 0;
 }
 
 void hex32(const uint8_t d[32], char out[65])

@@ -2,8 +2,8 @@
 /*
  * Helpers shared by the in-guest named-merging tests: deterministic file
  * contents, pagemap frame numbers, /proc/meminfo and /sys/kernel/mm/cid
- * readers, thin wrappers around the CID_IOC_* ioctls, and a SHA-256 to
- * check the digest the kernel reports.
+ * readers, thin wrappers around the CID_IOC_* ioctls, and the fs-verity
+ * digest (on a SHA-256 of its own) to check the digest the kernel reports.
  *
  * Conventions: diagnostics go to stdout prefixed with "# ", a failed
  * check is counted in cid_failures and printed as "# FAIL: ...".  The
@@ -94,8 +94,15 @@ bool tag_ok(const char *path);
 int query_flags(const char *path);
 const char *qflags_str(int flags);
 
-/* SHA-256 of size bytes of the seed stream. */
-void sha256_pattern(uint64_t seed, uint64_t size, uint8_t out[32]);
+/*
+ * The digest CID_IOC_TAG reports: the fs-verity file digest (SHA-256 Merkle
+ * tree over 4096-byte blocks, no salt; what `fsverity digest
+ * --hash-alg=sha256 --block-size=4096 FILE` prints).  verity_pattern: of
+ * size bytes of the seed stream.  verity_digest_fd: of what pread() returns
+ * from offset 0 to EOF; 0 or -errno.  Not thread-safe (static buffers).
+ */
+void verity_pattern(uint64_t seed, uint64_t size, uint8_t out[32]);
+int verity_digest_fd(int fd, uint8_t out[32]);
 void sha256(const void *data, size_t len, uint8_t out[32]);
 void hex32(const uint8_t d[32], char out[65]);
 

@@ -1,6 +1,8 @@
-// Content ids: the SHA-256 of a file's whole content, written
-// "sha256:<64 lowercase hex>".  Hashing goes through OpenSSL's EVP
-// interface, which picks SHA-NI or AVX2 code where the CPU has it.
+// Content ids: a file's fs-verity digest (SHA-256 Merkle tree over 4 KiB
+// blocks, see cid/verity.h; what `fsverity digest` prints and what the
+// kernel's CID_IOC_TAG computes), written "fsverity-sha256:<64 lowercase
+// hex>".  SHA-256 goes through OpenSSL's EVP interface, which picks SHA-NI
+// or AVX2 code where the CPU has it.
 #ifndef CID_DIGEST_H_
 #define CID_DIGEST_H_
 
@@ -18,15 +20,22 @@ struct evp_md_ctx_st;
 namespace cid {
 
 constexpr size_t kDigestSize = 32;
-constexpr std::string_view kDigestPrefix = "sha256:";
+constexpr std::string_view kDigestPrefix = "fsverity-sha256:";
+// Before the fs-verity id, content ids were the plain SHA-256 of the file,
+// written "sha256:<hex>".  Recognised, never taken for a content id.
+constexpr std::string_view kPlainSha256Prefix = "sha256:";
+
+enum class DigestKind { kVerity, kPlainSha256 };
 
 struct Digest {
   std::array<uint8_t, kDigestSize> bytes{};
 
   std::string ToHex() const;
   std::string ToString() const { return std::string(kDigestPrefix) + ToHex(); }
-  // Accepts "sha256:<hex>" or bare hex (64 digits, either case).
-  static Result<Digest> Parse(std::string_view text);
+  // Accepts "fsverity-sha256:<hex>" or bare hex (64 digits, either case).
+  // "sha256:<hex>" (an old plain SHA-256 id) is refused, unless kind is
+  // given: then it is parsed and *kind says which it was.
+  static Result<Digest> Parse(std::string_view text, DigestKind* kind = nullptr);
   static Digest FromBytes(const void* data, size_t len);  // len must be kDigestSize
 
   auto operator<=>(const Digest&) const = default;

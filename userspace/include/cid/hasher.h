@@ -28,6 +28,7 @@
 #include "cid/digest.h"
 #include "cid/io.h"
 #include "cid/status.h"
+#include "cid/verity.h"
 
 namespace cid {
 

@@ -4,10 +4,15 @@
 // transactions, so an interrupted scan loses at most its last batch and the
 // next scan continues where it stopped.
 //
-// Schema (PRAGMA user_version 1, application_id 'CID1'):
+// Schema (PRAGMA user_version 2, application_id 'CID1'):
 //   roots(id, path UNIQUE, scanned_ns, complete)
 //   inodes(dev, ino, size, mtime_ns, ctime_ns, digest BLOB(32)), PK (dev, ino)
 //   paths(path PK, root_id, dev, ino)
+// The digest is the fs-verity file digest.  Version 1 held plain SHA-256
+// digests: opening such an index for writing deletes its inode rows and
+// keeps its paths, so the next scan hashes every file again and no old
+// digest is ever reported or handed to the kernel; opened read-only, it is
+// refused with a message saying to scan.
 #ifndef CID_INDEX_H_
 #define CID_INDEX_H_
 
@@ -113,6 +118,8 @@ class Index {
   Index(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
   Status Init(Mode mode);
   Status Exec(const char* sql);
+  // BEGIN IMMEDIATE, fn, then COMMIT, or ROLLBACK if fn fails.
+  Status InTransaction(const std::function<Status()>& fn);
   Result<sqlite3_stmt*> Prepare(const char* sql);  // cached per SQL text
   Status Error(const char* what, int rc) const;
 
