@@ -242,7 +242,7 @@ bool ParseMaps(pid_t pid, std::vector<Mapping>* out) {
 // Special mappings without struct pages behind them, or not readable:
 // their present pages are counted as skipped.
 bool SpecialMapping(const Mapping& m) {
-  return m.path == "[vsyscall]" || m.path == "[vvar]" || m.path == "[vvar_vclock]";
+  return m.path == "[vvar]" || m.path == "[vvar_vclock]";
 }
 
 // Reads one 64-bit entry per sorted pfn from a /proc/kpage* file, a
@@ -299,16 +299,18 @@ class Scanner {
     std::vector<uint64_t> entries(kBatch);
     for (uint32_t mi = 0; mi < p->maps.size(); mi++) {
       const Mapping& m = p->maps[mi];
+      if (m.path == "[vsyscall]") continue;  // kernel address, one page for everybody
       uint64_t lo = std::max(m.start, opts_.range_lo), hi = std::min(m.end, opts_.range_hi);
       for (uint64_t va = lo; va < hi; va += kBatch * kPage) {
         if (opts_.interrupted && opts_.interrupted()) return Status::Busy("interrupted");
         size_t n = std::min<uint64_t>(kBatch, (hi - va) / kPage);
         ssize_t got = pread(pagemap.get(), entries.data(), n * 8, static_cast<off_t>(va / kPage * 8));
-        if (got < 0) {
-          if (errno == ESRCH) return Gone(p);
-          return Status::FromErrno(ProcPath(p->pid, "pagemap"), errno);
+        if (got <= 0) {
+          int err = got < 0 ? errno : 0;
+          if (Dead(p->pid)) return Gone(p);
+          if (err) return Status::FromErrno(ProcPath(p->pid, "pagemap"), err);
+          break;  // beyond what pagemap covers (the vsyscall page)
         }
-        if (got == 0 && n) return Gone(p);
         n = static_cast<size_t>(got) / 8;
         want_.clear();
         for (size_t k = 0; k < n; k++) {
@@ -346,6 +348,11 @@ class Scanner {
  private:
   static constexpr size_t kBatch = 4096;  // pagemap entries per read
   static constexpr size_t kRun = 64;      // pages per process_vm_readv
+
+  static bool Dead(pid_t pid) {
+    char st = TaskState(pid, pid);
+    return st == 'Z' || st == 'X';
+  }
 
   Status Gone(ProcessSnap* p) {
     p->dropped = true;
@@ -385,7 +392,7 @@ class Scanner {
       size_t j = i + 1;  // a run of consecutive addresses
       while (j < want_.size() && j - i < kRun && want_[j].va == want_[j - 1].va + kPage) j++;
       ssize_t got = ReadRemote(pid_, Mem(), want_[i].va, buf_.data(), (j - i) * kPage);
-      if (got < 0 && errno == ESRCH) {
+      if (got < 0 && (errno == ESRCH || Dead(pid_))) {
         // Frames it alone had queued may still be read through another process.
         for (size_t k = i; k < want_.size(); k++) snap_->frames[want_[k].pfn].queued = false;
         return Gone(p);
