@@ -12,6 +12,7 @@ HELPER_PIDS=()
 analyze_cleanup() {
 	local rc=$1
 	[ ${#HELPER_PIDS[@]} -eq 0 ] || kill -9 "${HELPER_PIDS[@]}" 2>/dev/null || true
+	if declare -F extra_cleanup >/dev/null; then extra_cleanup || true; fi
 	(exit "$rc")
 	cleanup
 }
