@@ -43,19 +43,135 @@ namespace {
 
 using Inode = std::pair<uint64_t, uint64_t>;
 
-struct Use {
-  const Frame* frame = nullptr;
-  uint32_t mappings = 0;
-  uint32_t inodes = 0;  // distinct named inodes mapping it
-  Inode first{};
-};
-
-struct PerHash {
+struct PerContent {
   uint32_t anon = 0, named = 0;
   uint64_t mappings = 0;
 };
 
-int TypeOf(const PerHash& h) { return h.anon && h.named ? kMixed : h.anon ? kAnonymous : kNamed; }
+int TypeOf(const PerContent& h) { return h.anon && h.named ? kMixed : h.anon ? kAnonymous : kNamed; }
+
+// Computes figures for any subset of a snapshot's processes, reusing its
+// per-frame and per-content scratch arrays (cleared through the lists of
+// what each run touched), so per-group figures cost what their pages cost.
+class Calculator {
+ public:
+  explicit Calculator(const Snapshot& snap)
+      : snap_(snap),
+        mappings_(snap.frames.size()),
+        inodes_(snap.frames.size()),
+        first_(snap.frames.size()),
+        per_content_(snap.contents) {
+    // Frames charged to each memcg, among the frames the kept processes map.
+    std::vector<bool> seen(snap.frames.size());
+    for (const ProcessSnap& p : snap.procs) {
+      if (p.dropped) continue;
+      for (const PageRef& r : p.pages) {
+        if (seen[r.frame]) continue;
+        seen[r.frame] = true;
+        if (uint64_t m = snap.frames[r.frame].memcg) charged_[m]++;
+      }
+    }
+  }
+  Calculator(const Calculator&) = delete;
+  Calculator& operator=(const Calculator&) = delete;
+
+  Figures Run(const std::function<bool(size_t)>& include) {
+    Figures f;
+    std::set<uint64_t> memcgs;
+    std::map<uint32_t, std::set<Inode>> more_inodes;  // frames mapped by 3+ inodes (rare)
+    for (size_t i = 0; i < snap_.procs.size(); i++) {
+      const ProcessSnap& p = snap_.procs[i];
+      if (p.dropped || (include && !include(i))) continue;
+      f.processes++;
+      f.swapped += p.swapped;
+      f.skipped += p.skipped;
+      if (p.memcg_ino) memcgs.insert(p.memcg_ino);
+      for (const PageRef& r : p.pages) {
+        uint32_t id = r.frame;
+        if (mappings_[id]++ == 0) touched_.push_back(id);
+        const Mapping& m = p.maps[r.mapping];
+        if (snap_.frames[id].anon || !m.named()) continue;
+        Inode ino{m.dev, m.ino};
+        if (inodes_[id] == 0) {
+          first_[id] = ino;
+          inodes_[id] = 1;
+        } else if (ino != first_[id] && more_inodes[id].insert(ino).second) {
+          inodes_[id]++;
+        }
+      }
+    }
+
+    for (uint32_t id : touched_) {
+      const Frame& fr = snap_.frames[id];
+      uint32_t n = mappings_[id];
+      PerContent& h = per_content_[snap_.content_of[id]];
+      if (h.anon == 0 && h.named == 0) touched_contents_.push_back(snap_.content_of[id]);
+      (fr.anon ? h.anon : h.named)++;
+      h.mappings += n;
+      f.no_sharing += n;
+      (fr.anon ? f.anon_frames : f.named_frames)++;
+      if (!fr.anon && inodes_[id] > 1) f.nm_achieved += inodes_[id] - 1;  // (N.2)
+      if (fr.Has(kKpfZeroPage)) {
+        f.zero_frames++;
+        f.zero_mappings += n;
+      } else {
+        // smaps-style use: the zero page is in nobody's Rss or Pss.
+        f.rss += n;
+        f.pss += static_cast<double>(n) / static_cast<double>(std::max<uint64_t>(fr.kcount, 1));
+        if (fr.kcount <= 1) f.uss += n;
+      }
+      if (fr.Has(kKpfKsm)) {
+        f.ksm_frames++;
+        f.ksm_mappings += n;
+      }
+      if (fr.Has(kKpfThp)) f.thp_frames++;
+      if (fr.Has(kKpfHuge)) f.hugetlb_frames++;
+      if (fr.memcg && !memcgs.count(fr.memcg)) f.used_charged_elsewhere++;
+      mappings_[id] = 0;
+      inodes_[id] = 0;
+    }
+    f.mmap_fork = touched_.size();  // |P|
+    touched_.clear();
+
+    for (uint32_t c : touched_contents_) {
+      PerContent& h = per_content_[c];
+      uint64_t anonymous_exists = h.anon > 0;            // (4.4)
+      uint64_t named_exists = h.named > 0;               // (4.5)
+      uint64_t ksm_shared = h.named + anonymous_exists;  // (4.6), one h
+      uint64_t ksm_sharings = h.anon - anonymous_exists; // (4.7), one h
+      uint64_t oracle = named_exists + h.anon;           // (N.1), one h
+      f.ksm_shared += ksm_shared;
+      f.ksm_sharings += ksm_sharings;
+      f.nm_oracle += oracle;
+      Figures::ByType& t = f.by_type[TypeOf(h)];
+      t.no_sharing += h.mappings;
+      t.mmap_fork += h.anon + h.named;
+      t.ksm_shared += ksm_shared;
+      t.cbps_shared += 1;
+      t.nm_oracle += oracle;
+      h = PerContent();
+    }
+    f.cbps_shared = touched_contents_.size();       // (4.8) |H|
+    f.cbps_sharings = f.mmap_fork - f.cbps_shared;  // (4.9)
+    touched_contents_.clear();
+    f.nm_baseline = f.mmap_fork + f.nm_achieved;
+    f.nm_oracle_sharings = f.nm_baseline - f.nm_oracle;
+    for (uint64_t m : memcgs) {
+      auto it = charged_.find(m);
+      if (it != charged_.end()) f.charged += it->second;
+    }
+    return f;
+  }
+
+ private:
+  const Snapshot& snap_;
+  std::vector<uint32_t> mappings_;  // by frame: (process, page) pairs mapping it
+  std::vector<uint32_t> inodes_;    // by frame: distinct named inodes mapping it
+  std::vector<Inode> first_;        // by frame: the first of them
+  std::vector<PerContent> per_content_;
+  std::vector<uint32_t> touched_, touched_contents_;
+  std::unordered_map<uint64_t, uint64_t> charged_;
+};
 
 }  // namespace
 
@@ -67,134 +183,18 @@ const char* PageTypeName(int t) {
   }
 }
 
-static Figures ComputeWith(const Snapshot& snap, const std::function<bool(size_t)>& include,
-                           const std::unordered_map<uint64_t, uint64_t>* charged_by_memcg,
-                           const std::unordered_map<uint64_t, uint64_t>& memcg_of_frame) {
-  Figures f;
-  std::unordered_map<uint64_t, Use> use;
-  std::map<uint64_t, std::set<Inode>> more_inodes;  // frames mapped by 3+ inodes (rare)
-  std::set<uint64_t> memcgs;
-  for (size_t i = 0; i < snap.procs.size(); i++) {
-    const ProcessSnap& p = snap.procs[i];
-    if (p.dropped || (include && !include(i))) continue;
-    f.processes++;
-    f.swapped += p.swapped;
-    f.skipped += p.skipped;
-    if (p.memcg_ino) memcgs.insert(p.memcg_ino);
-    for (const PageRef& r : p.pages) {
-      Use& u = use[r.pfn];
-      if (!u.frame) u.frame = &snap.frames.at(r.pfn);
-      u.mappings++;
-      const Mapping& m = p.maps[r.mapping];
-      if (u.frame->anon || !m.named()) continue;
-      Inode ino{m.dev, m.ino};
-      if (u.inodes == 0) {
-        u.first = ino;
-        u.inodes = 1;
-      } else if (ino != u.first) {
-        auto& s = more_inodes[r.pfn];
-        if (s.insert(ino).second) u.inodes++;
-      }
-    }
-  }
-
-  std::unordered_map<Hash128, PerHash, Hash128Hasher> hashes;
-  hashes.reserve(use.size());
-  for (const auto& [pfn, u] : use) {
-    const Frame& fr = *u.frame;
-    PerHash& h = hashes[fr.hash];
-    (fr.anon ? h.anon : h.named)++;
-    h.mappings += u.mappings;
-    f.no_sharing += u.mappings;
-    (fr.anon ? f.anon_frames : f.named_frames)++;
-    if (!fr.anon && u.inodes > 1) f.nm_achieved += u.inodes - 1;  // (N.2)
-    if (fr.Has(kKpfZeroPage)) {
-      f.zero_frames++;
-      f.zero_mappings += u.mappings;
-    } else {
-      // smaps-style use: the zero page is in nobody's Rss or Pss.
-      f.rss += u.mappings;
-      f.pss += static_cast<double>(u.mappings) / static_cast<double>(std::max<uint64_t>(fr.kcount, 1));
-      if (fr.kcount <= 1) f.uss += u.mappings;
-    }
-    if (fr.Has(kKpfKsm)) {
-      f.ksm_frames++;
-      f.ksm_mappings += u.mappings;
-    }
-    if (fr.Has(kKpfThp)) f.thp_frames++;
-    if (fr.Has(kKpfHuge)) f.hugetlb_frames++;
-    uint64_t memcg = fr.memcg;
-    if (memcg && !memcgs.count(memcg)) f.used_charged_elsewhere++;
-  }
-  f.mmap_fork = use.size();  // |P|
-
-  for (const auto& [hash, h] : hashes) {
-    uint64_t anonymous_exists = h.anon > 0;                 // (4.4)
-    uint64_t named_exists = h.named > 0;                    // (4.5)
-    uint64_t ksm_shared = h.named + anonymous_exists;       // (4.6), one h
-    uint64_t ksm_sharings = h.anon - anonymous_exists;      // (4.7), one h
-    uint64_t oracle = named_exists + h.anon;                // (N.1), one h
-    f.ksm_shared += ksm_shared;
-    f.ksm_sharings += ksm_sharings;
-    f.nm_oracle += oracle;
-    Figures::ByType& t = f.by_type[TypeOf(h)];
-    t.no_sharing += h.mappings;
-    t.mmap_fork += h.anon + h.named;
-    t.ksm_shared += ksm_shared;
-    t.cbps_shared += 1;
-    t.nm_oracle += oracle;
-  }
-  f.cbps_shared = hashes.size();                 // (4.8)
-  f.cbps_sharings = f.mmap_fork - f.cbps_shared; // (4.9)
-  f.nm_baseline = f.mmap_fork + f.nm_achieved;
-  f.nm_oracle_sharings = f.nm_baseline - f.nm_oracle;
-
-  if (charged_by_memcg) {
-    for (uint64_t m : memcgs) {
-      auto it = charged_by_memcg->find(m);
-      if (it != charged_by_memcg->end()) f.charged += it->second;
-    }
-  } else {
-    for (const auto& [pfn, memcg] : memcg_of_frame) f.charged += memcg && memcgs.count(memcg);
-  }
-  return f;
-}
-
-namespace {
-
-// Every frame any kept process maps, with its memcg; and frames per memcg.
-std::unordered_map<uint64_t, uint64_t> MemcgOfFrames(const Snapshot& snap) {
-  std::unordered_map<uint64_t, uint64_t> out;
-  for (const ProcessSnap& p : snap.procs) {
-    if (p.dropped) continue;
-    for (const PageRef& r : p.pages) out.emplace(r.pfn, snap.frames.at(r.pfn).memcg);
-  }
-  return out;
-}
-
-}  // namespace
-
 Figures Compute(const Snapshot& snap, const std::function<bool(size_t)>& include) {
-  return ComputeWith(snap, include, nullptr, MemcgOfFrames(snap));
+  Calculator calc(snap);
+  return calc.Run(include);
 }
 
 std::vector<Group> ComputeGroups(const Snapshot& snap) {
-  auto frames = MemcgOfFrames(snap);
-  std::unordered_map<uint64_t, uint64_t> charged;
-  for (const auto& [pfn, memcg] : frames) {
-    if (memcg) charged[memcg]++;
-  }
-  std::vector<Group> groups;
+  std::vector<Group> groups, cg, ct;
   std::map<std::string, size_t> cgroups, containers;
   for (size_t i = 0; i < snap.procs.size(); i++) {
     const ProcessSnap& p = snap.procs[i];
     if (p.dropped) continue;
     groups.push_back({"process", std::to_string(p.pid) + " " + p.comm, {i}, {}});
-  }
-  std::vector<Group> cg, ct;
-  for (size_t i = 0; i < snap.procs.size(); i++) {
-    const ProcessSnap& p = snap.procs[i];
-    if (p.dropped) continue;
     auto [it, fresh] = cgroups.try_emplace(p.cgroup.empty() ? "?" : p.cgroup, cg.size());
     if (fresh) cg.push_back({"cgroup", it->first, {}, {}});
     cg[it->second].procs.push_back(i);
@@ -206,10 +206,12 @@ std::vector<Group> ComputeGroups(const Snapshot& snap) {
   }
   groups.insert(groups.end(), cg.begin(), cg.end());
   groups.insert(groups.end(), ct.begin(), ct.end());
+  Calculator calc(snap);
+  std::vector<bool> in(snap.procs.size());
   for (Group& g : groups) {
-    std::vector<bool> in(snap.procs.size());
     for (size_t i : g.procs) in[i] = true;
-    g.figures = ComputeWith(snap, [&](size_t i) { return static_cast<bool>(in[i]); }, &charged, frames);
+    g.figures = calc.Run([&](size_t i) { return static_cast<bool>(in[i]); });
+    for (size_t i : g.procs) in[i] = false;
   }
   return groups;
 }

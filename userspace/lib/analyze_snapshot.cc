@@ -31,6 +31,7 @@
 #include <cstring>
 #include <fstream>
 #include <map>
+#include <memory>
 #include <set>
 #include <sstream>
 
@@ -329,13 +330,12 @@ class Scanner {
             return Status::WithErrno("/proc/" + std::to_string(p->pid) +
                                          "/pagemap shows no frame numbers: reading them needs CAP_SYS_ADMIN (run as root)",
                                      EPERM);
-          p->pages.push_back({pfn, mi});
-          auto [it, fresh] = snap_->frames.try_emplace(pfn);
-          Frame& f = it->second;
-          if (fresh) f.anon = !m.named();  // refined by kpageflags later
+          uint32_t id = FrameId(pfn, m);
+          p->pages.push_back({id, mi});
+          Frame& f = snap_->frames[id];
           if (!f.hashed && !f.unreadable && !f.queued) {
             f.queued = true;
-            want_.push_back({va + k * kPage, pfn});
+            want_.push_back({va + k * kPage, id});
           }
         }
         Status s = ReadAndHash(p);
@@ -348,6 +348,25 @@ class Scanner {
  private:
   static constexpr size_t kBatch = 4096;  // pagemap entries per read
   static constexpr size_t kRun = 64;      // pages per process_vm_readv
+
+  // The frame's index in snap_->frames, added if new.  A two-level table
+  // by frame number: chunks of 4096 entries, allocated where the targets'
+  // frames are, so neither a hash map (the scan's largest cost when it was
+  // one) nor a table over all of memory.
+  uint32_t FrameId(uint64_t pfn, const Mapping& m) {
+    uint64_t hi = pfn / kChunk;
+    if (hi >= by_pfn_.size()) by_pfn_.resize(hi + 1);
+    if (!by_pfn_[hi]) by_pfn_[hi] = std::make_unique<uint32_t[]>(kChunk);
+    uint32_t& slot = by_pfn_[hi][pfn % kChunk];
+    if (slot == 0) {
+      Frame f;
+      f.pfn = pfn;
+      f.anon = !m.named();  // refined by kpageflags later
+      snap_->frames.push_back(f);
+      slot = static_cast<uint32_t>(snap_->frames.size());
+    }
+    return slot - 1;
+  }
 
   static bool Dead(pid_t pid) {
     char st = TaskState(pid, pid);
@@ -394,7 +413,7 @@ class Scanner {
       ssize_t got = ReadRemote(pid_, Mem(), want_[i].va, buf_.data(), (j - i) * kPage);
       if (got < 0 && (errno == ESRCH || Dead(pid_))) {
         // Frames it alone had queued may still be read through another process.
-        for (size_t k = i; k < want_.size(); k++) snap_->frames[want_[k].pfn].queued = false;
+        for (size_t k = i; k < want_.size(); k++) snap_->frames[want_[k].id].queued = false;
         return Gone(p);
       }
       size_t ok_pages = got > 0 ? static_cast<size_t>(got) / kPage : 0;
@@ -403,12 +422,12 @@ class Scanner {
         // Past a page that failed, read the rest of the run page by page.
         bool have = k - i < ok_pages ||
                     ReadRemote(pid_, Mem(), want_[k].va, page, kPage) == static_cast<ssize_t>(kPage);
-        Frame& f = snap_->frames[want_[k].pfn];
+        Frame& f = snap_->frames[want_[k].id];
         f.queued = false;
         if (!have) {
           snap_->unreadable++;
           f.unreadable = true;
-          f.hash = {want_[k].pfn, ~0ull};  // distinct from every content
+          f.hash = {f.pfn, ~0ull};  // distinct from every content
           continue;
         }
         f.hash = HashPage(page);
@@ -439,7 +458,8 @@ class Scanner {
   }
 
   struct Want {
-    uint64_t va, pfn;
+    uint64_t va;
+    uint32_t id;
   };
   Snapshot* snap_;
   const SnapshotOptions& opts_;
@@ -447,6 +467,8 @@ class Scanner {
   pid_t pid_ = 0;
   Fd mem_;
   std::vector<Want> want_;
+  static constexpr uint64_t kChunk = 4096;
+  std::vector<std::unique_ptr<uint32_t[]>> by_pfn_;  // frame number -> index in snap_->frames + 1
   std::vector<char> buf_;
   bool pvr_noted_ = false;
   std::unordered_map<Hash128, Representative, Hash128Hasher> reps_;
@@ -495,6 +517,7 @@ Result<Snapshot> TakeSnapshot(const std::vector<Target>& targets, const Snapshot
     snap.procs.push_back(std::move(p));
   }
 
+  snap.frames.reserve(total + 1024);  // Frame references stay valid while scanning
   Stopper stopper;
   double stop_start = 0;
   if (opts.stop) {
@@ -522,13 +545,21 @@ Result<Snapshot> TakeSnapshot(const std::vector<Target>& targets, const Snapshot
     if (p.dropped) p.pages.clear();
   }
 
-  // Frame flags, map counts and memcgs, for the frames still referenced.
+  // Frame flags, map counts and memcgs, read in frame-number order.
   std::vector<uint64_t> pfns;
-  pfns.reserve(snap.frames.size());
-  for (const auto& [pfn, f] : snap.frames) pfns.push_back(pfn);
-  std::sort(pfns.begin(), pfns.end());
-  std::vector<Frame*> fr(pfns.size());
-  for (size_t i = 0; i < pfns.size(); i++) fr[i] = &snap.frames[pfns[i]];
+  std::vector<Frame*> fr;
+  {
+    std::vector<std::pair<uint64_t, Frame*>> order;
+    order.reserve(snap.frames.size());
+    for (Frame& f : snap.frames) order.push_back({f.pfn, &f});
+    std::sort(order.begin(), order.end());
+    pfns.reserve(order.size());
+    fr.reserve(order.size());
+    for (auto& [pfn, f] : order) {
+      pfns.push_back(pfn);
+      fr.push_back(f);
+    }
+  }
   Status s = ReadKpage("/proc/kpageflags", pfns, [&](size_t i, uint64_t v) { fr[i]->kflags = v; });
   if (s.ok()) s = ReadKpage("/proc/kpagecount", pfns, [&](size_t i, uint64_t v) { fr[i]->kcount = v; });
   if (s.ok() && snap.have_kpagecgroup)
@@ -546,10 +577,19 @@ Result<Snapshot> TakeSnapshot(const std::vector<Target>& targets, const Snapshot
   // Frames without struct pages (PFN maps) are in no figure.
   for (ProcessSnap& p : snap.procs) {
     auto keep = std::remove_if(p.pages.begin(), p.pages.end(),
-                               [&](const PageRef& r) { return snap.frames[r.pfn].Has(kKpfNoPage); });
+                               [&](const PageRef& r) { return snap.frames[r.frame].Has(kKpfNoPage); });
     p.skipped += p.pages.end() - keep;
     p.pages.erase(keep, p.pages.end());
     if (p.dropped) snap.notes.push_back("pid " + std::to_string(p.pid) + " (" + p.comm + ") " + p.note + ": dropped");
+  }
+  // Content numbers, so the figures need no hash maps.
+  std::unordered_map<Hash128, uint32_t, Hash128Hasher> content;
+  content.reserve(snap.frames.size());
+  snap.content_of.reserve(snap.frames.size());
+  for (const Frame& f : snap.frames) {
+    auto [c, fresh] = content.try_emplace(f.hash, snap.contents);
+    if (fresh) snap.contents++;
+    snap.content_of.push_back(c->second);
   }
   snap.scan_seconds = Now() - t0;
   return snap;

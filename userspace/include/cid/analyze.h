@@ -82,9 +82,8 @@ struct Mapping {
 };
 
 struct PageRef {
-  uint64_t pfn;
+  uint32_t frame;    // index into Snapshot::frames
   uint32_t mapping;  // index into ProcessSnap::maps
-  uint32_t unused_ = 0;
 };
 
 struct ProcessSnap {
@@ -104,6 +103,7 @@ struct ProcessSnap {
 using Hash128 = std::array<uint64_t, 2>;
 
 struct Frame {
+  uint64_t pfn = 0;
   Hash128 hash{};
   uint64_t kflags = 0;
   uint64_t kcount = 0;   // mappings system-wide (/proc/kpagecount)
@@ -137,7 +137,9 @@ struct SnapshotOptions {
 
 struct Snapshot {
   std::vector<ProcessSnap> procs;
-  std::unordered_map<uint64_t, Frame> frames;  // by PFN
+  std::vector<Frame> frames;          // each distinct frame once, as first seen
+  std::vector<uint32_t> content_of;   // by frame: a content number (equal hashes, equal numbers)
+  uint32_t contents = 0;
   bool have_kpagecgroup = false;
   bool stopped = false;
   double stopped_seconds = 0;   // from the first thread stopped to the last resumed
