@@ -115,17 +115,19 @@ int main(int argc, char **argv) {
 			return 2;
 		}
 	}
-	printf("ready %d", (int)getpid());
+	/* The whole line in one write, once every child exists. */
+	char line[4096];
+	int len = snprintf(line, sizeof(line), "ready %d", (int)getpid());
+	fflush(stdout);
 	for (int k = 0; k < forks; k++) {
-		fflush(stdout);
 		pid_t pid = fork();
 		if (pid < 0) die("fork");
 		if (pid == 0) {
 			for (;;) pause();
 		}
-		printf(" %d", (int)pid);
+		len += snprintf(line + len, sizeof(line) - len, " %d", (int)pid);
 	}
-	printf("\n");
+	printf("%s\n", line);
 	fflush(stdout);
 	for (;;) pause();
 }

@@ -296,7 +296,7 @@ class Scanner {
       return Gone(p);
     }
     pid_ = p->pid;
-    mem_.reset(-1);
+    if (!opts_.verify) mems_.clear();
     std::vector<uint64_t> entries(kBatch);
     for (uint32_t mi = 0; mi < p->maps.size(); mi++) {
       const Mapping& m = p->maps[mi];
@@ -379,9 +379,14 @@ class Scanner {
     return Status::OK();
   }
 
-  int Mem() {
-    if (mem_.get() < 0) mem_.reset(open(ProcPath(pid_, "mem").c_str(), O_RDONLY | O_CLOEXEC));
-    return mem_.get();
+  int Mem() { return MemOf(pid_); }
+
+  // /proc/PID/mem of any target read so far, kept open for --verify.
+  int MemOf(pid_t pid) {
+    if (mems_.size() >= 256 && !mems_.count(pid)) mems_.clear();  // bounded: fds are finite
+    auto [it, fresh] = mems_.try_emplace(pid);
+    if (fresh) it->second = std::make_unique<Fd>(open(ProcPath(pid, "mem").c_str(), O_RDONLY | O_CLOEXEC));
+    return it->second->get();
   }
 
   // Reads len bytes at va; returns how many it read (a prefix, page
@@ -445,12 +450,14 @@ class Scanner {
     for (;;) {
       auto [it, fresh] = reps_.try_emplace(f->hash, Representative{pid_, va});
       if (fresh) return;
-      std::vector<char> other(kPage);
-      Fd mem(it->second.pid == pid_ ? -1 : open(ProcPath(it->second.pid, "mem").c_str(), O_RDONLY | O_CLOEXEC));
-      int fd = it->second.pid == pid_ ? Mem() : mem.get();
-      if (ReadRemote(it->second.pid, fd, it->second.vaddr, other.data(), kPage) != static_cast<ssize_t>(kPage)) return;  // the representative is gone; nothing to compare against
+      other_.resize(kPage);
+      int fd = MemOf(it->second.pid);
+      if (fd < 0) return;  // never process_vm_readv here: it would unshare the page
+      if (ReadRemote(it->second.pid, fd, it->second.vaddr, other_.data(), kPage) !=
+          static_cast<ssize_t>(kPage))
+        return;  // the representative is gone; nothing to compare against
       snap_->bytes_compared += kPage;
-      if (memcmp(other.data(), page, kPage) == 0) return;
+      if (memcmp(other_.data(), page, kPage) == 0) return;
       // Equal hash, different bytes: keep this content apart.
       snap_->hash_collisions++;
       f->hash[1] ^= 0x9e3779b97f4a7c15ull * (snap_->hash_collisions + 1);
@@ -465,7 +472,8 @@ class Scanner {
   const SnapshotOptions& opts_;
   uint64_t total_;
   pid_t pid_ = 0;
-  Fd mem_;
+  std::map<pid_t, std::unique_ptr<Fd>> mems_;
+  std::vector<char> other_;
   std::vector<Want> want_;
   static constexpr uint64_t kChunk = 4096;
   std::vector<std::unique_ptr<uint32_t[]>> by_pfn_;  // frame number -> index in snap_->frames + 1
