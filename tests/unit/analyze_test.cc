@@ -6,6 +6,7 @@
 #include <fcntl.h>
 #include <dirent.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -258,6 +259,8 @@ uint64_t KsmMergingPages(pid_t pid) {
 TEST(AnalyzeTest, KsmMergedPages) {
   REQUIRE_ROOT();
   if (access("/sys/kernel/mm/ksm/run", W_OK) != 0) GTEST_SKIP() << "no KSM in this kernel";
+  if (prctl(68 /* PR_GET_MEMORY_MERGE */, 0, 0, 0, 0) < 0)
+    GTEST_SKIP() << "no PR_SET_MEMORY_MERGE (Linux 6.4 and later)";
   KsmSettings saved;
   Helper a({"merge", "anon", "24", "3"});
   Helper b({"merge", "anon", "24", "3"});
