@@ -6,6 +6,7 @@
  *
  *   anon N SEED    N anonymous pages, page i filled from (SEED, i)
  *   zero N         N anonymous pages only read: each maps the zero page
+ *   thp N SEED     like anon, with MADV_HUGEPAGE (transparent huge pages where the kernel has one)
  *   map FILE       FILE mapped MAP_SHARED read-only, every page touched
  *   merge          prctl(PR_SET_MEMORY_MERGE): KSM may merge all its anonymous memory
  *   threads K      K more threads, sleeping
@@ -79,10 +80,11 @@ int main(int argc, char **argv) {
 	signal(SIGPIPE, SIG_IGN);
 	for (int i = 1; i < argc; i++) {
 		const char *c = argv[i];
-		if (!strcmp(c, "anon") && i + 2 < argc) {
+		if ((!strcmp(c, "anon") || !strcmp(c, "thp")) && i + 2 < argc) {
 			size_t n = strtoul(argv[++i], NULL, 0);
 			uint64_t seed = strtoull(argv[++i], NULL, 0);
 			uint64_t *p = region(n * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
+			if (!strcmp(c, "thp")) madvise(p, n * PAGE, MADV_HUGEPAGE); /* regions are 1 GiB aligned */
 			for (size_t k = 0; k < n * PAGE / 8; k++) p[k] = mix(seed * 1000003ULL + k);
 		} else if (!strcmp(c, "zero") && i + 1 < argc) {
 			size_t n = strtoul(argv[++i], NULL, 0);

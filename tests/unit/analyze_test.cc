@@ -221,6 +221,21 @@ TEST(AnalyzeTest, ZeroPage) {
   }
 }
 
+// A transparent huge page is counted as its 512 pages, each hashed.
+TEST(AnalyzeTest, TransparentHugePage) {
+  REQUIRE_ROOT();
+  Helper a({"thp", "512", "4"});
+  Helper b({"thp", "512", "4"});
+  Snapshot s = Take(Targets({&a, &b}), Verify());
+  Figures f = Compute(s);
+  if (f.thp_frames == 0) GTEST_SKIP() << "the kernel gave no huge page (THP off or memory fragmented)";
+  EXPECT_EQ(f.thp_frames, 1024u);  // two huge pages, 512 frames each
+  EXPECT_EQ(f.mmap_fork, 1024u);
+  EXPECT_EQ(f.ksm_shared, 512u);   // their contents are equal page for page
+  EXPECT_EQ(s.pages_hashed, 1024u);
+  EXPECT_EQ(s.hash_collisions, 0u);
+}
+
 // KSM settings, restored at destruction.
 class KsmSettings {
  public:
