@@ -64,6 +64,37 @@ if command -v rsvg-convert >/dev/null; then
 fi
 ok "--base, table, chart (SVG, PNG)"
 
+# A cgroup v2 directory as the target: the processes in it and below it.
+cg2=$(findmnt -rn -t cgroup2 -o TARGET | head -1)
+if [ -n "$cg2" ] && mkdir "$cg2/cid-analyze-test.$$" 2>/dev/null; then
+	CG=$cg2/cid-analyze-test.$$
+	extra_cleanup() {
+		for p in $(cat "$CG/sub/cgroup.procs" "$CG/cgroup.procs" 2>/dev/null); do kill -9 "$p" 2>/dev/null || true; done
+		sleep 0.1
+		rmdir "$CG/sub" "$CG" 2>/dev/null || true
+	}
+	mkdir "$CG/sub"
+	helper C anon 16 3 fork 1
+	read -r c0 c1 <<<"$C"
+	echo "$c0" >"$CG/cgroup.procs"
+	echo "$c1" >"$CG/sub/cgroup.procs"
+	"$CID_ANALYZE" --range $RANGE --cgroup "$CG" --json >"$WORK/cg.json"
+	eval "$(python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+print("procs=%d mf=%d ns=%d" % (j["figures"]["processes"], j["figures"]["mmap_fork"], j["figures"]["no_sharing"]))
+print("groups=%d" % len([g for g in j["groups"] if g["kind"] == "cgroup"]))
+' "$WORK/cg.json")"
+	expect_eq "processes in the cgroup and below" "$procs" 2
+	expect_eq "fork-shared frames" "$mf" 16
+	expect_eq "mappings" "$ns" 32
+	# Groups are memory cgroups: v1's memory hierarchy where it is mounted
+	# (the two processes share one there), else these two v2 cgroups.
+	if findmnt -rn -t cgroup -o OPTIONS | grep -qw memory; then want=1; else want=2; fi
+	expect_eq "memory cgroups reported" "$groups" $want
+	ok "--cgroup: a cgroup and its child"
+fi
+
 # Bad cases: message and exit code each.
 run() { set +e; "$CID_ANALYZE" "$@" >"$WORK/out" 2>"$WORK/err"; rc=$?; set -e; }
 run
