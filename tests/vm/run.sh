@@ -85,6 +85,19 @@ if [ -n "$cidctl" ]; then
 	add_suite cidctl 300 "/selftests/on-disk.sh /dev/vdc ext4 sh -c 'sh /selftests/cidctl_tag.sh \"\$PWD\"'"
 fi
 
+# cid-analyze against the kernel: achieved sharing equals the oracle for
+# tagged twins (dynamically linked; its libraries come along).
+ana=$(find "$from" \( -path "$from/vm" -o -path "$from/bench-vm" -o -path "$from/kasan" \) -prune -o \
+	-type f -name cid-analyze -perm -u+x -print 2>/dev/null | head -1)
+hlp=$(find "$from" \( -path "$from/vm" -o -path "$from/bench-vm" -o -path "$from/kasan" \) -prune -o \
+	-type f -name analyze_helper -perm -u+x -print 2>/dev/null | head -1)
+if [ -n "$cidctl" ] && [ -n "$ana" ] && [ -n "$hlp" ]; then
+	vm_add_binary "$root" "$ana" /usr/bin/cid-analyze
+	vm_add_binary "$root" "$hlp" /usr/bin/analyze_helper
+	cp tests/integration/guest/analyze_named.sh "$root/selftests/analyze_named.sh"
+	add_suite cid-analyze 300 "/selftests/on-disk.sh /dev/vdc ext4 sh -c 'sh /selftests/analyze_named.sh \"\$PWD\"'"
+fi
+
 # btrfs-progs for the suite's btrfs cases (an image on the ext4 disk).
 for t in mkfs.btrfs btrfs; do
 	if p=$(command -v "$t"); then
