@@ -28,6 +28,7 @@
 #include "cid/report.h"
 #include "cid/scanner.h"
 #include "cid/walker.h"
+#include "host_commands.h"
 
 namespace cid {
 namespace {
@@ -722,7 +723,13 @@ const Command kHash = {"hash", "print the content id of files (no index)",
                        "Print \"sha256:<hex>  PATH\" for each file, as cidctl scan computes it.\n",
                        CmdHash};
 
-const Command* const kCommands[] = {&kScan, &kDups, &kReport, &kStatus, &kTag, &kUntag, &kQuery, &kHash};
+// Commands defined in host_commands.cc parse their own options.
+const Command kUnlinkDups = {"unlink-dups", "undo the hard links cid-oci-hook --hardlink made", "", CmdUnlinkDups};
+const Command kMetrics = {"metrics", "cidd's metrics (Prometheus text) or state (--json)", "", CmdMetrics};
+const Command kTop = {"top", "savings per container and layer, from cidd", "", CmdTop};
+
+const Command* const kCommands[] = {&kScan, &kDups,   &kReport,     &kStatus,  &kTag, &kUntag,
+                                    &kQuery, &kHash, &kUnlinkDups, &kMetrics, &kTop};
 
 void Usage(FILE* out) {
   fprintf(out,

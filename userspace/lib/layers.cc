@@ -1,11 +1,16 @@
 #include "cid/layers.h"
 
 #include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
 #include <libmount/libmount.h>
 #include <limits.h>
 #include <stdlib.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <fstream>
 #include <memory>
 
 namespace cid {
@@ -102,14 +107,48 @@ Result<std::vector<std::string>> SplitLowerdir(std::string_view v) {
   return layers;
 }
 
-Result<OverlayMount> FindOverlayMount(const std::string& mountinfo, const std::string& target) {
-  std::unique_ptr<libmnt_table, TableFree> tb(mnt_new_table());
+namespace {
+
+using Table = std::unique_ptr<libmnt_table, TableFree>;
+
+Result<Table> ParseTable(const std::string& mountinfo) {
+  Table tb(mnt_new_table());
   if (!tb) return Status::FromErrno(mountinfo, ENOMEM);
   int rc = mnt_table_parse_file(tb.get(), mountinfo.c_str());
   if (rc != 0) return Status::FromErrno("mount table " + mountinfo, rc < 0 ? -rc : EINVAL);
+  return tb;
+}
+
+Result<OverlayMount> ParseOverlay(libmnt_fs* fs) {
+  OverlayMount m;
+  const char* t = mnt_fs_get_target(fs);
+  m.target = t ? t : "";
+  const char* opts = mnt_fs_get_fs_options(fs);
+  for (auto& [n, val] : SplitMountOptions(opts ? opts : "")) {
+    if (n == "lowerdir") {
+      auto split = SplitLowerdir(val);
+      if (!split.ok()) return Status::InvalidArgument(m.target + ": " + split.status().message());
+      for (auto& l : *split) m.lowers.push_back(std::move(l));
+    } else if (n == "lowerdir+" || n == "datadir+") {
+      m.lowers.push_back(val);
+    } else if (n == "upperdir") {
+      m.upper = val;
+    } else if (n == "workdir") {
+      m.work = val;
+    }
+  }
+  if (m.lowers.empty()) return Status::InvalidArgument(m.target + ": overlay mount without lowerdir");
+  return m;
+}
+
+}  // namespace
+
+Result<OverlayMount> FindOverlayMount(const std::string& mountinfo, const std::string& target) {
+  auto tb = ParseTable(mountinfo);
+  if (!tb.ok()) return tb.status();
   std::unique_ptr<libmnt_iter, IterFree> it(mnt_new_iter(MNT_ITER_BACKWARD));
   libmnt_fs* fs = nullptr;
-  while (mnt_table_next_fs(tb.get(), it.get(), &fs) == 0) {
+  while (mnt_table_next_fs(tb->get(), it.get(), &fs) == 0) {
     const char* t = mnt_fs_get_target(fs);
     if (!t || target != t) continue;
     const char* type = mnt_fs_get_fstype(fs);
@@ -117,26 +156,65 @@ Result<OverlayMount> FindOverlayMount(const std::string& mountinfo, const std::s
       return Status::InvalidArgument(target + ": is a " + (type ? type : "(unknown)") +
                                      " mount, not overlay: no layers to share");
     }
-    OverlayMount m;
-    m.target = target;
-    const char* opts = mnt_fs_get_fs_options(fs);
-    for (auto& [n, val] : SplitMountOptions(opts ? opts : "")) {
-      if (n == "lowerdir") {
-        auto split = SplitLowerdir(val);
-        if (!split.ok()) return Status::InvalidArgument(target + ": " + split.status().message());
-        for (auto& l : *split) m.lowers.push_back(std::move(l));
-      } else if (n == "lowerdir+" || n == "datadir+") {
-        m.lowers.push_back(val);
-      } else if (n == "upperdir") {
-        m.upper = val;
-      } else if (n == "workdir") {
-        m.work = val;
-      }
-    }
-    if (m.lowers.empty()) return Status::InvalidArgument(target + ": overlay mount without lowerdir");
-    return m;
+    return ParseOverlay(fs);
   }
   return Status::NotFound(target + ": no mount there in " + mountinfo + " (is the container's rootfs mounted?)");
+}
+
+Result<std::vector<OverlayMount>> ListOverlayMounts(const std::string& mountinfo) {
+  auto tb = ParseTable(mountinfo);
+  if (!tb.ok()) return tb.status();
+  std::unique_ptr<libmnt_iter, IterFree> it(mnt_new_iter(MNT_ITER_FORWARD));
+  std::vector<OverlayMount> out;
+  libmnt_fs* fs = nullptr;
+  while (mnt_table_next_fs(tb->get(), it.get(), &fs) == 0) {
+    const char* type = mnt_fs_get_fstype(fs);
+    if (!type || std::string_view(type) != "overlay") continue;
+    auto m = ParseOverlay(fs);
+    if (m.ok()) out.push_back(std::move(*m));
+  }
+  return out;
+}
+
+std::string DefaultLayerRegistryPath(const std::string& index_path) {
+  size_t s = index_path.rfind('/');
+  return (s == std::string::npos ? std::string(".") : index_path.substr(0, s)) + "/lower-layers";
+}
+
+Status RememberLayers(const std::string& file, const std::vector<std::string>& layers) {
+  auto known = KnownLayers(file);
+  if (!known.ok()) return known.status();
+  std::string add;
+  for (const auto& l : layers) {
+    if (std::find(known->begin(), known->end(), l) != known->end()) continue;
+    if (l.find('\n') != std::string::npos) continue;  // cannot be listed; never linked
+    add += l + "\n";
+  }
+  if (add.empty()) return Status::OK();
+  int fd = open(file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  if (fd < 0) return Status::FromErrno("layer registry " + file, errno);
+  ssize_t n = write(fd, add.data(), add.size());
+  int err = errno;
+  close(fd);
+  if (n != static_cast<ssize_t>(add.size())) return Status::FromErrno("layer registry " + file, n < 0 ? err : EIO);
+  return Status::OK();
+}
+
+Result<std::vector<std::string>> KnownLayers(const std::string& file) {
+  std::vector<std::string> out;
+  std::ifstream in(file);
+  if (!in) {
+    if (errno == ENOENT) return out;
+    return Status::FromErrno("layer registry " + file, errno);
+  }
+  std::string line;
+  struct stat st;
+  while (std::getline(in, line)) {
+    if (line.empty() || line[0] != '/') continue;
+    if (std::find(out.begin(), out.end(), line) != out.end()) continue;
+    if (stat(line.c_str(), &st) == 0 && S_ISDIR(st.st_mode)) out.push_back(line);
+  }
+  return out;
 }
 
 Result<std::string> ResolveLayer(const std::string& layer, const std::string& storage_root) {

@@ -19,7 +19,7 @@ Status ShareDuplicates(Index* index, const std::vector<std::string>& layers, con
   };
   if (o.mode == ShareMode::kHardlink) {
     LinkOptions lo;
-    lo.layers = layers;
+    lo.layers = o.link_layers.empty() ? layers : o.link_layers;
     lo.journal = o.journal;
     lo.on_error = o.on_error;
     lo.stop = o.stop;

@@ -45,6 +45,10 @@ struct OverlayMount {
 // mounts stack on the target, the last (visible) one counts.
 Result<OverlayMount> FindOverlayMount(const std::string& mountinfo, const std::string& target);
 
+// Every overlay mount in `mountinfo`, in mount order (lowers as the mount
+// table gives them; a mount whose options cannot be parsed is skipped).
+Result<std::vector<OverlayMount>> ListOverlayMounts(const std::string& mountinfo);
+
 // Where a layer path from the mount table really is.  A relative path is
 // taken relative to `storage_root` (containers/storage mounts relative to
 // <graphroot>/overlay when the option would be too long).  Symlinks (podman's
@@ -54,6 +58,16 @@ Result<OverlayMount> FindOverlayMount(const std::string& mountinfo, const std::s
 // storage root.  The result must be a readable directory.
 // Errors: kNotFound / kPermission (unreadable), kInvalidArgument (escapes).
 Result<std::string> ResolveLayer(const std::string& layer, const std::string& storage_root);
+
+// The read-only layers the hooks have seen as overlay lowers, so a later
+// container's layers can be hard-linked with an earlier one's: one
+// canonical path a line in `file` (<dir of the index>/lower-layers).
+std::string DefaultLayerRegistryPath(const std::string& index_path);
+// Appends the layers not listed yet (each line written whole with O_APPEND,
+// so concurrent hooks never interleave).
+Status RememberLayers(const std::string& file, const std::vector<std::string>& layers);
+// The listed layers that still exist; none if the file does not.
+Result<std::vector<std::string>> KnownLayers(const std::string& file);
 
 // True if `path` equals `dir` or lies beneath it (both canonical).
 bool PathBeneath(std::string_view path, std::string_view dir);

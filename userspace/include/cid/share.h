@@ -25,6 +25,10 @@ struct ShareOptions {
   std::optional<uint32_t> domain;  // kTag: CID_TAG_DOMAIN
   uint64_t min_size = 1;
   std::string journal;             // kHardlink
+  // kHardlink: the read-only layers whose files may be linked with each
+  // other (the container's lowers and those of earlier containers); empty:
+  // the layers themselves.
+  std::vector<std::string> link_layers;
   // kTag: only tag names this accepts (the writable-tree policy); all if empty.
   std::function<bool(const std::string& path)> eligible;
   const std::atomic<bool>* stop = nullptr;
