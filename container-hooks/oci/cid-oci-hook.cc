@@ -365,7 +365,7 @@ class Hook {
       sh.min_size = o_.min_size;
       sh.journal = o_.journal.empty() ? DefaultJournalPath(index_path) : o_.journal;
       sh.stop = &stop;
-      if (mode == ShareMode::kHardlink) sh.link_layers = LinkableLayers(registry, *mount, storage_root, layers);
+      if (mode == ShareMode::kHardlink) sh.link_layers = LinkableLayers(registry, layers, {*mount}, storage_root);
       sh.on_error = [&](const Status& s) { fprintf(stderr, "cid-oci-hook: %s\n", s.message().c_str()); };
       Status s = ShareDuplicates(index->get(), layers, sh, &ss);
       if (!s.ok()) return Failure{kShareFailed, "container " + c.id + ": " + s.message()};
@@ -403,37 +403,6 @@ class Hook {
               pending ? (answer.ok() ? "; the rest handed to cidd" : "; the rest left undone") : "");
     }
     return std::nullopt;
-  }
-
-  // The remembered layers and ours, minus anything that is, or lies
-  // beneath, the upper or work directory of an overlay mounted now.
-  std::vector<std::string> LinkableLayers(const std::string& registry, const OverlayMount& own,
-                                          const std::string& storage_root, const std::vector<std::string>& ours) {
-    auto known = KnownLayers(registry);
-    std::vector<std::string> out = ours;
-    if (known.ok()) {
-      for (const auto& l : *known)
-        if (std::find(out.begin(), out.end(), l) == out.end()) out.push_back(l);
-    }
-    std::vector<OverlayMount> mounts{own};
-    if (auto all = ListOverlayMounts("/proc/self/mountinfo"); all.ok()) {
-      mounts.insert(mounts.end(), all->begin(), all->end());
-    }
-    std::vector<std::string> writable;
-    for (const auto& m : mounts) {
-      for (const std::string& d : {m.upper, m.work}) {
-        if (d.empty()) continue;
-        std::string p = d[0] == '/' ? d : storage_root.empty() ? "" : storage_root + "/" + d;
-        if (p.empty()) continue;
-        auto real = CanonicalPath(p);
-        if (real.ok()) writable.push_back(*real);
-      }
-    }
-    std::erase_if(out, [&](const std::string& l) {
-      return std::any_of(writable.begin(), writable.end(),
-                         [&](const std::string& w) { return PathBeneath(l, w) || PathBeneath(w, l); });
-    });
-    return out;
   }
 
   Result<uint32_t> AskDomain(const std::string& name) {

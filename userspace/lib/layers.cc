@@ -217,6 +217,30 @@ Result<std::vector<std::string>> KnownLayers(const std::string& file) {
   return out;
 }
 
+std::vector<std::string> LinkableLayers(const std::string& registry, const std::vector<std::string>& ours,
+                                        const std::vector<OverlayMount>& also, const std::string& storage_root) {
+  std::vector<std::string> out = ours;
+  if (auto known = KnownLayers(registry); known.ok()) {
+    for (const auto& l : *known)
+      if (std::find(out.begin(), out.end(), l) == out.end()) out.push_back(l);
+  }
+  std::vector<OverlayMount> mounts = also;
+  if (auto all = ListOverlayMounts("/proc/self/mountinfo"); all.ok()) mounts.insert(mounts.end(), all->begin(), all->end());
+  std::vector<std::string> writable;
+  for (const auto& m : mounts) {
+    for (const std::string& d : {m.upper, m.work}) {
+      if (d.empty() || (d[0] != '/' && storage_root.empty())) continue;
+      char buf[PATH_MAX];
+      if (realpath((d[0] == '/' ? d : storage_root + "/" + d).c_str(), buf)) writable.push_back(buf);
+    }
+  }
+  std::erase_if(out, [&](const std::string& l) {
+    return std::any_of(writable.begin(), writable.end(),
+                       [&](const std::string& w) { return PathBeneath(l, w) || PathBeneath(w, l); });
+  });
+  return out;
+}
+
 Result<std::string> ResolveLayer(const std::string& layer, const std::string& storage_root) {
   std::string path = layer;
   if (path.empty() || path[0] != '/') {

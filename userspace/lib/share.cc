@@ -48,6 +48,7 @@ Status ShareDuplicates(Index* index, const std::vector<std::string>& layers, con
         return Status::OK();
       }
       const std::string& path = in.paths[0];
+      if (o.domain && !std::any_of(in.paths.begin(), in.paths.end(), beneath)) continue;
       if (o.eligible && !o.eligible(path)) {
         stats->ineligible++;
         continue;
@@ -56,12 +57,14 @@ Status ShareDuplicates(Index* index, const std::vector<std::string>& layers, con
       if (lstat(path.c_str(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_dev != in.dev || st.st_ino != in.ino ||
           static_cast<uint64_t>(st.st_size) != g.size) {
         stats->stale++;
+        if (o.on_stale) o.on_stale(path);
         continue;
       }
       auto cur = index->FindInode(in.dev, in.ino);
       if (!cur.ok()) return cur.status();
       if (!cur->has_value() || !(*cur)->Matches(FileStat::From(st))) {
         stats->stale++;
+        if (o.on_stale) o.on_stale(path);
         continue;
       }
       TagRequest req;

@@ -69,6 +69,13 @@ Status RememberLayers(const std::string& file, const std::vector<std::string>& l
 // The listed layers that still exist; none if the file does not.
 Result<std::vector<std::string>> KnownLayers(const std::string& file);
 
+// The layers whose files may be hard-linked with each other: `ours` and
+// the registry's, minus any that is, holds or lies beneath the upper or
+// work directory of an overlay in /proc/self/mountinfo or in `also` (whose
+// relative paths are taken relative to storage_root).
+std::vector<std::string> LinkableLayers(const std::string& registry, const std::vector<std::string>& ours,
+                                        const std::vector<OverlayMount>& also, const std::string& storage_root);
+
 // True if `path` equals `dir` or lies beneath it (both canonical).
 bool PathBeneath(std::string_view path, std::string_view dir);
 

@@ -33,6 +33,8 @@ struct ShareOptions {
   std::function<bool(const std::string& path)> eligible;
   const std::atomic<bool>* stop = nullptr;
   std::function<void(const Status&)> on_error;
+  // kTag: a name that changed since it was indexed (to be rescanned).
+  std::function<void(const std::string& path)> on_stale;
 };
 
 struct ShareStats {
@@ -51,7 +53,9 @@ struct ShareStats {
 // one of `layers` and exists as more than one inode, and handles it per
 // mode.  kTag tags every inode of such a content (one name each, the index
 // digest passed as the expected digest, only if the name still matches
-// its index row), so the layers' copies share with their twins elsewhere.
+// its index row), so the layers' copies share with their twins elsewhere;
+// with a domain, only the inodes beneath the layers (a domain's files
+// share with each other only).
 Status ShareDuplicates(Index* index, const std::vector<std::string>& layers, const ShareOptions& options,
                        ShareStats* stats);
 
