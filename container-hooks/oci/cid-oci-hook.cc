@@ -39,6 +39,7 @@
 #include "cid/scanner.h"
 #include "cid/share.h"
 #include "cid/walker.h"
+#include "common/hook_util.h"
 
 namespace cid {
 namespace {
@@ -118,15 +119,6 @@ const char* EnvOr(const char* name, const char* def) {
   return v && *v ? v : def;
 }
 
-bool ParseInt(const char* s, long min, long max, long* out) {
-  char* end = nullptr;
-  errno = 0;
-  long v = strtol(s, &end, 10);
-  if (errno || end == s || *end || v < min || v > max) return false;
-  *out = v;
-  return true;
-}
-
 // A file's whole text, or the errno it failed with.
 int ReadAll(const std::string& path, std::string* out) {
   std::ifstream in(path, std::ios::binary);
@@ -142,12 +134,6 @@ bool ValidDomainName(const std::string& d) {
   for (char c : d)
     if (!isalnum(static_cast<unsigned char>(c)) && c != '-' && c != '_' && c != '.') return false;
   return true;
-}
-
-std::string Dirname(const std::string& p) {
-  size_t s = p.rfind('/');
-  if (s == std::string::npos) return ".";
-  return s == 0 ? "/" : p.substr(0, s);
 }
 
 // What the hook learnt from the state and config.json.
@@ -209,32 +195,6 @@ std::optional<Failure> ReadContainer(const std::string& state_text, Container* c
   if (state.contains("annotations")) MergeAnnotations(state["annotations"], &c->annotations);
   return std::nullopt;
 }
-
-// Sets *flag once `budget` has passed, unless stopped first.
-class Deadline {
- public:
-  Deadline(std::chrono::milliseconds budget, std::atomic<bool>* flag)
-      : thread_([this, budget, flag] {
-          std::unique_lock<std::mutex> l(mu_);
-          if (!cv_.wait_for(l, budget, [this] { return done_; })) *flag = true;
-        }) {}
-  ~Deadline() {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      done_ = true;
-    }
-    cv_.notify_all();
-    thread_.join();
-  }
-  Deadline(const Deadline&) = delete;
-  Deadline& operator=(const Deadline&) = delete;
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;  // guarded by mu_
-  std::thread thread_;
-};
 
 class Hook {
  public:
@@ -298,7 +258,7 @@ class Hook {
     bool relative = std::any_of(mount->lowers.begin(), mount->lowers.end(),
                                 [](const std::string& l) { return l.empty() || l[0] != '/'; });
     if (storage_root.empty() && relative && !mount->upper.empty() && mount->upper[0] == '/') {
-      storage_root = Dirname(Dirname(mount->upper));  // containers/storage: <root>/overlay/<id>/diff
+      storage_root = ParentDir(ParentDir(mount->upper));  // containers/storage: <root>/overlay/<id>/diff
     }
     std::vector<std::string> layers;
     for (const auto& l : mount->lowers) {
@@ -324,26 +284,12 @@ class Hook {
 
     std::atomic<bool> stop{false};
     Deadline deadline(std::chrono::milliseconds(o_.budget_ms), &stop);
-    ScanOptions so;
-    so.stop = &stop;
-    uint64_t file_errors = 0;
-    so.on_error = [&](const Status&) { file_errors++; };
-    size_t scanned = 0;
-    uint64_t hashed = 0;
-    for (const auto& l : layers) {
-      ScanStats st;
-      Status s = ScanTree(index->get(), l, so, &st);
-      if (!s.ok()) {
-        if (s.message().rfind("index ", 0) == 0) return Failure{kIndexFailed, s.message()};
-        return Failure{kBadLayer, s.message()};
-      }
-      hashed += st.hashed;
-      if (st.interrupted) break;
-      scanned++;
-    }
+    IndexRun run = IndexTrees(index->get(), layers, &stop);
+    if (!run.error.ok()) return Failure{run.index_failed ? kIndexFailed : kBadLayer, run.error.message()};
+    size_t scanned = run.indexed;
     summary_["layers_indexed"] = scanned;
-    summary_["files_hashed"] = hashed;
-    summary_["file_errors"] = file_errors;
+    summary_["files_hashed"] = run.hashed;
+    summary_["file_errors"] = run.file_errors;
 
     bool kernel = KernelHasNamedMerging();
     ShareMode mode = kernel ? ShareMode::kTag : o_.hardlink ? ShareMode::kHardlink : ShareMode::kReport;
@@ -437,7 +383,7 @@ int Main(int argc, char** argv) {
   o.index = EnvOr("CID_INDEX", "");
   o.socket = DefaultSocketPath();
   long budget = 200;
-  if (!ParseInt(EnvOr("CID_HOOK_BUDGET_MS", "200"), 0, 600000, &budget)) {
+  if (!ParseLong(EnvOr("CID_HOOK_BUDGET_MS", "200"), 0, 600000, &budget)) {
     fprintf(stderr, "cid-oci-hook: CID_HOOK_BUDGET_MS: want milliseconds\n");
     return kUsage;
   }
@@ -465,7 +411,7 @@ int Main(int argc, char** argv) {
       case kIndex: o.index = optarg; break;
       case kSocket: o.socket = optarg; break;
       case kBudget:
-        if (!ParseInt(optarg, 0, 600000, &budget)) {
+        if (!ParseLong(optarg, 0, 600000, &budget)) {
           fprintf(stderr, "cid-oci-hook: --budget-ms %s: want milliseconds\n", optarg);
           return kUsage;
         }
@@ -475,7 +421,7 @@ int Main(int argc, char** argv) {
       case kStorage: o.storage_root = optarg; break;
       case kMountinfo: o.mountinfo = optarg; break;
       case kMinSize:
-        if (!ParseInt(optarg, 1, LONG_MAX, &v)) {
+        if (!ParseLong(optarg, 1, LONG_MAX, &v)) {
           fprintf(stderr, "cid-oci-hook: --min-size %s: want bytes\n", optarg);
           return kUsage;
         }

@@ -113,17 +113,11 @@ void Log(const char* fmt, ...) {
   va_end(ap);
 }
 
-std::string Dirname(const std::string& p) {
-  size_t s = p.rfind('/');
-  if (s == std::string::npos) return ".";
-  return s == 0 ? "/" : p.substr(0, s);
-}
-
 Status MakeDir(const std::string& dir, mode_t mode) {
   if (dir.empty() || dir == "/" || dir == ".") return Status::OK();
   struct stat st;
   if (stat(dir.c_str(), &st) == 0) return Status::OK();
-  Status s = MakeDir(Dirname(dir), mode);
+  Status s = MakeDir(ParentDir(dir), mode);
   if (!s.ok()) return s;
   if (mkdir(dir.c_str(), mode) < 0 && errno != EEXIST) return Status::FromErrno(dir, errno);
   return Status::OK();
@@ -204,7 +198,7 @@ class Daemon {
   // One cidd per state database: an flock'ed file beside it holds our pid.
   int Lock() {
     std::string path = c_.state + ".lock";
-    if (Status s = MakeDir(Dirname(path), 0755); !s.ok()) {
+    if (Status s = MakeDir(ParentDir(path), 0755); !s.ok()) {
       Log("%s", s.message().c_str());
       return kExitError;
     }
@@ -233,7 +227,7 @@ class Daemon {
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     if (c_.socket.size() >= sizeof(addr.sun_path)) return Status::InvalidArgument("socket " + c_.socket + ": path too long");
-    if (Status s = MakeDir(Dirname(c_.socket), 0755); !s.ok()) return s;
+    if (Status s = MakeDir(ParentDir(c_.socket), 0755); !s.ok()) return s;
     memcpy(addr.sun_path, c_.socket.c_str(), c_.socket.size() + 1);
     listen_fd_ = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (listen_fd_ < 0) return Status::FromErrno("socket", errno);
@@ -722,7 +716,7 @@ int Main(int argc, char** argv) {
     }
   }
   for (int i = optind; i < argc; i++) c.trees.push_back(argv[i]);
-  if (c.state.empty()) c.state = Dirname(c.index) + "/cidd.db";
+  if (c.state.empty()) c.state = ParentDir(c.index) + "/cidd.db";
   if (!c.metrics_dir.empty()) {
     struct stat st;
     if (stat(c.metrics_dir.c_str(), &st) < 0 || !S_ISDIR(st.st_mode)) {

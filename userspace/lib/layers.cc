@@ -176,10 +176,13 @@ Result<std::vector<OverlayMount>> ListOverlayMounts(const std::string& mountinfo
   return out;
 }
 
-std::string DefaultLayerRegistryPath(const std::string& index_path) {
-  size_t s = index_path.rfind('/');
-  return (s == std::string::npos ? std::string(".") : index_path.substr(0, s)) + "/lower-layers";
+std::string ParentDir(const std::string& p) {
+  size_t s = p.rfind('/');
+  if (s == std::string::npos) return ".";
+  return s == 0 ? "/" : p.substr(0, s);
 }
+
+std::string DefaultLayerRegistryPath(const std::string& index_path) { return ParentDir(index_path) + "/lower-layers"; }
 
 Status RememberLayers(const std::string& file, const std::vector<std::string>& layers) {
   auto known = KnownLayers(file);

@@ -39,12 +39,6 @@ class Fd {
   int fd_;
 };
 
-std::string Dirname(const std::string& p) {
-  size_t s = p.rfind('/');
-  if (s == std::string::npos) return ".";
-  return s == 0 ? "/" : p.substr(0, s);
-}
-
 // Every extended attribute of an open file, sorted by name.
 Result<std::map<std::string, std::string>> Xattrs(int fd, const std::string& path) {
   std::map<std::string, std::string> out;
@@ -107,7 +101,7 @@ Status AppendJournal(int fd, const std::string& journal, const std::string& line
 
 std::string TmpName(const std::string& target, const char* what) {
   static unsigned counter = 0;
-  return Dirname(target) + "/.cid-" + what + "." + std::to_string(getpid()) + "." + std::to_string(counter++);
+  return ParentDir(target) + "/.cid-" + what + "." + std::to_string(getpid()) + "." + std::to_string(counter++);
 }
 
 // Replaces `target` (whose inode is old) by a hard link to `source`.
@@ -183,7 +177,7 @@ Status CopyOut(const std::string& source, const std::string& target) {
 
 }  // namespace
 
-std::string DefaultJournalPath(const std::string& index_path) { return Dirname(index_path) + "/hardlinks.journal"; }
+std::string DefaultJournalPath(const std::string& index_path) { return ParentDir(index_path) + "/hardlinks.journal"; }
 
 Status LinkDuplicates(Index* index, const LinkOptions& o, LinkStats* stats) {
   auto report = [&](const Status& s) {

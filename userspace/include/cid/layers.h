@@ -76,6 +76,9 @@ Result<std::vector<std::string>> KnownLayers(const std::string& file);
 std::vector<std::string> LinkableLayers(const std::string& registry, const std::vector<std::string>& ours,
                                         const std::vector<OverlayMount>& also, const std::string& storage_root);
 
+// The directory part of a path ("/a/b" -> "/a", "b" -> ".", "/a" -> "/").
+std::string ParentDir(const std::string& path);
+
 // True if `path` equals `dir` or lies beneath it (both canonical).
 bool PathBeneath(std::string_view path, std::string_view dir);
 
