@@ -26,6 +26,7 @@
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cerrno>
 #include <cstdarg>
@@ -47,6 +48,7 @@
 #include "cid/kernel.h"
 #include "cid/layers.h"
 #include "cid/linkdups.h"
+#include "cid/policy.h"
 #include "cid/report.h"
 #include "cid/scanner.h"
 #include "cid/share.h"
@@ -172,7 +174,7 @@ class Daemon {
         Log("%s", canon.status().message().c_str());
         return kExitError;
       }
-      auto added = state_->Enqueue(*canon, "", false);
+      auto added = state_->Enqueue(*canon, "", false, false);
       if (!added.ok()) {
         Log("%s", added.status().message().c_str());
         return kExitError;
@@ -318,6 +320,7 @@ class Daemon {
     }
     std::string domain = req.contains("domain") && req["domain"].is_string() ? req["domain"].get<std::string>() : "";
     bool hardlink = req.value("hardlink", false);
+    bool writable = req.value("writable", false);
     if (req.contains("container") && req["container"].is_string()) {
       ContainerRow c{req["container"], req.contains("name") && req["name"].is_string() ? req["name"].get<std::string>() : "",
                      domain, paths};
@@ -325,7 +328,7 @@ class Daemon {
     }
     uint64_t added = 0;
     for (const auto& p : paths) {
-      auto r = state_->Enqueue(p, domain, hardlink);
+      auto r = state_->Enqueue(p, domain, hardlink, writable);
       if (!r.ok()) return {{"ok", false}, {"error", r.status().message()}};
       added += *r;
     }
@@ -428,6 +431,13 @@ class Daemon {
     sh.stop = &g_stop;
     sh.journal = DefaultJournalPath(c_.index);
     sh.on_error = [](const Status& e) { Log("%s", e.message().c_str()); };
+    TreePolicy policy;
+    policy.root = st.root;
+    if (item.writable) {
+      sh.mode = kernel_ ? ShareMode::kTag : ShareMode::kReport;  // never hard-link a writable tree
+      sh.only_within = true;
+      sh.eligible = [&policy](const std::string& p) { return policy.Eligible(p); };
+    }
     if (sh.mode == ShareMode::kHardlink) sh.link_layers = LinkableLayers(DefaultLayerRegistryPath(c_.index), {st.root}, {}, "");
     if (!item.domain.empty() && sh.mode == ShareMode::kTag) {
       auto id = state_->DomainId(item.domain);
@@ -447,7 +457,9 @@ class Daemon {
 
   // Tags last one boot: tag again what the index says is duplicated.  A
   // file that changed since it was indexed is queued for a rescan, never
-  // tagged with a digest the kernel would refuse.
+  // tagged with a digest the kernel would refuse.  Trees the hooks never
+  // saw as read-only overlay layers count as writable: only what
+  // TreePolicy allows is tagged there, and only their own files.
   void Retag() {
     auto roots = index_->Roots();
     if (!roots.ok()) {
@@ -460,19 +472,33 @@ class Daemon {
         for (const auto& l : c.layers)
           if (!c.domain.empty()) domain_of[l] = c.domain;
     }
+    std::vector<std::string> read_only;
+    if (auto known = KnownLayers(DefaultLayerRegistryPath(c_.index)); known.ok()) read_only = *known;
+    auto is_read_only = [&](const std::string& p) {
+      return std::find(read_only.begin(), read_only.end(), p) != read_only.end();
+    };
+    // Read-only layers together per domain; each writable tree on its own.
     std::map<std::string, std::vector<std::string>> by_domain;
-    for (const auto& r : *roots) by_domain[domain_of.count(r.path) ? domain_of[r.path] : ""].push_back(r.path);
+    std::vector<std::string> writable;
+    for (const auto& r : *roots) {
+      if (is_read_only(r.path)) by_domain[domain_of.count(r.path) ? domain_of[r.path] : ""].push_back(r.path);
+      else writable.push_back(r.path);
+    }
     std::set<std::string> rescan;
     uint64_t tagged = 0, stale = 0;
-    for (const auto& [domain, layers] : by_domain) {
+    auto run = [&](const std::vector<std::string>& layers, const std::string& domain, const TreePolicy* policy) {
       ShareOptions sh;
       sh.mode = ShareMode::kTag;
       sh.min_size = c_.min_size;
       sh.stop = &g_stop;
       if (!domain.empty()) {
         auto id = state_->DomainId(domain);
-        if (!id.ok()) continue;
+        if (!id.ok()) return;
         sh.domain = *id;
+      }
+      if (policy) {
+        sh.only_within = true;
+        sh.eligible = [policy](const std::string& p) { return policy->Eligible(p); };
       }
       sh.on_error = [](const Status& e) { Log("re-tag: %s", e.message().c_str()); };
       sh.on_stale = [&](const std::string& path) {
@@ -484,8 +510,16 @@ class Daemon {
       if (!s.ok()) Log("re-tag: %s", s.message().c_str());
       tagged += ss.tagged;
       stale += ss.stale;
+    };
+    for (const auto& [domain, layers] : by_domain) run(layers, domain, nullptr);
+    for (const auto& w : writable) {
+      TreePolicy policy;
+      policy.root = w;
+      run({w}, domain_of.count(w) ? domain_of[w] : "", &policy);
     }
-    for (const auto& l : rescan) (void)state_->Enqueue(l, domain_of.count(l) ? domain_of[l] : "", false);
+    for (const auto& l : rescan) {
+      (void)state_->Enqueue(l, domain_of.count(l) ? domain_of[l] : "", false, !is_read_only(l));
+    }
     Log("re-tag: %" PRIu64 " files tagged, %" PRIu64 " changed since indexed (%zu trees queued for a rescan)", tagged,
         stale, rescan.size());
   }

@@ -60,7 +60,7 @@ Result<std::unique_ptr<StateDb>> StateDb::Open(const std::string& path) {
   for (const char* sql : {"PRAGMA journal_mode=WAL", "PRAGMA synchronous=FULL",
                           "CREATE TABLE IF NOT EXISTS queue(id INTEGER PRIMARY KEY AUTOINCREMENT, path TEXT NOT NULL "
                           "UNIQUE, domain TEXT NOT NULL DEFAULT '', hardlink INTEGER NOT NULL DEFAULT 0, "
-                          "attempts INTEGER NOT NULL DEFAULT 0)",
+                          "writable INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0)",
                           "CREATE TABLE IF NOT EXISTS containers(id TEXT PRIMARY KEY, name TEXT NOT NULL DEFAULT '', "
                           "domain TEXT NOT NULL DEFAULT '', layers TEXT NOT NULL)",
                           "CREATE TABLE IF NOT EXISTS domains(id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL "
@@ -76,22 +76,22 @@ Result<std::unique_ptr<StateDb>> StateDb::Open(const std::string& path) {
 
 StateDb::~StateDb() { sqlite3_close(db_); }
 
-Result<bool> StateDb::Enqueue(const std::string& path, const std::string& domain, bool hardlink) {
-  Stmt s(db_, "INSERT OR IGNORE INTO queue(path, domain, hardlink) VALUES(?, ?, ?)");
+Result<bool> StateDb::Enqueue(const std::string& path, const std::string& domain, bool hardlink, bool writable) {
+  Stmt s(db_, "INSERT OR IGNORE INTO queue(path, domain, hardlink, writable) VALUES(?, ?, ?, ?)");
   if (!s.ok()) return Error("enqueue");
-  s.Text(1, path).Text(2, domain).Int(3, hardlink);
+  s.Text(1, path).Text(2, domain).Int(3, hardlink).Int(4, writable);
   if (s.Step() != SQLITE_DONE) return Error("enqueue");
   return sqlite3_changes(db_) > 0;
 }
 
 Result<std::optional<QueueItem>> StateDb::Next() {
-  Stmt s(db_, "SELECT id, path, domain, hardlink, attempts FROM queue ORDER BY id LIMIT 1");
+  Stmt s(db_, "SELECT id, path, domain, hardlink, writable, attempts FROM queue ORDER BY id LIMIT 1");
   if (!s.ok()) return Error("queue");
   int rc = s.Step();
   if (rc == SQLITE_DONE) return std::optional<QueueItem>();
   if (rc != SQLITE_ROW) return Error("queue");
-  return std::optional<QueueItem>(
-      QueueItem{s.ColInt(0), s.ColText(1), s.ColText(2), s.ColInt(3) != 0, static_cast<int>(s.ColInt(4))});
+  return std::optional<QueueItem>(QueueItem{s.ColInt(0), s.ColText(1), s.ColText(2), s.ColInt(3) != 0,
+                                            s.ColInt(4) != 0, static_cast<int>(s.ColInt(5))});
 }
 
 Status StateDb::Done(int64_t id) {
@@ -108,12 +108,13 @@ Status StateDb::Retry(int64_t id) {
 }
 
 Result<std::vector<QueueItem>> StateDb::Queue() {
-  Stmt s(db_, "SELECT id, path, domain, hardlink, attempts FROM queue ORDER BY id");
+  Stmt s(db_, "SELECT id, path, domain, hardlink, writable, attempts FROM queue ORDER BY id");
   if (!s.ok()) return Error("queue");
   std::vector<QueueItem> out;
   int rc;
   while ((rc = s.Step()) == SQLITE_ROW)
-    out.push_back({s.ColInt(0), s.ColText(1), s.ColText(2), s.ColInt(3) != 0, static_cast<int>(s.ColInt(4))});
+    out.push_back({s.ColInt(0), s.ColText(1), s.ColText(2), s.ColInt(3) != 0, s.ColInt(4) != 0,
+                   static_cast<int>(s.ColInt(5))});
   if (rc != SQLITE_DONE) return Error("queue");
   return out;
 }

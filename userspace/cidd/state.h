@@ -23,6 +23,7 @@ struct QueueItem {
   std::string path;
   std::string domain;  // sharing domain name, or empty
   bool hardlink = false;
+  bool writable = false;  // a writable tree: tag only what TreePolicy allows
   int attempts = 0;
 };
 
@@ -41,7 +42,7 @@ class StateDb {
   StateDb& operator=(const StateDb&) = delete;
 
   // Adds a path unless it is already queued; true if added.
-  Result<bool> Enqueue(const std::string& path, const std::string& domain, bool hardlink);
+  Result<bool> Enqueue(const std::string& path, const std::string& domain, bool hardlink, bool writable);
   Result<std::optional<QueueItem>> Next();  // oldest queued item
   Status Done(int64_t id);
   Status Retry(int64_t id);  // attempts + 1, moved to the end of the queue

@@ -41,17 +41,30 @@ Status ShareDuplicates(Index* index, const std::vector<std::string>& layers, con
     stats->files += here;
     // Beyond one copy per content; if every copy is here, one of them stays.
     stats->duplicated_bytes += g.size * (here == g.inodes.size() ? here - 1 : here);
-    if (o.mode != ShareMode::kTag) continue;
+    if (o.mode != ShareMode::kTag) {
+      if (!o.eligible) continue;
+      for (const auto& in : g.inodes) {
+        auto it = std::find_if(in.paths.begin(), in.paths.end(), beneath);
+        if (it == in.paths.end()) continue;
+        if (o.eligible(*it)) stats->eligible++;
+        else stats->ineligible++;
+      }
+      continue;
+    }
     for (const auto& in : g.inodes) {
       if (o.stop && o.stop->load()) {
         stats->stopped = true;
         return Status::OK();
       }
-      const std::string& path = in.paths[0];
-      if (o.domain && !std::any_of(in.paths.begin(), in.paths.end(), beneath)) continue;
-      if (o.eligible && !o.eligible(path)) {
-        stats->ineligible++;
-        continue;
+      auto within = std::find_if(in.paths.begin(), in.paths.end(), beneath);
+      if ((o.domain || o.only_within) && within == in.paths.end()) continue;
+      const std::string& path = within != in.paths.end() ? *within : in.paths[0];
+      if (o.eligible) {
+        if (!o.eligible(path)) {
+          stats->ineligible++;
+          continue;
+        }
+        stats->eligible++;
       }
       struct stat st;
       if (lstat(path.c_str(), &st) < 0 || !S_ISREG(st.st_mode) || st.st_dev != in.dev || st.st_ino != in.ino ||

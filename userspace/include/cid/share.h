@@ -29,8 +29,12 @@ struct ShareOptions {
   // other (the container's lowers and those of earlier containers); empty:
   // the layers themselves.
   std::vector<std::string> link_layers;
-  // kTag: only tag names this accepts (the writable-tree policy); all if empty.
+  // Only names this accepts are tagged (the writable-tree policy); all if
+  // empty.  In kReport it is asked too, to count what would be tagged.
   std::function<bool(const std::string& path)> eligible;
+  // Tag only inodes with a name beneath the layers (a writable tree tags
+  // its own files; its twins are tagged by their own tree's hook).
+  bool only_within = false;
   const std::atomic<bool>* stop = nullptr;
   std::function<void(const Status&)> on_error;
   // kTag: a name that changed since it was indexed (to be rescanned).
@@ -44,7 +48,8 @@ struct ShareStats {
   uint64_t tagged = 0;            // kTag: inodes tagged (here and their twins elsewhere)
   uint64_t tag_failed = 0;
   uint64_t stale = 0;             // kTag: changed since indexed; rescan before tagging
-  uint64_t ineligible = 0;        // kTag: refused by `eligible`
+  uint64_t ineligible = 0;        // refused by `eligible`
+  uint64_t eligible = 0;          // accepted by `eligible` (tagged in kTag)
   LinkStats links;                // kHardlink
   bool stopped = false;           // *stop was set before the end
 };
