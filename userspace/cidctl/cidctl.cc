@@ -50,20 +50,6 @@ int Fail(const Status& s) {
   return kExitError;
 }
 
-std::string HumanBytes(uint64_t n) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    u++;
-  }
-  char buf[32];
-  if (u == 0) snprintf(buf, sizeof(buf), "%" PRIu64 " B", n);
-  else snprintf(buf, sizeof(buf), "%.1f %s", v, units[u]);
-  return buf;
-}
-
 // "123", "4k", "1M", "2G" (binary units).
 bool ParseSize(const char* text, uint64_t* out) {
   char* end = nullptr;

@@ -86,7 +86,11 @@ bool Ask(const std::string& socket, const json& req, json* answer, int* exit_cod
   return true;
 }
 
-std::string Human(uint64_t n) {
+uint64_t U(const json& j, const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<uint64_t>() : 0; }
+
+}  // namespace
+
+std::string HumanBytes(uint64_t n) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
   double v = static_cast<double>(n);
   int u = 0;
@@ -99,10 +103,6 @@ std::string Human(uint64_t n) {
   else snprintf(buf, sizeof(buf), "%.1f %s", v, units[u]);
   return buf;
 }
-
-uint64_t U(const json& j, const char* k) { return j.contains(k) && j[k].is_number() ? j[k].get<uint64_t>() : 0; }
-
-}  // namespace
 
 int CmdUnlinkDups(int argc, char** argv) {
   static const char kUsageText[] =
@@ -242,7 +242,7 @@ int CmdTop(int argc, char** argv) {
     snprintf(line, sizeof(line),
              "cidd: %" PRIu64 " files, %" PRIu64 " distinct contents, %s duplicated, %" PRIu64
              " tagged; queue %" PRIu64 "; kernel %s\n",
-             U(t, "files"), U(t, "distinct_contents"), Human(U(t, "duplicated_bytes")).c_str(), U(t, "tagged_files"),
+             U(t, "files"), U(t, "distinct_contents"), HumanBytes(U(t, "duplicated_bytes")).c_str(), U(t, "tagged_files"),
              U(s, "queue_length"), s.value("kernel_named_merging", false) ? "shares (patched)" : "stock (report only)");
     out += line;
     snprintf(line, sizeof(line), "\n%-24s %-20s %8s %12s %12s %8s\n", "CONTAINER", "NAME", "LAYERS", "FILES",
@@ -251,7 +251,7 @@ int CmdTop(int argc, char** argv) {
     for (const auto& c : s.value("containers", json::array())) {
       snprintf(line, sizeof(line), "%-24.24s %-20.20s %8zu %12" PRIu64 " %12s %8" PRIu64 "\n",
                c.value("id", std::string()).c_str(), c.value("name", std::string()).c_str(),
-               c.value("layers", json::array()).size(), U(c, "files"), Human(U(c, "duplicated_bytes")).c_str(),
+               c.value("layers", json::array()).size(), U(c, "files"), HumanBytes(U(c, "duplicated_bytes")).c_str(),
                U(c, "tagged_files"));
       out += line;
     }
@@ -261,7 +261,7 @@ int CmdTop(int argc, char** argv) {
       std::string p = l.value("path", std::string());
       if (p.size() > 60) p = "..." + p.substr(p.size() - 57);
       snprintf(line, sizeof(line), "%-60s %10" PRIu64 " %12s %12s\n", p.c_str(), U(l, "files"),
-               Human(U(l, "bytes")).c_str(), Human(U(l, "also_elsewhere_bytes")).c_str());
+               HumanBytes(U(l, "bytes")).c_str(), HumanBytes(U(l, "also_elsewhere_bytes")).c_str());
       out += line;
     }
     if (once) {

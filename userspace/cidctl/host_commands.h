@@ -3,7 +3,13 @@
 #ifndef CID_CIDCTL_HOST_COMMANDS_H_
 #define CID_CIDCTL_HOST_COMMANDS_H_
 
+#include <cstdint>
+#include <string>
+
 namespace cid {
+
+// "123 B", "4.5 MiB": sizes for people.
+std::string HumanBytes(uint64_t n);
 
 int CmdUnlinkDups(int argc, char** argv);  // undo --hardlink (the journal)
 int CmdMetrics(int argc, char** argv);     // cidd's Prometheus text

@@ -611,24 +611,31 @@ class Daemon {
       out += series + buf;
     };
     auto num = [](const json& j, const char* k) { return j.contains(k) ? j[k].get<double>() : 0.0; };
+    // One unlabelled series each: (name, type, help, object, key).
     const json& t = s["totals"];
-    metric("cid_files", "gauge", "Inodes in the index.");
-    value("cid_files", num(t, "files"));
-    metric("cid_distinct_contents", "gauge", "Distinct file contents (SHA-256) in the index.");
-    value("cid_distinct_contents", num(t, "distinct_contents"));
-    metric("cid_duplicated_bytes", "gauge", "Bytes stored beyond the first copy of each content.");
-    value("cid_duplicated_bytes", num(t, "duplicated_bytes"));
-    metric("cid_saved_bytes", "gauge", "Page cache one copy per content saves if every copy is cached whole.");
-    value("cid_saved_bytes", num(t, "saved_bytes"));
-    metric("cid_tagged_files", "gauge", "Files tagged for named merging (the kernel's count where it has one).");
-    value("cid_tagged_files", num(t, "tagged_files"));
-    metric("cid_queue_length", "gauge", "Trees waiting to be indexed.");
-    value("cid_queue_length", s["queue_length"].get<double>());
     const json& h = s["hashing"];
-    metric("cid_hashed_bytes_total", "counter", "Bytes hashed since cidd started.");
-    value("cid_hashed_bytes_total", num(h, "bytes_total"));
-    metric("cid_hash_throughput_bytes_per_second", "gauge", "Bytes hashed per second of indexing, since start.");
-    value("cid_hash_throughput_bytes_per_second", num(h, "bytes_per_second"));
+    struct Plain {
+      const char *name, *type, *help;
+      const json* from;
+      const char* key;
+    };
+    const Plain plain[] = {
+        {"cid_files", "gauge", "Inodes in the index.", &t, "files"},
+        {"cid_distinct_contents", "gauge", "Distinct file contents (SHA-256) in the index.", &t, "distinct_contents"},
+        {"cid_duplicated_bytes", "gauge", "Bytes stored beyond the first copy of each content.", &t, "duplicated_bytes"},
+        {"cid_saved_bytes", "gauge", "Page cache one copy per content saves if every copy is cached whole.", &t,
+         "saved_bytes"},
+        {"cid_tagged_files", "gauge", "Files tagged for named merging (the kernel's count where it has one).", &t,
+         "tagged_files"},
+        {"cid_queue_length", "gauge", "Trees waiting to be indexed.", &s, "queue_length"},
+        {"cid_hashed_bytes_total", "counter", "Bytes hashed since cidd started.", &h, "bytes_total"},
+        {"cid_hash_throughput_bytes_per_second", "gauge", "Bytes hashed per second of indexing, since start.", &h,
+         "bytes_per_second"},
+    };
+    for (const auto& p : plain) {
+      metric(p.name, p.type, p.help);
+      value(p.name, num(*p.from, p.key));
+    }
     metric("cid_kernel_named_merging", "gauge", "1 if the running kernel has named merging (/sys/kernel/mm/cid).");
     value("cid_kernel_named_merging", s["kernel_named_merging"].get<bool>() ? 1 : 0);
     bool first = true;
