@@ -60,6 +60,7 @@ constexpr char kUsageText[] =
     "  --index FILE      index (default as cidctl; also CID_INDEX)\n"
     "  --socket PATH     cidd's socket (default /run/cid/cidd.sock; also CID_SOCKET)\n"
     "  --budget-ms N     synchronous budget (default 200)\n"
+    "  --cidd-timeout-ms N  how long to wait for cidd to take the rest (default 500)\n"
     "  --include GLOB    tag files matching GLOB (relative to the rootfs, '*'\n"
     "                    crosses '/'); repeatable, the first replaces the defaults\n"
     "                    usr/* lib/* lib64/* bin/* sbin/* opt/* *.so *.so.* *.py\n"
@@ -80,6 +81,7 @@ struct Options {
   std::string index;
   std::string socket;
   long budget_ms = 200;
+  long cidd_timeout_ms = 500;
   std::optional<std::vector<std::string>> include, exclude;
   long min_age = 600;
   std::string log;
@@ -156,7 +158,7 @@ int Run(const Options& o, const std::string& name, const std::string& type) {
   summary["tagged"] = ss.tagged;
   summary["pending"] = pending;
   json req = {{"op", "enqueue"}, {"container", "lxc:" + name}, {"name", name}, {"paths", {rootfs}}, {"writable", true}};
-  auto answer = ControlRequest(o.socket, req.dump(), 100);
+  auto answer = ControlRequest(o.socket, req.dump(), static_cast<int>(o.cidd_timeout_ms));
   summary["cidd"] = answer.ok();
   if (!answer.ok() && pending) {
     fprintf(stderr, "cid-lxc-hook: %s: %s; did only what fits in %ld ms, the rest waits for the next start\n",
@@ -178,10 +180,11 @@ int Main(int argc, char** argv) {
   const char* ix = getenv("CID_INDEX");
   o.index = ix && *ix ? ix : "";
   o.socket = DefaultSocketPath();
-  enum { kIndex = 1000, kSocket, kBudget, kInclude, kExclude, kMinAge, kLog, kFailClosed, kQuiet };
+  enum { kIndex = 1000, kSocket, kBudget, kCiddTimeout, kInclude, kExclude, kMinAge, kLog, kFailClosed, kQuiet };
   const option opts[] = {{"index", required_argument, nullptr, kIndex},
                          {"socket", required_argument, nullptr, kSocket},
                          {"budget-ms", required_argument, nullptr, kBudget},
+                         {"cidd-timeout-ms", required_argument, nullptr, kCiddTimeout},
                          {"include", required_argument, nullptr, kInclude},
                          {"exclude", required_argument, nullptr, kExclude},
                          {"min-age", required_argument, nullptr, kMinAge},
@@ -199,6 +202,7 @@ int Main(int argc, char** argv) {
       case kIndex: o.index = optarg; break;
       case kSocket: o.socket = optarg; break;
       case kBudget: good = ParseLong(optarg, 0, 600000, &o.budget_ms); break;
+      case kCiddTimeout: good = ParseLong(optarg, 1, 600000, &o.cidd_timeout_ms); break;
       case kInclude:
         if (!o.include) o.include.emplace();
         o.include->push_back(optarg);

@@ -74,6 +74,7 @@ constexpr char kUsageText[] =
     "                      also CID_INDEX)\n"
     "  --socket PATH       cidd's socket (default /run/cid/cidd.sock; also CID_SOCKET)\n"
     "  --budget-ms N       synchronous time budget (default 200; also CID_HOOK_BUDGET_MS)\n"
+    "  --cidd-timeout-ms N how long to wait for cidd to take the rest (default 500)\n"
     "  --hardlink          stock kernel: hard-link duplicated files across read-only\n"
     "                      lower layers when content, mode, owner, mtime and xattrs\n"
     "                      all match (journalled; 'cidctl unlink-dups --undo')\n"
@@ -99,6 +100,7 @@ struct Options {
   std::string index;
   std::string socket;
   int budget_ms = 200;
+  int cidd_timeout_ms = 500;
   bool hardlink = false;
   std::string journal;
   std::string storage_root;
@@ -329,7 +331,7 @@ class Hook {
     json req = {{"op", "enqueue"}, {"container", c.id}, {"paths", layers}, {"hardlink", mode == ShareMode::kHardlink}};
     if (!domain.empty()) req["domain"] = domain;
     if (auto n = c.annotations.find("io.podman.annotations.name"); n != c.annotations.end()) req["name"] = n->second;
-    auto answer = ControlRequest(o_.socket, req.dump(), 100);
+    auto answer = ControlRequest(o_.socket, req.dump(), o_.cidd_timeout_ms);
     summary_["cidd"] = answer.ok();
     if (!answer.ok() && (pending || !cidd_note.empty())) {
       if (cidd_note.empty()) cidd_note = answer.status().message();
@@ -353,7 +355,7 @@ class Hook {
 
   Result<uint32_t> AskDomain(const std::string& name) {
     json req = {{"op", "domain"}, {"name", name}};
-    auto a = ControlRequest(o_.socket, req.dump(), 100);
+    auto a = ControlRequest(o_.socket, req.dump(), o_.cidd_timeout_ms);
     if (!a.ok()) return a.status();
     json j = json::parse(*a, nullptr, false);
     if (j.is_discarded() || !j.value("ok", false) || !j.contains("id") || !j["id"].is_number_unsigned()) {
@@ -387,11 +389,12 @@ int Main(int argc, char** argv) {
     fprintf(stderr, "cid-oci-hook: CID_HOOK_BUDGET_MS: want milliseconds\n");
     return kUsage;
   }
-  enum { kIndex = 1000, kSocket, kBudget, kHardlink, kJournal, kStorage, kMountinfo, kMinSize, kLog, kFailClosed,
+  enum { kIndex = 1000, kSocket, kBudget, kCiddTimeout, kHardlink, kJournal, kStorage, kMountinfo, kMinSize, kLog, kFailClosed,
          kQuiet };
   const option opts[] = {{"index", required_argument, nullptr, kIndex},
                          {"socket", required_argument, nullptr, kSocket},
                          {"budget-ms", required_argument, nullptr, kBudget},
+                         {"cidd-timeout-ms", required_argument, nullptr, kCiddTimeout},
                          {"hardlink", no_argument, nullptr, kHardlink},
                          {"journal", required_argument, nullptr, kJournal},
                          {"storage-root", required_argument, nullptr, kStorage},
@@ -415,6 +418,13 @@ int Main(int argc, char** argv) {
           fprintf(stderr, "cid-oci-hook: --budget-ms %s: want milliseconds\n", optarg);
           return kUsage;
         }
+        break;
+      case kCiddTimeout:
+        if (!ParseLong(optarg, 1, 600000, &v)) {
+          fprintf(stderr, "cid-oci-hook: --cidd-timeout-ms %s: want milliseconds\n", optarg);
+          return kUsage;
+        }
+        o.cidd_timeout_ms = static_cast<int>(v);
         break;
       case kHardlink: o.hardlink = true; break;
       case kJournal: o.journal = optarg; break;

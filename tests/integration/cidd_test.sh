@@ -59,7 +59,7 @@ expect_grep "second instance message" "another cidd (pid $CIDD_PID) is running" 
 ok "a second cidd on the same state is refused (exit 3, names the running pid)"
 
 echo "{\"ociVersion\": \"1.0.2\", \"id\": \"ctr-1\", \"pid\": 0, \"bundle\": \"$D/c/bundle\", \"annotations\": {\"io.podman.annotations.name\": \"web\"}}" |
-	"$CID_OCI_HOOK" --fail-closed --budget-ms 0 --index "$IDX" --mountinfo "$D/c/mountinfo" --log "$D/hook.log" 2>"$D/hook.err" ||
+	"$CID_OCI_HOOK" --fail-closed --budget-ms 0 --cidd-timeout-ms 10000 --index "$IDX" --mountinfo "$D/c/mountinfo" --log "$D/hook.log" 2>"$D/hook.err" ||
 	{ cat "$D/hook.err" >&2; fail "hook"; }
 echo "$(tail -1 "$D/hook.log")" >"$D/hook.json"
 expect_eq "hook reached cidd" "$(json "$D/hook.json" 'j["cidd"]')" True

@@ -55,6 +55,7 @@
 #include "cid/throttle.h"
 #include "cid/walker.h"
 #include "state.h"
+#include "watch.h"
 
 namespace cid {
 namespace {
@@ -86,6 +87,10 @@ constexpr char kUsage[] =
     "  --no-idle             keep normal CPU and I/O priority (default: nice 19, idle I/O class)\n"
     "  --min-size N          ignore contents smaller than N bytes (default 1)\n"
     "  --once                work through the queue, then exit (no socket)\n"
+    "  --watch DIR           a layer store without hooks (/var/lib/docker/overlay2,\n"
+    "                        /var/lib/containers/storage/overlay): index every\n"
+    "                        DIR/<id>/diff as it appears (inotify) and at every rescan\n"
+    "  --rescan-interval S   rescan watched stores every S seconds (default 600)\n"
     "  --help\n"
     "\n"
     "Signals: SIGTERM/SIGINT stop (the tree being indexed stays queued and\n"
@@ -103,6 +108,8 @@ struct Config {
   uint64_t min_size = 1;
   bool once = false;
   std::vector<std::string> trees;
+  std::vector<std::string> watch;  // layer stores to watch (Docker overlay2, ...)
+  int rescan_interval = 600;
 };
 
 void Log(const char* fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -187,12 +194,26 @@ class Daemon {
       }
     }
     std::thread worker([this] { Worker(); });
+    std::thread watcher;
+    if (!c_.once && !c_.watch.empty()) {
+      watcher = std::thread([this] {
+        LayerWatcher w(c_.watch, std::chrono::seconds(c_.rescan_interval), std::chrono::seconds(2),
+                       [this](const std::string& layer, bool writable) {
+                         auto canon = CanonicalPath(layer);
+                         if (!canon.ok()) return;
+                         auto added = state_->Enqueue(*canon, "", false, writable);
+                         if (added.ok() && *added) Wake();
+                       });
+        w.Run(&g_stop);
+      });
+    }
     if (!c_.once) {
       sd_notifyf(0, "READY=1\nSTATUS=listening on %s\nMAINPID=%d", c_.socket.c_str(), getpid());
       Serve();
       sd_notify(0, "STOPPING=1");
     }
     worker.join();
+    if (watcher.joinable()) watcher.join();
     return worker_failed_ ? kExitError : kExitOk;
   }
 
@@ -717,7 +738,7 @@ int Main(int argc, char** argv) {
   const char* env_index = getenv("CID_INDEX");
   c.index = env_index && *env_index ? env_index : DefaultIndexPath();
   c.socket = DefaultSocketPath();
-  enum { kIndex = 1000, kState, kSocket, kMetricsDir, kInterval, kCpu, kIo, kNoIdle, kMinSize, kOnce };
+  enum { kIndex = 1000, kState, kSocket, kMetricsDir, kInterval, kCpu, kIo, kNoIdle, kMinSize, kOnce, kWatch, kRescan };
   const option opts[] = {{"index", required_argument, nullptr, kIndex},
                          {"state", required_argument, nullptr, kState},
                          {"socket", required_argument, nullptr, kSocket},
@@ -728,6 +749,8 @@ int Main(int argc, char** argv) {
                          {"no-idle", no_argument, nullptr, kNoIdle},
                          {"min-size", required_argument, nullptr, kMinSize},
                          {"once", no_argument, nullptr, kOnce},
+                         {"watch", required_argument, nullptr, kWatch},
+                         {"rescan-interval", required_argument, nullptr, kRescan},
                          {"help", no_argument, nullptr, 'h'},
                          {nullptr, 0, nullptr, 0}};
   opterr = 0;
@@ -747,6 +770,8 @@ int Main(int argc, char** argv) {
       case kNoIdle: c.idle = false; break;
       case kMinSize: good = ParseNumber(optarg, 1, 1e18, &v); c.min_size = static_cast<uint64_t>(v); break;
       case kOnce: c.once = true; break;
+      case kWatch: c.watch.push_back(optarg); break;
+      case kRescan: good = ParseNumber(optarg, 1, 86400 * 7, &v); c.rescan_interval = static_cast<int>(v); break;
       default:
         fprintf(stderr, "cidd: unknown option or missing value: %s (see --help)\n", argv[optind - 1]);
         return kExitUsage;

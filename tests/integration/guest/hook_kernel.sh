@@ -76,7 +76,7 @@ cidd --index "$idx" --socket "$sock" --metrics-dir "$w/metrics" --metrics-interv
 cidd_pid=$!
 i=0
 while [ ! -S "$sock" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-cid-oci-hook --budget-ms 0 --index "$idx" --socket "$sock" --log "$w/hook.log" <"$w/state.json" >"$w/hook2.out" 2>&1
+cid-oci-hook --budget-ms 0 --cidd-timeout-ms 10000 --index "$idx" --socket "$sock" --log "$w/hook.log" <"$w/state.json" >"$w/hook2.out" 2>&1
 i=0
 until cidctl query "$o/L2/diff/usr/lib/big.bin" 2>/dev/null | grep -q 'tagged sha256:'; do
 	[ $i -lt 300 ] || break
