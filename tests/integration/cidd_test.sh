@@ -101,6 +101,23 @@ expect_grep "node_exporter serves the container" 'cid_container_duplicated_bytes
 grep -q 'node_textfile_scrape_error 0' "$D/scrape.txt" || { grep textfile "$D/scrape.txt" >&2; fail "node_exporter reports a textfile error"; }
 ok "prometheus-node-exporter on 127.0.0.1:$port serves cidd's textfile without errors"
 
+ask() {  # REQUEST-JSON: cidd's one-line answer
+	python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode() + b"\n")
+print(s.makefile().readline().strip())' "$SOCK" "$1"
+}
+a1=$(ask '{"op":"domain","name":"tenant-a"}')
+b1=$(ask '{"op":"domain","name":"tenant-b"}')
+a2=$(ask '{"op":"domain","name":"tenant-a"}')
+expect_eq "same name, same domain id" "$a2" "$a1"
+[ "$a1" != "$b1" ] || fail "two domain names got one id: $a1"
+echo "$a1" | grep -q '"id":[1-9]' && echo "$a1" | grep -q '"ok":true' || fail "domain answer: $a1"
+bad=$(ask '{"op":"enqueue","paths":["relative/path"]}')
+echo "$bad" | grep -q '"error":"enqueue: every path must be an absolute path string","ok":false' || fail "bad enqueue answer: $bad"
+bad=$(ask 'not json')
+echo "$bad" | grep -q '"ok":false' || fail "answer to garbage: $bad"
+ok "domain names map to distinct, stable kernel domain ids; bad requests get a plain error"
+
 if [ "$(id -u)" = 0 ]; then
 	chmod 755 "$D"
 	rc=0
@@ -134,6 +151,7 @@ expect_eq "tree still queued after SIGTERM" "$(queue_length)" 1
 after_term=$(inode_rows)
 start_cidd "$D/slow.log" --io-mbps 10 --no-idle
 wait_for "more rows" 30 sh -c "[ \$(sqlite3 '$IDX' 'SELECT COUNT(*) FROM inodes') -gt $((after_term + 20)) ]"
+expect_eq "domain id after a restart" "$(ask '{"op":"domain","name":"tenant-a"}')" "$a1"
 kill -9 "$CIDD_PID"
 wait "$CIDD_PID" 2>/dev/null || true
 expect_eq "index integrity after kill -9" "$(sqlite3 "$IDX" 'PRAGMA integrity_check')" ok
