@@ -28,6 +28,7 @@
 #include "cid/report.h"
 #include "cid/scanner.h"
 #include "cid/walker.h"
+#include "host_commands.h"
 
 namespace cid {
 namespace {
@@ -47,20 +48,6 @@ void Error(const std::string& msg) { fprintf(stderr, "cidctl: %s\n", msg.c_str()
 int Fail(const Status& s) {
   Error(s.message());
   return kExitError;
-}
-
-std::string HumanBytes(uint64_t n) {
-  const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
-  double v = static_cast<double>(n);
-  int u = 0;
-  while (v >= 1024 && u < 4) {
-    v /= 1024;
-    u++;
-  }
-  char buf[32];
-  if (u == 0) snprintf(buf, sizeof(buf), "%" PRIu64 " B", n);
-  else snprintf(buf, sizeof(buf), "%.1f %s", v, units[u]);
-  return buf;
 }
 
 // "123", "4k", "1M", "2G" (binary units).
@@ -724,7 +711,13 @@ const Command kHash = {"hash", "print the content id of files (no index)",
                        "`fsverity digest` prints and the kernel computes when it tags the file.\n",
                        CmdHash};
 
-const Command* const kCommands[] = {&kScan, &kDups, &kReport, &kStatus, &kTag, &kUntag, &kQuery, &kHash};
+// Commands defined in host_commands.cc parse their own options.
+const Command kUnlinkDups = {"unlink-dups", "undo the hard links cid-oci-hook --hardlink made", "", CmdUnlinkDups};
+const Command kMetrics = {"metrics", "cidd's metrics (Prometheus text) or state (--json)", "", CmdMetrics};
+const Command kTop = {"top", "savings per container and layer, from cidd", "", CmdTop};
+
+const Command* const kCommands[] = {&kScan, &kDups,   &kReport,     &kStatus,  &kTag, &kUntag,
+                                    &kQuery, &kHash, &kUnlinkDups, &kMetrics, &kTop};
 
 void Usage(FILE* out) {
   fprintf(out,

@@ -1,0 +1,180 @@
+#!/bin/bash
+# cidd end to end: a second instance refused; the hook hands a container's
+# layers over the socket; metrics as cidctl metrics/top and a textfile that
+# promtool accepts and a real prometheus-node-exporter serves; SIGHUP;
+# SIGTERM and kill -9 in the middle of the queue lose no committed row and
+# the next start resumes; only root may use the socket; the systemd unit
+# passes systemd-analyze verify.
+. "$(dirname "$0")/lib.sh"
+. "$(dirname "$0")/hooks_lib.sh"
+[ -x "$CIDD" ] || fail "no cidd binary at $CIDD"
+command -v sqlite3 >/dev/null || fail "sqlite3 missing (scripts/deps.d/userspace.txt)"
+
+D=$WORK/d
+mkdir -p "$D/metrics"
+IDX=$D/index.db
+SOCK=$D/cidd.sock
+export CID_SOCKET=$SOCK
+PIDS=()
+teardown() {
+	local rc=$?
+	set +e
+	for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+	wait 2>/dev/null
+	(exit "$rc")
+	cleanup
+	exit "$rc"
+}
+trap teardown EXIT
+
+wait_for() {  # WHAT SECONDS COMMAND...: until COMMAND succeeds
+	local what=$1 t=$(($2 * 10))
+	shift 2
+	while ! "$@" >/dev/null 2>&1; do
+		t=$((t - 1))
+		[ "$t" -gt 0 ] || fail "timed out waiting for $what"
+		sleep 0.1
+	done
+}
+start_cidd() {  # LOG ARGS...
+	local log=$1
+	shift
+	"$CIDD" --index "$IDX" --socket "$SOCK" "$@" 2>>"$log" &
+	CIDD_PID=$!
+	PIDS+=("$CIDD_PID")
+}
+queue_length() { sqlite3 "$D/cidd.db" "SELECT COUNT(*) FROM queue"; }
+inode_rows() { sqlite3 "$IDX" "SELECT COUNT(*) FROM inodes" 2>/dev/null || echo 0; }
+
+# --- the hook hands a container's layers to cidd -------------------------
+make_storage "$D/c"
+o=$D/c/storage/overlay
+for i in $(seq 1 20); do head -c $((i * 1000)) /dev/urandom >"$o/L1/diff/f$i"; cp "$o/L1/diff/f$i" "$o/L2/diff/f$i"; done
+start_cidd "$D/cidd.log" --metrics-dir "$D/metrics" --metrics-interval 1
+wait_for "cidd's socket" 10 "$CIDCTL" metrics
+rc=0
+"$CIDD" --index "$IDX" --socket "$D/other.sock" 2>"$D/second.err" || rc=$?
+expect_eq "second instance exit" "$rc" 3
+expect_grep "second instance message" "another cidd (pid $CIDD_PID) is running" "$D/second.err"
+ok "a second cidd on the same state is refused (exit 3, names the running pid)"
+
+echo "{\"ociVersion\": \"1.0.2\", \"id\": \"ctr-1\", \"pid\": 0, \"bundle\": \"$D/c/bundle\", \"annotations\": {\"io.podman.annotations.name\": \"web\"}}" |
+	"$CID_OCI_HOOK" --fail-closed --budget-ms 0 --cidd-timeout-ms 10000 --index "$IDX" --mountinfo "$D/c/mountinfo" --log "$D/hook.log" 2>"$D/hook.err" ||
+	{ cat "$D/hook.err" >&2; fail "hook"; }
+echo "$(tail -1 "$D/hook.log")" >"$D/hook.json"
+expect_eq "hook reached cidd" "$(json "$D/hook.json" 'j["cidd"]')" True
+expect_eq "hook left work pending (0 ms budget)" "$(json "$D/hook.json" 'j["pending"]')" True
+wait_for "cidd to index both layers" 30 sh -c "[ \$(sqlite3 '$IDX' 'SELECT COUNT(*) FROM inodes') = 40 ] && [ \$(sqlite3 '$D/cidd.db' 'SELECT COUNT(*) FROM queue') = 0 ]"
+"$CIDCTL" metrics --json >"$D/state.json"
+expect_eq "containers" "$(json "$D/state.json" '[c["id"] for c in j["containers"]]')" "['ctr-1']"
+expect_eq "container name" "$(json "$D/state.json" 'j["containers"][0]["name"]')" web
+expect_eq "duplicated bytes" "$(json "$D/state.json" 'j["totals"]["duplicated_bytes"]')" 210000
+"$CIDCTL" top >"$D/top.txt"
+expect_grep "top lists the container" "ctr-1 .* web .* 2 .* 40" "$D/top.txt"
+ok "the hook's leftover layers were indexed by cidd; cidctl metrics --json and top show the container"
+
+"$CIDCTL" metrics >"$D/metrics.txt"
+expect_grep "metrics text" '^cid_duplicated_bytes 210000$' "$D/metrics.txt"
+expect_grep "per container" "^cid_container_files{container=\"ctr-1\",name=\"web\"} 40$" "$D/metrics.txt"
+expect_grep "per layer" "^cid_layer_files{layer=\"$o/L1/diff\"} 20$" "$D/metrics.txt"
+expect_grep "queue length" '^cid_queue_length 0$' "$D/metrics.txt"
+wait_for "the textfile" 10 grep -q '^cid_duplicated_bytes 210000$' "$D/metrics/cid.prom"
+ls -a "$D/metrics" >"$D/ls.txt"
+grep -q tmp "$D/ls.txt" && fail "a temporary metrics file was left: $(cat "$D/ls.txt")"
+if command -v promtool >/dev/null; then
+	promtool check metrics <"$D/metrics/cid.prom" >"$D/promtool.out" 2>&1 || { cat "$D/promtool.out" >&2; fail "promtool check metrics"; }
+	[ ! -s "$D/promtool.out" ] || { cat "$D/promtool.out" >&2; fail "promtool has remarks"; }
+	ok "metrics: cidctl metrics, the textfile (atomic), promtool check metrics clean"
+else
+	fail "promtool missing (Debian's prometheus, scripts/deps.d/container-hooks.txt)"
+fi
+
+NE=$(command -v prometheus-node-exporter) || fail "prometheus-node-exporter missing (scripts/deps.d/container-hooks.txt)"
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+"$NE" --web.listen-address="127.0.0.1:$port" --collector.disable-defaults --collector.textfile \
+	--collector.textfile.directory="$D/metrics" 2>"$D/ne.log" &
+PIDS+=($!)
+wait_for "node_exporter" 20 python3 -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:$port/metrics')"
+python3 -c "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:$port/metrics').read().decode())" >"$D/scrape.txt"
+expect_grep "node_exporter serves cid_files" '^cid_files 40$' "$D/scrape.txt"
+expect_grep "node_exporter serves the container" 'cid_container_duplicated_bytes{container="ctr-1",name="web"}' "$D/scrape.txt"
+grep -q 'node_textfile_scrape_error 0' "$D/scrape.txt" || { grep textfile "$D/scrape.txt" >&2; fail "node_exporter reports a textfile error"; }
+ok "prometheus-node-exporter on 127.0.0.1:$port serves cidd's textfile without errors"
+
+ask() {  # REQUEST-JSON: cidd's one-line answer
+	python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode() + b"\n")
+print(s.makefile().readline().strip())' "$SOCK" "$1"
+}
+a1=$(ask '{"op":"domain","name":"tenant-a"}')
+b1=$(ask '{"op":"domain","name":"tenant-b"}')
+a2=$(ask '{"op":"domain","name":"tenant-a"}')
+expect_eq "same name, same domain id" "$a2" "$a1"
+[ "$a1" != "$b1" ] || fail "two domain names got one id: $a1"
+echo "$a1" | grep -q '"id":[1-9]' && echo "$a1" | grep -q '"ok":true' || fail "domain answer: $a1"
+bad=$(ask '{"op":"enqueue","paths":["relative/path"]}')
+echo "$bad" | grep -q '"error":"enqueue: every path must be an absolute path string","ok":false' || fail "bad enqueue answer: $bad"
+bad=$(ask 'not json')
+echo "$bad" | grep -q '"ok":false' || fail "answer to garbage: $bad"
+ok "domain names map to distinct, stable kernel domain ids; bad requests get a plain error"
+
+if [ "$(id -u)" = 0 ]; then
+	chmod 755 "$D"
+	rc=0
+	setpriv --reuid 65534 --regid 65534 --clear-groups "$CIDCTL" metrics --socket "$SOCK" 2>"$D/nobody.err" || rc=$?
+	[ "$rc" != 0 ] || fail "an unprivileged user read cidd's metrics"
+	expect_grep "unprivileged refused" "Permission denied\|only root" "$D/nobody.err"
+	ok "an unprivileged user cannot use the socket (exit $rc)"
+fi
+
+kill -HUP "$CIDD_PID"
+wait_for "SIGHUP handling" 10 grep -q "SIGHUP" "$D/cidd.log"
+kill -TERM "$CIDD_PID"
+rc=0
+wait "$CIDD_PID" || rc=$?
+expect_eq "exit after SIGTERM" "$rc" 0
+[ ! -e "$SOCK" ] || fail "socket left behind after SIGTERM"
+ok "SIGHUP re-tags and rewrites metrics; SIGTERM stops cleanly and removes the socket"
+
+# --- SIGTERM and kill -9 mid-queue ---------------------------------------
+big=$D/big
+mkdir -p "$big"
+for i in $(seq 1 300); do head -c 200000 /dev/urandom >"$big/f$i"; done
+before=$(inode_rows)
+start_cidd "$D/slow.log" --io-mbps 10 --no-idle "$big"
+wait_for "the first rows of the slow tree" 30 sh -c "[ \$(sqlite3 '$IDX' 'SELECT COUNT(*) FROM inodes') -gt $((before + 20)) ]"
+kill -TERM "$CIDD_PID"
+rc=0
+wait "$CIDD_PID" || rc=$?
+expect_eq "exit after SIGTERM mid-queue" "$rc" 0
+expect_eq "tree still queued after SIGTERM" "$(queue_length)" 1
+after_term=$(inode_rows)
+start_cidd "$D/slow.log" --io-mbps 10 --no-idle
+wait_for "more rows" 30 sh -c "[ \$(sqlite3 '$IDX' 'SELECT COUNT(*) FROM inodes') -gt $((after_term + 20)) ]"
+expect_eq "domain id after a restart" "$(ask '{"op":"domain","name":"tenant-a"}')" "$a1"
+kill -9 "$CIDD_PID"
+wait "$CIDD_PID" 2>/dev/null || true
+expect_eq "index integrity after kill -9" "$(sqlite3 "$IDX" 'PRAGMA integrity_check')" ok
+expect_eq "state integrity after kill -9" "$(sqlite3 "$D/cidd.db" 'PRAGMA integrity_check')" ok
+expect_eq "tree still queued after kill -9" "$(queue_length)" 1
+committed=$(inode_rows)
+[ "$committed" -gt "$after_term" ] || fail "no rows committed between SIGTERM and kill -9"
+[ "$committed" -lt $((before + 300)) ] || fail "the slow tree finished before kill -9 (not mid-queue)"
+rc=0
+"$CIDD" --index "$IDX" --socket "$SOCK" --once --cpu-percent 0 --no-idle 2>"$D/resume.log" || rc=$?
+expect_eq "resume run" "$rc" 0
+expect_eq "queue after resume" "$(queue_length)" 0
+expect_eq "rows after resume" "$(inode_rows)" $((before + 300))
+unchanged=$(grep -o "$big: 300 files, [0-9]* hashed, [0-9]* unchanged" "$D/resume.log" | awk '{print $6}')
+[ -n "$unchanged" ] || { cat "$D/resume.log" >&2; fail "no summary of the resumed tree"; }
+[ "$unchanged" -ge $((committed - before)) ] || fail "resume rehashed committed files: $unchanged unchanged < $((committed - before)) committed"
+ok "SIGTERM and kill -9 mid-queue: index intact, tree stays queued, resume hashes only the rest ($unchanged of 300 kept)"
+
+# --- the systemd unit ------------------------------------------------------
+if command -v systemd-analyze >/dev/null; then
+	sed "s|/usr/local/sbin/cidd|$CIDD|" "$CID_SOURCE_DIR/userspace/cidd/cidd.service" >"$D/cidd.service"
+	systemd-analyze verify "$D/cidd.service" >"$D/verify.out" 2>&1 || { cat "$D/verify.out" >&2; fail "systemd-analyze verify"; }
+	[ ! -s "$D/verify.out" ] || { cat "$D/verify.out" >&2; fail "systemd-analyze verify has remarks"; }
+	ok "cidd.service passes systemd-analyze verify"
+fi
+echo "$PASSED passed"

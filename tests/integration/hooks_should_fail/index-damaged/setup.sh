@@ -1,0 +1,1 @@
+head -c 8192 /dev/urandom > index.db

@@ -1,0 +1,1 @@
+rm storage/overlay/l/BBB && ln -s /etc storage/overlay/l/BBB
