@@ -26,6 +26,7 @@
 #include "cid/json.h"
 #include "cid/kernel.h"
 #include "cid/report.h"
+#include "cid/safe_open.h"
 #include "cid/scanner.h"
 #include "cid/walker.h"
 
@@ -492,18 +493,71 @@ const Command kStatus = {
 
 extern const Command kTag;
 
-// The digest the index holds for a path, if its row describes the file as
-// it is now.
-std::optional<Digest> IndexedDigest(Index* index, const std::string& path) {
-  if (!index) return std::nullopt;
+// What the index says about a file open as fd, named `path` on the command
+// line: no row (nullopt: tag without an expected digest), or the digest of a
+// row that describes the open file as it is now.  A row that no longer
+// describes it is an error: an indexed path is never tagged without its
+// expected digest.
+Result<std::optional<Digest>> IndexedDigest(Index* index, const std::string& path, int fd) {
+  if (!index) return std::optional<Digest>();
   auto canon = CanonicalPath(path);
-  if (!canon.ok()) return std::nullopt;
+  if (!canon.ok()) return std::optional<Digest>();
   auto rec = index->FindPath(*canon);
-  if (!rec.ok() || !rec->has_value()) return std::nullopt;
+  if (!rec.ok()) return rec.status();
+  if (!rec->has_value()) return std::optional<Digest>();
   struct stat st;
-  if (lstat(canon->c_str(), &st) < 0) return std::nullopt;
-  if (!(*rec)->inode.Matches(FileStat::From(st))) return std::nullopt;
-  return (*rec)->inode.digest;
+  if (fstat(fd, &st) < 0) return Status::FromErrno(path, errno);
+  if (!(*rec)->inode.Matches(FileStat::From(st)))
+    return Status::Changed(path + ": changed since the index recorded it (inode, size, mtime or ctime); "
+                           "scan it again, or tag with --no-verify-index");
+  return std::optional<Digest>((*rec)->inode.digest);
+}
+
+// Opens one checked name of each inode of each group, beneath its scanned
+// root (never through a symlink, never outside it), still the version the
+// index hashed, and hands it to fn (which closes it) until fn returns false.
+// Names that fail are reported and the next name of the inode is tried;
+// inodes left without one are counted in *skipped.
+void ForEachDupTarget(Index* index, const std::vector<DupGroup>& groups, uint64_t* skipped,
+                      const std::function<bool(int fd, const std::string& path, const Digest& digest)>& fn) {
+  auto roots = index->Roots();
+  if (!roots.ok()) {
+    Error(roots.status().message());
+    return;
+  }
+  std::vector<std::string> root_paths;
+  for (const auto& r : *roots) root_paths.push_back(r.path);
+  RootFds fds(std::move(root_paths));
+  for (const auto& g : groups) {
+    for (const auto& in : g.inodes) {
+      bool opened = false;
+      for (const auto& p : in.paths) {
+        auto where = fds.Resolve(p);
+        if (!where.ok()) {
+          Error("skipped: " + where.status().message());
+          continue;
+        }
+        FileStat want;
+        want.dev = in.dev;
+        want.ino = in.ino;
+        FileStat now;
+        auto fd = OpenFileBeneath(where->first, where->second, p, want, &now);
+        if (!fd.ok()) {
+          Error("skipped: " + fd.status().message());
+          continue;
+        }
+        if (now.size != g.size || now.mtime_ns != in.mtime_ns || now.ctime_ns != in.ctime_ns) {
+          close(*fd);
+          Error("skipped: " + p + ": changed since the index recorded it; scan again");
+          continue;
+        }
+        opened = true;
+        if (!fn(*fd, p, g.digest)) return;
+        break;  // one name per inode is enough
+      }
+      if (!opened) (*skipped)++;
+    }
+  }
 }
 
 int CmdTag(int argc, char** argv) {
@@ -550,29 +604,19 @@ int CmdTag(int argc, char** argv) {
       Error("warning: not checking digests against the index: " + opened.status().message());
     }
   }
-  std::vector<std::string> paths(argv + optind, argv + argc);
-  if (dups) {
-    auto groups = FindDuplicates(index.get(), min_size);
-    if (!groups.ok()) return Fail(groups.status());
-    for (const auto& g : *groups)
-      for (const auto& in : g.inodes) paths.push_back(in.paths[0]);  // one name per inode is enough
-  }
   JsonWriter jw;
   jw.BeginObject().BeginArray("files");
   uint64_t ok = 0, failed = 0;
-  for (const auto& p : paths) {
-    TagRequest req = base;
-    if (verify) req.expect = IndexedDigest(index.get(), p);
-    auto r = TagFile(p, req);
+  // Tags one open file; false once the kernel has said it cannot tag at all.
+  auto tag_one = [&](int fd, const std::string& p, const TagRequest& req) {
+    auto r = TagFd(fd, p, req);
+    close(fd);
     if (!r.ok()) {
       failed++;
       Error(r.status().message());
       if (json) jw.BeginObject().String("path", p).String("error", r.status().message()).EndObject();
-      if (r.status().code() == Status::Code::kUnsupported &&
-          (r.status().err() == ENOTTY || r.status().err() == EINVAL)) {
-        break;  // the kernel cannot tag anything: no point trying the rest
-      }
-      continue;
+      return !(r.status().code() == Status::Code::kUnsupported &&
+               (r.status().err() == ENOTTY || r.status().err() == EINVAL));
     }
     ok++;
     if (json) {
@@ -581,10 +625,48 @@ int CmdTag(int argc, char** argv) {
     } else {
       printf("%s  %s%s\n", r->digest.ToString().c_str(), p.c_str(), req.expect ? "  (matches index)" : "");
     }
+    return true;
+  };
+  size_t attempted = 0;
+  if (dups) {
+    auto groups = FindDuplicates(index.get(), min_size);
+    if (!groups.ok()) return Fail(groups.status());
+    uint64_t skipped = 0;
+    ForEachDupTarget(index.get(), *groups, &skipped, [&](int fd, const std::string& p, const Digest& digest) {
+      attempted++;
+      TagRequest req = base;
+      req.expect = digest;  // always: an indexed path is only tagged as the content the index saw
+      return tag_one(fd, p, req);
+    });
+    failed += skipped;
+  }
+  for (int i = optind; i < argc; i++) {
+    std::string p = argv[i];
+    attempted++;
+    auto fd = OpenRegularFile(p);
+    if (!fd.ok()) {
+      failed++;
+      Error(fd.status().message());
+      if (json) jw.BeginObject().String("path", p).String("error", fd.status().message()).EndObject();
+      continue;
+    }
+    TagRequest req = base;
+    if (verify) {
+      auto want = IndexedDigest(index.get(), p, *fd);
+      if (!want.ok()) {
+        close(*fd);
+        failed++;
+        Error(want.status().message());
+        if (json) jw.BeginObject().String("path", p).String("error", want.status().message()).EndObject();
+        continue;
+      }
+      req.expect = *want;
+    }
+    if (!tag_one(*fd, p, req)) break;
   }
   jw.EndArray().Uint("tagged", ok).Uint("failed", failed).EndObject();
   if (json) printf("%s\n", jw.str().c_str());
-  else if (paths.size() > 1) fprintf(stderr, "tagged %" PRIu64 ", failed %" PRIu64 "\n", ok, failed);
+  else if (attempted > 1 || failed > 1) fprintf(stderr, "tagged %" PRIu64 ", failed %" PRIu64 "\n", ok, failed);
   return failed ? kExitError : kExitOk;
 }
 

@@ -1,5 +1,7 @@
 #include "cid/hasher.h"
 
+#include "cid/safe_open.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -235,6 +237,15 @@ bool FileHasher::Start(Slot* slot, HashRequest&& req, const std::function<void(H
   slot->mapped = 0;
   slot->busy = true;
   slot->before = FileStat{};
+  if (slot->req.dir_fd >= 0) {
+    auto fd = OpenFileBeneath(slot->req.dir_fd, slot->req.rel, slot->req.path, slot->req.expect, &slot->before);
+    if (!fd.ok()) {
+      Finish(slot, fd.status(), done);
+      return false;
+    }
+    slot->fd = *fd;
+    return Begin(slot, done);
+  }
   slot->fd = OpenForHash(slot->req.path);
   if (slot->fd < 0) {
     Finish(slot, Status::FromErrno(slot->req.path, errno), done);
@@ -255,6 +266,11 @@ bool FileHasher::Start(Slot* slot, HashRequest&& req, const std::function<void(H
     Finish(slot, Status::Changed(slot->req.path + ": replaced by another file during the scan"), done);
     return false;
   }
+  return Begin(slot, done);
+}
+
+// The file is open and fstat'ed into slot->before: hash it.
+bool FileHasher::Begin(Slot* slot, const std::function<void(HashOutcome&&)>& done) {
   if (slot->before.size == 0) {
     Finish(slot, Status::OK(), done);
     return false;

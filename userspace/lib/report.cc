@@ -52,7 +52,7 @@ Result<std::vector<DupGroup>> FindDuplicates(Index* index, uint64_t min_size) {
     }
     DupGroup& g = groups.back();
     if (g.inodes.empty() || g.inodes.back().dev != r.dev || g.inodes.back().ino != r.ino)
-      g.inodes.push_back(DupInode{r.dev, r.ino, {}});
+      g.inodes.push_back(DupInode{r.dev, r.ino, {}, r.mtime_ns, r.ctime_ns});
     g.inodes.back().paths.push_back(path);
   });
   if (!s.ok()) return s;

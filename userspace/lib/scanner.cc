@@ -8,6 +8,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cid/safe_open.h"
 #include "cid/walker.h"
 
 namespace cid {
@@ -69,6 +70,10 @@ class Scan {
  public:
   Scan(Index* index, const ScanOptions& o, ScanStats* stats)
       : index_(index), options_(o), stats_(stats), batch_(index, o) {}
+  ~Scan() {
+    pool_.reset();  // joins the workers, which open files beneath anchor_fd_
+    if (anchor_fd_ >= 0) close(anchor_fd_);
+  }
 
   Status Run(const std::string& root);
 
@@ -87,6 +92,11 @@ class Scan {
   ScanStats* stats_;
   Batch batch_;
   int64_t root_id_ = 0;
+  // Every file is opened beneath this directory: the root, or for a root
+  // that is a file, its parent.  Paths below it start with anchor_len_ bytes
+  // of the anchor's path and a slash.
+  int anchor_fd_ = -1;
+  size_t anchor_len_ = 0;
   std::unique_ptr<HashPool> pool_;
   Status failed_;  // first index error; stops the walk
   std::atomic<bool> stop_{false};
@@ -175,7 +185,10 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
         options_.engine ? options_.engine : DefaultEngineFactory(ScanOptions::kDefaultQueueDepth);
     pool_ = std::make_unique<HashPool>(workers, factory, options_.hasher, options_.stop);
   }
-  pool_->Add(HashRequest{path, st, 0});
+  HashRequest req{path, st, 0};
+  req.dir_fd = anchor_fd_;
+  req.rel = path.substr(anchor_len_);
+  pool_->Add(std::move(req));
   if (++walked_since_drain_ >= 64) {
     walked_since_drain_ = 0;
     Status s = Drain(false);
@@ -273,7 +286,19 @@ Status Scan::Run(const std::string& root_arg) {
     Report(e);
   };
   WalkStats ws;
-  s = Walk(*root, cb, &ws);
+  if (S_ISDIR(st.st_mode)) {
+    anchor_fd_ = OpenRootDir(*root);
+    if (anchor_fd_ < 0) return Status::FromErrno(*root, -anchor_fd_);
+    anchor_len_ = *root == "/" ? 1 : root->size() + 1;
+    s = WalkFd(anchor_fd_, *root, cb, &ws);
+  } else {
+    size_t slash = root->rfind('/');
+    std::string parent = slash == 0 ? "/" : root->substr(0, slash);
+    anchor_fd_ = OpenRootDir(parent);
+    if (anchor_fd_ < 0) return Status::FromErrno(parent, -anchor_fd_);
+    anchor_len_ = slash + 1;
+    s = Walk(*root, cb, &ws);
+  }
   stats_->errors += ws.errors;
   stats_->symlinks = ws.symlinks;
   stats_->special = ws.special;

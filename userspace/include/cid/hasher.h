@@ -35,6 +35,12 @@ struct HashRequest {
   std::string path;
   FileStat expect;  // from the walk; dev/ino must still match at open (ino 0: no check)
   uint64_t id = 0;  // caller's cookie
+  // If dir_fd >= 0, the file opened is `rel` beneath dir_fd (see
+  // OpenBeneath in safe_open.h: no symlinks, never outside dir_fd's tree,
+  // any length) and `path` only names it in messages.  The caller keeps
+  // dir_fd open until the outcome is reported.
+  int dir_fd = -1;
+  std::string rel{};
 };
 
 struct HashOutcome {
@@ -77,6 +83,7 @@ class FileHasher {
  private:
   struct Slot;
   bool Start(Slot* slot, HashRequest&& req, const std::function<void(HashOutcome&&)>& done);
+  bool Begin(Slot* slot, const std::function<void(HashOutcome&&)>& done);
   Status SubmitRead(Slot* slot);
   Status Continue(Slot* slot, bool* finished);
   void Finish(Slot* slot, Status status, const std::function<void(HashOutcome&&)>& done);

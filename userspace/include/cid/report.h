@@ -16,7 +16,9 @@ namespace cid {
 struct DupInode {
   uint64_t dev = 0;
   uint64_t ino = 0;
-  std::vector<std::string> paths;  // sorted
+  std::vector<std::string> paths{};  // sorted
+  int64_t mtime_ns = 0;  // the version the index hashed
+  int64_t ctime_ns = 0;
 };
 
 // One content that exists as more than one inode.
