@@ -51,6 +51,9 @@ expect_eq "fallback engine" "$(json "$WORK/scan2.json" 'j["roots"][0]["engine"]'
 expect_eq "rescan hashes only the new file" "$(json "$WORK/scan2.json" 'j["roots"][0]["hashed"]')" 1
 expect_eq "rescan skips unchanged" "$(json "$WORK/scan2.json" 'j["roots"][0]["unchanged"]')" 3
 ok "scan --json, incremental rescan, CID_NO_URING"
+"$CIDCTL" scan --index "$IDX" --rehash --json "$WORK/h" >"$WORK/scan3.json"
+expect_eq "--rehash hashes everything" "$(json "$WORK/scan3.json" 'j["roots"][0]["hashed"]')" 4
+ok "scan --rehash"
 
 # Quiet when piped: stderr carries no progress line.
 "$CIDCTL" scan --index "$IDX" "$WORK/h" >"$WORK/out" 2>"$WORK/err"

@@ -134,7 +134,7 @@ int ParseOptions(int argc, char** argv, const Command& cmd, const std::vector<op
 }
 
 enum { kOptIndex = 1000, kOptBatch, kOptJson, kOptMinSize, kOptWorkers, kOptNoUring, kOptQuiet, kOptDomain, kOptNoVerify,
-       kOptVerify, kOptDups };
+       kOptVerify, kOptDups, kOptRehash };
 
 const option kIndexOpt = {"index", required_argument, nullptr, kOptIndex};
 const option kJsonOpt = {"json", no_argument, nullptr, kOptJson};
@@ -154,12 +154,14 @@ int CmdScan(int argc, char** argv) {
   int rc = ParseOptions(argc, argv, kScan,
                         {kIndexOpt, kJsonOpt, {"workers", required_argument, nullptr, kOptWorkers},
                          {"no-uring", no_argument, nullptr, kOptNoUring}, {"quiet", no_argument, nullptr, kOptQuiet},
-                         {"batch", required_argument, nullptr, kOptBatch}},
+                         {"batch", required_argument, nullptr, kOptBatch},
+                         {"rehash", no_argument, nullptr, kOptRehash}},
                         [&](int c, const char* arg) {
                           switch (c) {
                             case kOptIndex: index_path = arg; return true;
                             case kOptJson: json = true; return true;
                             case kOptQuiet: quiet = true; return true;
+                            case kOptRehash: so.rehash = true; return true;
                             case kOptNoUring: setenv("CID_NO_URING", "1", 1); return true;
                             case kOptWorkers: return ParseU32(arg, &so.workers) && so.workers > 0;
                             case kOptBatch: {
@@ -232,6 +234,7 @@ int CmdScan(int argc, char** argv) {
           .Uint("special", st.special)
           .Uint("pseudo_fs", st.pseudo_fs)
           .Uint("removed", st.removed)
+          .Uint("racy", st.racy)
           .Bool("interrupted", st.interrupted)
           .Double("seconds", st.seconds)
           .String("engine", st.engine)
@@ -258,12 +261,15 @@ int CmdScan(int argc, char** argv) {
 
 const Command kScan = {
     "scan", "index trees: hash new and changed files into the index",
-    "usage: cidctl scan [--index FILE] [--workers N] [--batch N] [--no-uring] [--quiet] [--json] PATH...\n"
+    "usage: cidctl scan [--index FILE] [--workers N] [--batch N] [--rehash] [--no-uring] [--quiet] [--json] PATH...\n"
     "\n"
     "Walk each PATH (never following symlinks, skipping special files and not\n"
     "entering proc, sysfs, cgroup and other pseudo filesystems), hash every\n"
     "regular file that is new or changed since the last scan, and record it in the\n"
-    "index.  Unchanged files (same inode, size, mtime, ctime) are not read again.\n"
+    "index.  Unchanged files (same inode, size, mtime, ctime) are not read again,\n"
+    "except files whose times were within the filesystem's timestamp granularity\n"
+    "of the scan that hashed them (they could have changed unseen: git's racy-clean\n"
+    "rule); those are hashed again by the next scan.\n"
     "An interrupted scan keeps what it hashed; scanning again continues.\n"
     "\n"
     "  --index FILE   index database (default /var/lib/cid/index.db for root,\n"
@@ -271,6 +277,8 @@ const Command kScan = {
     "  --workers N    hashing threads (default: one per CPU)\n"
     "  --batch N      commit to the index every N writes or every second,\n"
     "                 whichever comes first (default 4096)\n"
+    "  --rehash       hash every file again, even those the index has as unchanged\n"
+    "                 (a write through a shared mapping need not move mtime)\n"
     "  --no-uring     read with pread instead of io_uring (also CID_NO_URING=1)\n"
     "  --quiet        no progress and no summary\n"
     "  --json         print the per-root statistics as JSON\n"

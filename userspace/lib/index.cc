@@ -12,7 +12,7 @@ namespace cid {
 
 namespace {
 
-constexpr int kSchemaVersion = 1;
+constexpr int kSchemaVersion = 2;
 constexpr int kApplicationId = 0x43494431;  // 'CID1'
 constexpr int kBusyTimeoutMs = 2000;
 
@@ -29,8 +29,10 @@ CREATE TABLE IF NOT EXISTS inodes(
   mtime_ns INTEGER NOT NULL,
   ctime_ns INTEGER NOT NULL,
   digest BLOB NOT NULL,
+  flags INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(dev, ino)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inodes_by_digest ON inodes(digest);
+CREATE INDEX IF NOT EXISTS inodes_by_size ON inodes(size);
 CREATE TABLE IF NOT EXISTS paths(
   path TEXT PRIMARY KEY,
   root_id INTEGER NOT NULL,
@@ -52,6 +54,18 @@ Status MakeDirs(const std::string& dir) {
   return Status::OK();
 }
 
+// inodes.flags
+constexpr int64_t kFlagRacy = 1;  // recorded within the timestamp granularity of its scan: hash again
+
+// Migrations from older schemas, applied in one transaction.
+const char kSchema1To2[] = R"sql(
+ALTER TABLE inodes ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS inodes_by_size ON inodes(size);
+)sql";
+
+// The columns ReadInode takes, from table alias i.
+#define CID_INODE_COLS "i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest, i.flags"
+
 // sqlite stores integers signed; device and inode numbers are unsigned.
 int64_t S(uint64_t v) { return static_cast<int64_t>(v); }
 uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
@@ -64,8 +78,9 @@ InodeRecord ReadInode(sqlite3_stmt* st, int col) {
   r.mtime_ns = sqlite3_column_int64(st, col + 3);
   r.ctime_ns = sqlite3_column_int64(st, col + 4);
   const void* blob = sqlite3_column_blob(st, col + 5);
-  if (blob && sqlite3_column_bytes(st, col + 5) == static_cast<int>(kDigestSize))
-    memcpy(r.digest.bytes.data(), blob, kDigestSize);
+  r.hashed = blob && sqlite3_column_bytes(st, col + 5) == static_cast<int>(kDigestSize);
+  if (r.hashed) memcpy(r.digest.bytes.data(), blob, kDigestSize);
+  r.racy = (sqlite3_column_int64(st, col + 6) & kFlagRacy) != 0;
   return r;
 }
 
@@ -161,6 +176,10 @@ Status Index::Init(Mode mode) {
                               std::to_string(app_id) + ")");
   if (mode == Mode::kReadOnly) {
     if (version == 0) return Status::Corruption("index " + path_ + ": not a cid index (no schema)");
+    if (version < kSchemaVersion)
+      return Status::Unsupported("index " + path_ + ": schema version " + std::to_string(version) +
+                                 " is older than this cidctl's (" + std::to_string(kSchemaVersion) +
+                                 "); run 'cidctl scan' once to upgrade it");
     return Status::OK();
   }
   if (version == 0 && app_id == 0) {
@@ -185,6 +204,17 @@ Status Index::Init(Mode mode) {
     if (!s.ok()) return s;
     s = Exec(kSchema);
     if (s.ok()) s = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
+    if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
+    if (!s.ok()) {
+      Exec("ROLLBACK");
+      return s;
+    }
+    s = Exec("COMMIT");
+    if (!s.ok()) return s;
+  } else if (version < kSchemaVersion) {
+    s = Exec("BEGIN IMMEDIATE");
+    if (!s.ok()) return s;
+    if (version < 2) s = Exec(kSchema1To2);
     if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
     if (!s.ok()) {
       Exec("ROLLBACK");
@@ -274,7 +304,7 @@ Result<std::vector<RootRecord>> Index::Roots() {
 Status Index::LoadTree(const std::string& root, std::unordered_map<std::string, PathRecord>* out) {
   // Paths below root sort between "root/" and "root0" ('0' follows '/').
   auto st = Prepare(
-      "SELECT p.path, p.root_id, i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest "
+      "SELECT p.path, p.root_id, " CID_INODE_COLS " "
       "FROM paths p JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino "
       "WHERE p.path=?1 OR (p.path>=?2 AND p.path<?3)");
   if (!st.ok()) return st.status();
@@ -298,7 +328,7 @@ Status Index::LoadTree(const std::string& root, std::unordered_map<std::string, 
 }
 
 Result<std::optional<InodeRecord>> Index::FindInode(uint64_t dev, uint64_t ino) {
-  auto st = Prepare("SELECT dev, ino, size, mtime_ns, ctime_ns, digest FROM inodes WHERE dev=?1 AND ino=?2");
+  auto st = Prepare("SELECT " CID_INODE_COLS " FROM inodes i WHERE dev=?1 AND ino=?2");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
   sqlite3_bind_int64(*st, 1, S(dev));
@@ -311,7 +341,7 @@ Result<std::optional<InodeRecord>> Index::FindInode(uint64_t dev, uint64_t ino) 
 
 Result<std::optional<PathRecord>> Index::FindPath(const std::string& path) {
   auto st = Prepare(
-      "SELECT p.path, p.root_id, i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest "
+      "SELECT p.path, p.root_id, " CID_INODE_COLS " "
       "FROM paths p JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino WHERE p.path=?1");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
@@ -328,7 +358,7 @@ Result<std::optional<PathRecord>> Index::FindPath(const std::string& path) {
 
 Status Index::PutInode(const InodeRecord& rec) {
   auto st = Prepare(
-      "INSERT OR REPLACE INTO inodes(dev, ino, size, mtime_ns, ctime_ns, digest) VALUES(?1,?2,?3,?4,?5,?6)");
+      "INSERT OR REPLACE INTO inodes(dev, ino, size, mtime_ns, ctime_ns, digest, flags) VALUES(?1,?2,?3,?4,?5,?6,?7)");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
   sqlite3_bind_int64(*st, 1, S(rec.dev));
@@ -336,7 +366,9 @@ Status Index::PutInode(const InodeRecord& rec) {
   sqlite3_bind_int64(*st, 3, S(rec.size));
   sqlite3_bind_int64(*st, 4, rec.mtime_ns);
   sqlite3_bind_int64(*st, 5, rec.ctime_ns);
-  sqlite3_bind_blob(*st, 6, rec.digest.bytes.data(), kDigestSize, SQLITE_TRANSIENT);
+  // A row recorded without hashing (see ScanOptions::lazy) has an empty digest.
+  sqlite3_bind_blob(*st, 6, rec.digest.bytes.data(), rec.hashed ? kDigestSize : 0, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(*st, 7, rec.racy ? kFlagRacy : 0);
   int rc = sqlite3_step(*st);
   if (rc != SQLITE_DONE) return Error("writing an inode", rc);
   return Status::OK();
@@ -378,7 +410,7 @@ Result<uint64_t> Index::DeleteOrphanInodes() {
 
 Status Index::ForEachRootInode(const std::function<void(int64_t, const InodeRecord&)>& fn) {
   auto st = Prepare(
-      "SELECT DISTINCT p.root_id, i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest "
+      "SELECT DISTINCT p.root_id, " CID_INODE_COLS " "
       "FROM paths p JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
@@ -391,8 +423,9 @@ Status Index::ForEachRootInode(const std::function<void(int64_t, const InodeReco
 Status Index::ForEachDuplicate(uint64_t min_size,
                                const std::function<void(const InodeRecord&, const std::string&)>& fn) {
   auto st = Prepare(
-      "WITH g AS (SELECT digest FROM inodes WHERE size>=?1 GROUP BY digest HAVING count(*)>1) "
-      "SELECT i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest, p.path "
+      "WITH g AS (SELECT digest FROM inodes WHERE size>=?1 AND length(digest)=32 "
+      "GROUP BY digest HAVING count(*)>1) "
+      "SELECT " CID_INODE_COLS ", p.path "
       "FROM g JOIN inodes i ON i.digest=g.digest JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
       "ORDER BY i.digest, i.dev, i.ino, p.path");
   if (!st.ok()) return st.status();
@@ -400,7 +433,7 @@ Status Index::ForEachDuplicate(uint64_t min_size,
   sqlite3_bind_int64(*st, 1, S(min_size));
   int rc;
   while ((rc = sqlite3_step(*st)) == SQLITE_ROW)
-    fn(ReadInode(*st, 0), reinterpret_cast<const char*>(sqlite3_column_text(*st, 6)));
+    fn(ReadInode(*st, 0), reinterpret_cast<const char*>(sqlite3_column_text(*st, 7)));
   if (rc != SQLITE_DONE) return Error("listing duplicates", rc);
   return Status::OK();
 }

@@ -21,7 +21,7 @@ class SummaryBuilder {
     s_.files++;
     s_.bytes += r.size;
     s_.cache_pages += Pages(r.size, page_);
-    if (digests_.insert(r.digest).second) {
+    if (!r.hashed || digests_.insert(r.digest).second) {  // an unhashed inode's size is unique
       s_.distinct_contents++;
       s_.distinct_bytes += r.size;
       s_.shared_cache_pages += Pages(r.size, page_);
@@ -79,7 +79,7 @@ Result<Report> BuildReport(Index* index, uint64_t page_size) {
     total.Add(r);
     per_tree.try_emplace(root_id, page_size).first->second.Add(r);
     tree_inodes[root_id].push_back(r);
-    trees_of[r.digest].insert(root_id);
+    if (r.hashed) trees_of[r.digest].insert(root_id);
   });
   if (!s.ok()) return s;
   rep.total = total.Get();
@@ -90,7 +90,7 @@ Result<Report> BuildReport(Index* index, uint64_t page_size) {
     if (it != per_tree.end()) t.within = it->second.Get();
     std::unordered_set<InodeKey, InodeKeyHash> counted;
     for (const InodeRecord& r : tree_inodes[root.id])
-      if (trees_of[r.digest].size() > 1 && counted.insert(InodeKey{r.dev, r.ino}).second) t.also_elsewhere_bytes += r.size;
+      if (r.hashed && trees_of[r.digest].size() > 1 && counted.insert(InodeKey{r.dev, r.ino}).second) t.also_elsewhere_bytes += r.size;
     rep.trees.push_back(std::move(t));
   }
   return rep;

@@ -27,6 +27,20 @@ int64_t NowNs() {
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
+// How close to the scan's start a file's times may be before its row is
+// racy (see ScanOptions::racy_ns).
+int64_t RacyWindow(const ScanOptions& o, const FileStat& st) {
+  if (o.racy_ns >= 0) return o.racy_ns;
+  constexpr int64_t kSec = 1000000000;
+  if (st.mtime_ns % kSec == 0 && st.ctime_ns % kSec == 0) return 2 * kSec;
+  static const int64_t tick = [] {
+    struct timespec res;
+    if (clock_getres(CLOCK_REALTIME_COARSE, &res) != 0) return int64_t{10000000};
+    return static_cast<int64_t>(res.tv_sec) * kSec + res.tv_nsec;
+  }();
+  return tick;
+}
+
 // Batches index writes into transactions: begun at the first write,
 // committed after batch_writes writes or batch_time.
 class Batch {
@@ -86,12 +100,17 @@ class Scan {
     if (options_.on_error) options_.on_error(s);
   }
   void Progress(bool force);
+  // The row describes the file as it is and need not be hashed again.
+  bool Current(const InodeRecord& row, const FileStat& st) const {
+    return row.Matches(st) && !row.racy && !options_.rehash;
+  }
 
   Index* index_;
   const ScanOptions& options_;
   ScanStats* stats_;
   Batch batch_;
   int64_t root_id_ = 0;
+  int64_t start_ns_ = 0;  // wall clock at the start: the racy-clean reference
   // Every file is opened beneath this directory: the root, or for a root
   // that is a file, its parent.  Paths below it start with anchor_len_ bytes
   // of the anchor's path and a slash.
@@ -141,7 +160,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   int64_t k_root = root_id_;
   auto k = known_.find(path);
   if (k != known_.end()) {
-    path_current = k->second.inode.Matches(st);
+    path_current = Current(k->second.inode, st);
     k_root = k->second.root_id;
     known_.erase(k);  // walked: not stale
   }
@@ -173,7 +192,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     failed_ = found.status();
     return;
   }
-  if (found->has_value() && (*found)->Matches(st)) {
+  if (found->has_value() && Current(**found, st)) {
     stats_->unchanged++;
     AddPath(path, st);
     return;
@@ -224,6 +243,8 @@ Status Scan::Record(HashOutcome&& o) {
   stats_->hashed_bytes += o.st.size;
   stats_->mapped_bytes += o.mapped_bytes;
   InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
+  rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
+  if (rec.racy) stats_->racy++;
   s = index_->PutInode(rec);
   for (size_t i = 0; s.ok() && i < paths.size(); i++) s = index_->PutPath(paths[i], root_id_, rec.dev, rec.ino);
   if (!s.ok()) return s;
@@ -248,6 +269,7 @@ Status Scan::Drain(bool wait) {
 
 Status Scan::Run(const std::string& root_arg) {
   auto start = Clock::now();
+  start_ns_ = NowNs();
   struct stat st;
   if (lstat(root_arg.c_str(), &st) < 0) return Status::FromErrno(root_arg, errno);
   if (S_ISLNK(st.st_mode))

@@ -4,10 +4,12 @@
 // transactions, so an interrupted scan loses at most its last batch and the
 // next scan continues where it stopped.
 //
-// Schema (PRAGMA user_version 1, application_id 'CID1'):
+// Schema (PRAGMA user_version 2, application_id 'CID1'):
 //   roots(id, path UNIQUE, scanned_ns, complete)
-//   inodes(dev, ino, size, mtime_ns, ctime_ns, digest BLOB(32)), PK (dev, ino)
+//   inodes(dev, ino, size, mtime_ns, ctime_ns, digest BLOB(32, or empty: not
+//          hashed), flags (1: racy)), PK (dev, ino), indexed by digest and size
 //   paths(path PK, root_id, dev, ino)
+// A version 1 index is upgraded in place by the first read-write open.
 #ifndef CID_INDEX_H_
 #define CID_INDEX_H_
 
@@ -34,7 +36,14 @@ struct InodeRecord {
   uint64_t size = 0;
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
-  Digest digest;
+  Digest digest;  // meaningful only if hashed
+  // False for a file recorded with its size only: no other indexed inode
+  // had its size, so it could not have a duplicate (ScanOptions::lazy).
+  bool hashed = true;
+  // Its mtime or ctime was within the timestamp granularity of the scan
+  // that hashed it: it may have changed since without its times moving,
+  // so the next scan hashes it again (git's racy-clean rule).
+  bool racy = false;
 
   // The row still describes the file `st` was taken from.
   bool Matches(const FileStat& st) const {
