@@ -36,4 +36,20 @@ for f in f1 f23 f40; do
 done
 ok "fallback results equal io_uring results and sha256sum"
 
+# io_uring sets up, then io_uring_enter is refused: the scan must fall back
+# (or fail), never hang.  timeout turns a hang into exit 124.
+set +e
+timeout 120 python3 "$HERE/seccomp_no_uring.py" --enter "$CIDCTL" scan --index "$WORK/c.db" --json "$WORK/t" \
+	>"$WORK/c.json" 2>"$WORK/err"
+rc=$?
+set -e
+[ "$rc" = 124 ] && fail "the scan hung when io_uring_enter was refused"
+expect_eq "exit status with io_uring_enter refused" "$rc" 0
+expect_grep "fallback message" "io_uring failed after setup" "$WORK/err"
+"$CIDCTL" dups --index "$WORK/c.db" --json >"$WORK/c-dups.json"
+cmp -s <(json "$WORK/a-dups.json" 'j["groups"]') <(json "$WORK/c-dups.json" 'j["groups"]') ||
+	fail "the fallback after io_uring_enter failed indexed different content"
+expect_eq "every file hashed" "$(json "$WORK/c.json" 'j["roots"][0]["hashed"]')" 41
+ok "io_uring_enter refused after setup: falls back to pread, same results"
+
 echo "$PASSED passed, 0 failed"

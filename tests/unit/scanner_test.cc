@@ -208,6 +208,30 @@ TEST_F(ScannerTest, InterruptedScanKeepsItsWorkAndTheNextScanContinues) {
   for (int i = 0; i < 400; i += 37) EXPECT_EQ(DigestOf("f" + std::to_string(i)), Sha256::Of("content " + std::to_string(i)));
 }
 
+// The first stop ends a scan at the next read, not after the large file
+// being hashed: reads after the flag are at most one per file in flight.
+TEST_F(ScannerTest, StopAbandonsAFileBeingRead) {
+  WriteFile(tree_ / "big", std::string(16 << 20, 'b'));
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0}, after_stop{0};
+  ScanOptions o;
+  o.workers = 1;
+  o.stop = &stop;
+  o.hasher.buffer_size = 64 << 10;  // 256 reads
+  o.engine = [&] {
+    return test::NewHookedEngine(NewPreadEngine(4), [&](int, ReadCompletion*) {
+      if (stop) after_stop++;
+      if (++reads == 8) stop = true;
+    });
+  };
+  ScanStats st = Scan(o);
+  EXPECT_TRUE(st.interrupted);
+  EXPECT_EQ(st.hashed, 0u);
+  EXPECT_EQ(st.errors, 0u) << "an abandoned file is not an error";
+  EXPECT_LE(after_stop.load(), 1) << "the scan read on after the stop";
+  EXPECT_FALSE(DigestOf("big").has_value());
+}
+
 TEST_F(ScannerTest, FileChangingDuringTheScanIsNotRecorded) {
   WriteFile(tree_ / "b-stable", std::string(300000, 's'));
   WriteFile(tree_ / "a-volatile", std::string(300000, 'v'));

@@ -218,6 +218,10 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
 Status Scan::Record(HashOutcome&& o) {
   // Keyed by the inode the walk saw: a file replaced since has another.
   InodeKey key{o.expected.dev, o.expected.ino};
+  if (o.interrupted) {  // abandoned on the stop flag: whatever the index had stays
+    waiting_.erase(key);
+    return Status::OK();
+  }
   std::vector<std::string> paths;
   auto w = waiting_.find(key);
   if (w != waiting_.end()) {

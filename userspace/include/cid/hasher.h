@@ -51,6 +51,7 @@ struct HashOutcome {
   FileStat st;    // the version that was hashed (or found at open)
   FileStat expected;  // the request's expect, as given
   uint64_t mapped_bytes = 0;  // how much of it was hashed from a mapping, not read
+  bool interrupted = false;   // abandoned on HasherOptions::stop; status is not ok
 };
 
 struct HasherOptions {
@@ -61,6 +62,9 @@ struct HasherOptions {
   // read-only mapping, one that is not is read.  0: always read.
   uint64_t map_min_size = 1 << 20;
   uint64_t map_window = 4 << 20;  // rounded down to whole pages
+  // Once set, files being read are abandoned at their next read (their
+  // outcome has `interrupted`), so a stop never waits for a large file.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 class FileHasher {
@@ -86,10 +90,15 @@ class FileHasher {
   bool Begin(Slot* slot, const std::function<void(HashOutcome&&)>& done);
   Status SubmitRead(Slot* slot);
   Status Continue(Slot* slot, bool* finished);
-  void Finish(Slot* slot, Status status, const std::function<void(HashOutcome&&)>& done);
+  void Finish(Slot* slot, Status status, const std::function<void(HashOutcome&&)>& done, bool interrupted = false);
+  bool Stopped() const { return options_.stop && options_.stop->load(std::memory_order_relaxed); }
+  // The engine failed after setup (io_uring_enter refused by seccomp, say):
+  // go on with pread, restarting the files in flight.  False if that is
+  // not possible (the engine was not io_uring).
+  bool FallBack(const Status& why);
 
   std::unique_ptr<ReadEngine> engine_;
-  const HasherOptions options_;
+  HasherOptions options_;
   uint64_t map_window_;  // options_.map_window, whole pages
   std::vector<std::unique_ptr<Slot>> slots_;
 };
@@ -97,7 +106,8 @@ class FileHasher {
 class HashPool {
  public:
   // Once *stop is set, requests not yet started are dropped (never
-  // reported), files being read finish, and Add() ignores new requests.
+  // reported), files being read are abandoned at their next read (reported
+  // as interrupted), and Add() ignores new requests.
   HashPool(unsigned workers, const EngineFactory& factory, HasherOptions options,
            const std::atomic<bool>* stop = nullptr);
   ~HashPool();  // closes and joins
