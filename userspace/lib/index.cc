@@ -3,8 +3,11 @@
 #include <errno.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -123,8 +126,51 @@ Status Index::Error(const char* what, int rc) const {
   }
 }
 
+namespace {
+
+// "file:" URI of a path, percent-encoding what a URI would misread.
+std::string FileUri(const std::string& path, const char* query) {
+  std::string out = "file:";
+  for (unsigned char c : path) {
+    if (c == '%' || c == '?' || c == '#' || c < 0x20 || c >= 0x7f) {
+      char buf[4];
+      snprintf(buf, sizeof(buf), "%%%02X", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "?" + query;
+}
+
+// A reader that cannot create or write the -shm next to a WAL index (its
+// directory is not writable to it, or is on a read-only mount) can only
+// read the file as it stands.
+bool DirectoryWritable(const std::string& path) {
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (access(dir.c_str(), W_OK) != 0) return false;
+  struct statvfs vfs;
+  return statvfs(dir.c_str(), &vfs) != 0 || !(vfs.f_flag & ST_RDONLY);
+}
+
+int BusyTimeoutFromEnv(int fallback) {
+  const char* v = getenv("CID_BUSY_TIMEOUT_MS");
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  long ms = strtol(v, &end, 10);
+  return (*end || ms < 0 || ms > INT32_MAX) ? fallback : static_cast<int>(ms);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode) {
-  int flags = SQLITE_OPEN_NOMUTEX;
+  return Open(path, mode, IndexOptions{});
+}
+
+Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode, const IndexOptions& options) {
+  int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
+  std::string uri;
   if (mode == Mode::kReadOnly) {
     struct stat st;
     if (stat(path.c_str(), &st) < 0) {
@@ -133,6 +179,11 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode) {
       return Status::FromErrno("index " + path, errno);
     }
     flags |= SQLITE_OPEN_READONLY;
+    // mode=ro shares the writer's -shm and sees its commits; where no -shm
+    // can be made, immutable=1 reads the file alone (a writer elsewhere
+    // cannot have uncheckpointed work there without the -wal this reader
+    // would then be unable to use anyway).
+    uri = FileUri(path, DirectoryWritable(path) ? "mode=ro" : "immutable=1");
   } else {
     size_t slash = path.rfind('/');
     if (slash != std::string::npos && slash > 0) {
@@ -140,14 +191,27 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode) {
       if (!s.ok()) return Status::IoError("index " + path + ": cannot create its directory: " + s.message(), s.err());
     }
     flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    uri = FileUri(path, "mode=rwc");
   }
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  int rc = sqlite3_open_v2(uri.c_str(), &db, flags, nullptr);
   std::unique_ptr<Index> idx(new Index(path, db));
   if (rc != SQLITE_OK) return idx->Error("cannot open", rc);
-  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  int busy = options.busy_timeout_ms >= 0 ? options.busy_timeout_ms : BusyTimeoutFromEnv(kBusyTimeoutMs);
+  sqlite3_busy_timeout(db, busy);
   sqlite3_extended_result_codes(db, 1);
   Status s = idx->Init(mode);
+  if (!s.ok() && mode == Mode::kReadOnly && uri.find("mode=ro") != std::string::npos && !s.IsCorruption() &&
+      s.code() != Status::Code::kUnsupported) {
+    // The -shm exists but this reader may not write it: read the file alone.
+    idx.reset();
+    db = nullptr;
+    rc = sqlite3_open_v2(FileUri(path, "immutable=1").c_str(), &db, flags, nullptr);
+    idx.reset(new Index(path, db));
+    if (rc != SQLITE_OK) return idx->Error("cannot open", rc);
+    sqlite3_extended_result_codes(db, 1);
+    s = idx->Init(mode);
+  }
   if (!s.ok()) return s;
   return idx;
 }

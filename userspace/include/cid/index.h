@@ -78,6 +78,18 @@ struct RootRecord {
 // $XDG_STATE_HOME/cid/index.db (default ~/.local/state/cid/index.db).
 std::string DefaultIndexPath();
 
+struct IndexOptions {
+  // How long a connection waits for another's lock before answering Busy
+  // (Status::IsBusy: a reader or hook may take that as "skip").  -1: the
+  // CID_BUSY_TIMEOUT_MS environment variable, else 2000 ms.
+  int busy_timeout_ms = -1;
+};
+
+// One Index is one SQLite connection: use it from one thread at a time,
+// and give each thread its own (they share the file through WAL: readers
+// never wait on the writer, writers hold the lock only for short
+// transactions).  Read-only opens never write anything, not even a
+// checkpoint.
 class Index {
  public:
   enum class Mode { kReadOnly, kReadWrite };
@@ -85,7 +97,11 @@ class Index {
   // kReadWrite creates the file (and its directory) if needed; kReadOnly
   // requires it to exist.  Errors name the file and say what is wrong
   // (not a database, damaged, locked, not writable).
+  // kReadOnly needs no write access anywhere: it shares a writer's -shm
+  // where it can, and reads the file alone (immutable) where its directory
+  // is not writable to it or is on a read-only mount.
   static Result<std::unique_ptr<Index>> Open(const std::string& path, Mode mode);
+  static Result<std::unique_ptr<Index>> Open(const std::string& path, Mode mode, const IndexOptions& options);
   ~Index();
   Index(const Index&) = delete;
   Index& operator=(const Index&) = delete;
