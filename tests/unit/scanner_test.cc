@@ -109,6 +109,24 @@ TEST_F(ScannerTest, RacyCleanFilesAreHashedAgainByTheNextScan) {
   EXPECT_EQ(settled.unchanged, 2u);
 }
 
+// A file replaced by rename gets a new inode under the same path: the old
+// inode's row must go, not accumulate.
+TEST_F(ScannerTest, ReplacedFilesLeaveNoOrphanInodeRows) {
+  WriteFile(tree_ / "f", "version 1");
+  WriteFile(tree_ / "g", "stays");
+  Scan();
+  for (int v = 2; v <= 4; v++) {
+    WriteFile(tree_ / "f.tmp", "version " + std::to_string(v));
+    ASSERT_EQ(rename((tree_ / "f.tmp").c_str(), (tree_ / "f").c_str()), 0);
+    Scan();
+  }
+  auto n = index_->Count();
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->paths, 2u);
+  EXPECT_EQ(n->inodes, 2u) << "inode rows of replaced files were left behind";
+  EXPECT_EQ(DigestOf("f"), Sha256::Of("version 4"));
+}
+
 TEST_F(ScannerTest, RehashReadsEveryFileAgain) {
   for (int i = 0; i < 5; i++) WriteFile(tree_ / ("f" + std::to_string(i)), "v" + std::to_string(i));
   EXPECT_EQ(Scan().hashed, 5u);

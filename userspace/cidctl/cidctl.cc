@@ -311,13 +311,19 @@ int CmdDups(int argc, char** argv) {
   }
   auto index = OpenIndex(index_path, Index::Mode::kReadOnly);
   if (!index.ok()) return Fail(index.status());
-  auto groups = FindDuplicates(index->get(), min_size);
+  uint64_t stale = 0;
+  auto groups = FindCurrentDuplicates(index->get(), min_size, &stale);
   if (!groups.ok()) return Fail(groups.status());
+  if (stale > 0)
+    Error("note: " + std::to_string(stale) +
+          " indexed names no longer exist as the file the index hashed and are not listed "
+          "(scan their trees again, or 'cidctl forget' a tree that is gone)");
   uint64_t total = 0;
   for (const auto& g : *groups) total += g.duplicated_bytes();
   if (json) {
     JsonWriter jw;
-    jw.BeginObject().Uint("min_size", min_size).Uint("groups_count", groups->size()).Uint("duplicated_bytes", total);
+    jw.BeginObject().Uint("min_size", min_size).Uint("groups_count", groups->size()).Uint("duplicated_bytes", total)
+        .Uint("stale_paths", stale);
     jw.BeginArray("groups");
     for (const auto& g : *groups) {
       jw.BeginObject()
@@ -356,10 +362,13 @@ const Command kDups = {
     "\n"
     "List every content (SHA-256) that the index holds as two or more inodes,\n"
     "largest duplicated bytes first.  Hardlinks are one inode and never count\n"
-    "as duplicates.\n"
+    "as duplicates.  Each name is checked first: one that no longer exists\n"
+    "beneath its scanned root as the inode and version the index hashed is left\n"
+    "out (counted in stale_paths).  Names that are not UTF-8 are written in\n"
+    "--json with each undecodable byte as \\udcXX (see docs/cidctl.md).\n"
     "\n"
     "  --min-size N   only contents of at least N bytes (suffixes k, M, G; default 1)\n"
-    "  --json         {\"min_size\", \"groups_count\", \"duplicated_bytes\", \"groups\": [\n"
+    "  --json         {\"min_size\", \"groups_count\", \"duplicated_bytes\", \"stale_paths\", \"groups\": [\n"
     "                   {\"digest\", \"size\", \"copies\", \"duplicated_bytes\",\n"
     "                    \"inodes\": [{\"dev\", \"ino\", \"paths\": [...]}]}]}\n",
     CmdDups};
@@ -637,8 +646,11 @@ int CmdTag(int argc, char** argv) {
   };
   size_t attempted = 0;
   if (dups) {
-    auto groups = FindDuplicates(index.get(), min_size);
+    uint64_t stale = 0;
+    auto groups = FindCurrentDuplicates(index.get(), min_size, &stale);
     if (!groups.ok()) return Fail(groups.status());
+    if (stale > 0)
+      Error("note: " + std::to_string(stale) + " indexed names no longer exist as the file the index hashed; not tagged");
     uint64_t skipped = 0;
     ForEachDupTarget(index.get(), *groups, &skipped, [&](int fd, const std::string& p, const Digest& digest) {
       attempted++;
@@ -778,6 +790,64 @@ const Command kQuery = {
     "            \"tagged_inodes\"} or {\"path\", \"error\"}]}\n",
     CmdQuery};
 
+// ---- forget --------------------------------------------------------------
+
+extern const Command kForget;
+
+int CmdForget(int argc, char** argv) {
+  std::string index_path;
+  bool json = false;
+  int rc = ParseOptions(argc, argv, kForget, {kIndexOpt, kJsonOpt}, [&](int c, const char* arg) {
+    switch (c) {
+      case kOptIndex: index_path = arg; return true;
+      case kOptJson: json = true; return true;
+    }
+    return false;
+  });
+  if (rc >= 0) return rc;
+  if (optind >= argc) {
+    Error("forget: no ROOT given (see 'cidctl forget --help')");
+    return kExitUsage;
+  }
+  auto index = OpenIndex(index_path, Index::Mode::kReadWrite);
+  if (!index.ok()) return Fail(index.status());
+  JsonWriter jw;
+  jw.BeginObject().BeginArray("roots");
+  int exit_code = kExitOk;
+  for (int i = optind; i < argc; i++) {
+    // A root that still exists is named as the scan recorded it (canonical);
+    // one that is gone, as given, without trailing slashes.
+    std::string root = argv[i];
+    if (auto canon = CanonicalPath(root); canon.ok()) root = *canon;
+    while (root.size() > 1 && root.back() == '/') root.pop_back();
+    auto n = (*index)->ForgetRoot(root);
+    if (!n.ok()) {
+      Error(n.status().message());
+      exit_code = kExitError;
+      if (json) jw.BeginObject().String("root", root).String("error", n.status().message()).EndObject();
+      continue;
+    }
+    if (json) jw.BeginObject().String("root", root).Uint("paths_removed", *n).EndObject();
+    else printf("%s: forgotten (%" PRIu64 " paths)\n", root.c_str(), *n);
+  }
+  jw.EndArray().EndObject();
+  if (json) printf("%s\n", jw.str().c_str());
+  return exit_code;
+}
+
+const Command kForget = {
+    "forget", "remove scanned roots and what they recorded from the index",
+    "usage: cidctl forget [--index FILE] [--json] ROOT...\n"
+    "\n"
+    "Remove each ROOT (as 'cidctl report' lists it; it need not exist any more,\n"
+    "e.g. a renamed or deleted tree) from the index: its row, every path its\n"
+    "scans recorded, and the inodes no other path names.  Files are not touched.\n"
+    "\n"
+    "  --json   {\"roots\": [{\"root\", \"paths_removed\"} or {\"root\", \"error\"}]}\n"
+    "\n"
+    "Exit status: 0 all forgotten, 1 a ROOT is not a scanned root or the index failed.\n",
+    CmdForget};
+
 // ---- hash ----------------------------------------------------------------
 
 extern const Command kHash;
@@ -812,7 +882,7 @@ const Command kHash = {"hash", "print the content id of files (no index)",
                        "Print \"sha256:<hex>  PATH\" for each file, as cidctl scan computes it.\n",
                        CmdHash};
 
-const Command* const kCommands[] = {&kScan, &kDups, &kReport, &kStatus, &kTag, &kUntag, &kQuery, &kHash};
+const Command* const kCommands[] = {&kScan, &kDups, &kReport, &kStatus, &kTag, &kUntag, &kQuery, &kForget, &kHash};
 
 void Usage(FILE* out) {
   fprintf(out,

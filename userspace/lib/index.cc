@@ -472,6 +472,88 @@ Result<uint64_t> Index::DeleteOrphanInodes() {
   return static_cast<uint64_t>(sqlite3_changes(db_));
 }
 
+Result<uint64_t> Index::DeleteInodesIfOrphan(const std::vector<InodeKey>& candidates) {
+  auto st = Prepare(
+      "DELETE FROM inodes WHERE dev=?1 AND ino=?2 AND NOT EXISTS "
+      "(SELECT 1 FROM paths p WHERE p.dev=?1 AND p.ino=?2)");
+  if (!st.ok()) return st.status();
+  uint64_t n = 0;
+  for (const InodeKey& k : candidates) {
+    StmtReset r{*st};
+    sqlite3_bind_int64(*st, 1, S(k.dev));
+    sqlite3_bind_int64(*st, 2, S(k.ino));
+    int rc = sqlite3_step(*st);
+    if (rc != SQLITE_DONE) return Error("deleting an unreferenced inode", rc);
+    n += static_cast<uint64_t>(sqlite3_changes(db_));
+  }
+  return n;
+}
+
+Result<uint64_t> Index::ForgetRoot(const std::string& root) {
+  auto sel = Prepare("SELECT id FROM roots WHERE path=?1");
+  if (!sel.ok()) return sel.status();
+  int64_t id;
+  {
+    StmtReset r{*sel};
+    sqlite3_bind_text(*sel, 1, root.c_str(), -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(*sel);
+    if (rc == SQLITE_DONE) return Status::NotFound(root + ": not a scanned root of index " + path_);
+    if (rc != SQLITE_ROW) return Error("reading a root", rc);
+    id = sqlite3_column_int64(*sel, 0);
+  }
+  // A chunk per transaction, so readers and other writers are never held
+  // up for long.
+  auto del = Prepare(
+      "DELETE FROM paths WHERE path IN (SELECT path FROM paths WHERE root_id=?1 LIMIT 2000) RETURNING dev, ino");
+  if (!del.ok()) return del.status();
+  uint64_t removed = 0;
+  while (true) {
+    Status s = Begin();
+    if (!s.ok()) return s;
+    std::vector<InodeKey> gone;
+    int rc;
+    {
+      StmtReset r{*del};
+      sqlite3_bind_int64(*del, 1, id);
+      while ((rc = sqlite3_step(*del)) == SQLITE_ROW)
+        gone.push_back(InodeKey{U(sqlite3_column_int64(*del, 0)), U(sqlite3_column_int64(*del, 1))});
+    }
+    if (rc != SQLITE_DONE) {
+      Rollback();
+      return Error("forgetting a root's paths", rc);
+    }
+    auto n = DeleteInodesIfOrphan(gone);
+    if (!n.ok()) {
+      Rollback();
+      return n.status();
+    }
+    s = Commit();
+    if (!s.ok()) return s;
+    removed += gone.size();
+    if (gone.empty()) break;
+  }
+  auto drop = Prepare("DELETE FROM roots WHERE id=?1");
+  if (!drop.ok()) return drop.status();
+  StmtReset r{*drop};
+  sqlite3_bind_int64(*drop, 1, id);
+  int rc = sqlite3_step(*drop);
+  if (rc != SQLITE_DONE) return Error("forgetting a root", rc);
+  return removed;
+}
+
+Result<Index::Counts> Index::Count() {
+  auto st = Prepare("SELECT (SELECT count(*) FROM roots), (SELECT count(*) FROM paths), (SELECT count(*) FROM inodes)");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  int rc = sqlite3_step(*st);
+  if (rc != SQLITE_ROW) return Error("counting rows", rc);
+  Counts c;
+  c.roots = U(sqlite3_column_int64(*st, 0));
+  c.paths = U(sqlite3_column_int64(*st, 1));
+  c.inodes = U(sqlite3_column_int64(*st, 2));
+  return c;
+}
+
 Status Index::ForEachRootInode(const std::function<void(int64_t, const InodeRecord&)>& fn) {
   auto st = Prepare(
       "SELECT DISTINCT p.root_id, " CID_INODE_COLS " "

@@ -17,10 +17,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-bool Below(const std::string& path, const std::string& dir) {
-  return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/';
-}
-
 int64_t NowNs() {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
@@ -100,6 +96,14 @@ class Scan {
     if (options_.on_error) options_.on_error(s);
   }
   void Progress(bool force);
+  // Whether a path lies in (or is) something the walk could not read:
+  // its rows are kept.  One lookup per ancestor.
+  bool Hidden(const std::string& path) const {
+    if (unreadable_.empty()) return false;
+    for (size_t end = path.size(); end > 0 && end != std::string::npos; end = path.rfind('/', end - 1))
+      if (unreadable_.count(path.substr(0, end))) return true;
+    return false;
+  }
   // The row describes the file as it is and need not be hashed again.
   bool Current(const InodeRecord& row, const FileStat& st) const {
     return row.Matches(st) && !row.racy && !options_.rehash;
@@ -123,7 +127,8 @@ class Scan {
   std::unordered_set<InodeKey, InodeKeyHash> seen_;    // inodes walked in this scan
   // Paths waiting for their inode's digest (the first path is the one hashed).
   std::unordered_map<InodeKey, std::vector<std::string>, InodeKeyHash> waiting_;
-  std::vector<std::string> unreadable_dirs_;
+  std::unordered_set<std::string> unreadable_;  // paths the walk could not read
+  std::vector<InodeKey> orphan_candidates_;      // inodes a path stopped naming in this scan
   std::unordered_set<std::string> own_files_;  // the index and its journals: never indexed
   uint64_t walked_since_drain_ = 0;
   Clock::time_point last_progress_{};
@@ -161,6 +166,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   auto k = known_.find(path);
   if (k != known_.end()) {
     path_current = Current(k->second.inode, st);
+    if (!path_current) orphan_candidates_.push_back(InodeKey{k->second.inode.dev, k->second.inode.ino});
     k_root = k->second.root_id;
     known_.erase(k);  // walked: not stale
   }
@@ -308,7 +314,7 @@ Status Scan::Run(const std::string& root_arg) {
     if (!stop_) OnFile(p, fs);
   };
   cb.on_error = [this](const std::string& p, const Status& e) {
-    unreadable_dirs_.push_back(p);
+    unreadable_.insert(p);
     Report(e);
   };
   WalkStats ws;
@@ -350,21 +356,19 @@ Status Scan::Run(const std::string& root_arg) {
     // Whatever the index knew below the root and the walk did not find is
     // gone, unless it sat in a directory that could not be read.
     for (const auto& [path, rec] : known_) {
-      bool hidden = false;
-      for (const auto& dir : unreadable_dirs_)
-        if (path == dir || Below(path, dir)) hidden = true;
-      if (hidden) continue;
+      if (Hidden(path)) continue;
       s = batch_.Write();
       if (s.ok()) s = index_->DeletePath(path);
       if (!s.ok()) return s;
+      orphan_candidates_.push_back(InodeKey{rec.inode.dev, rec.inode.ino});
       stats_->removed++;
     }
-    if (stats_->removed > 0) {
-      s = batch_.Write();
-      if (!s.ok()) return s;
-      auto n = index_->DeleteOrphanInodes();
-      if (!n.ok()) return n.status();
-    }
+  }
+  if (!orphan_candidates_.empty()) {
+    s = batch_.Write();
+    if (!s.ok()) return s;
+    auto n = index_->DeleteInodesIfOrphan(orphan_candidates_);
+    if (!n.ok()) return n.status();
   }
   s = batch_.Write();
   if (s.ok()) s = index_->SetRootScanned(root_id_, !stats_->interrupted, NowNs());

@@ -126,6 +126,18 @@ class Index {
   Status DeletePath(const std::string& path);
   // Removes inodes no path names any more; returns how many.
   Result<uint64_t> DeleteOrphanInodes();
+  // The same, looking only at these inodes (the ones whose paths a scan
+  // removed or pointed elsewhere): cheap enough for every scan.
+  Result<uint64_t> DeleteInodesIfOrphan(const std::vector<InodeKey>& candidates);
+  // Forgets a scanned root: its row, the paths it recorded and the inodes
+  // left without a path.  Runs its own short transactions (call it outside
+  // one).  NotFound if `root` is not a scanned root.  Returns the paths removed.
+  Result<uint64_t> ForgetRoot(const std::string& root);
+
+  struct Counts {
+    uint64_t roots = 0, paths = 0, inodes = 0;
+  };
+  Result<Counts> Count();
 
   // Each (root, inode) once, for reports.
   Status ForEachRootInode(const std::function<void(int64_t root_id, const InodeRecord&)>& fn);

@@ -33,6 +33,13 @@ struct DupGroup {
 // Ordered by duplicated_bytes, largest first, then by digest.
 Result<std::vector<DupGroup>> FindDuplicates(Index* index, uint64_t min_size);
 
+// FindDuplicates, keeping only the names that still exist beneath their
+// scanned root (never through a symlink) as the inode and version the index
+// hashed: a renamed, deleted or changed tree leaves no ghost paths.  Groups
+// left with fewer than two inodes are dropped; *stale_paths counts the
+// names left out (scan again, or `cidctl forget` a root that is gone).
+Result<std::vector<DupGroup>> FindCurrentDuplicates(Index* index, uint64_t min_size, uint64_t* stale_paths);
+
 // Figures over a set of inodes.  Page-cache figures assume every copy is
 // cached whole: a file of size s takes ceil(s / page_size) pages.
 struct Summary {
