@@ -37,6 +37,7 @@ constexpr int kExitOk = 0;
 constexpr int kExitError = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitPartial = 3;
+constexpr int kExitBusy = 4;  // the index is locked by another client beyond --busy-timeout
 constexpr int kExitInterrupted = 130;
 
 std::atomic<bool> g_stop{false};
@@ -47,8 +48,12 @@ void Error(const std::string& msg) { fprintf(stderr, "cidctl: %s\n", msg.c_str()
 
 int Fail(const Status& s) {
   Error(s.message());
-  return kExitError;
+  return s.IsBusy() ? kExitBusy : kExitError;
 }
+
+// --busy-timeout MS (every command that opens the index); -1: the
+// CID_BUSY_TIMEOUT_MS environment variable, else 2000 ms.
+int g_busy_timeout_ms = -1;
 
 std::string HumanBytes(uint64_t n) {
   const char* units[] = {"B", "KiB", "MiB", "GiB", "TiB"};
@@ -97,6 +102,9 @@ bool ParseU32(const char* text, uint32_t* out) {
   return true;
 }
 
+enum { kOptIndex = 1000, kOptBatch, kOptJson, kOptMinSize, kOptWorkers, kOptNoUring, kOptQuiet, kOptDomain, kOptNoVerify,
+       kOptVerify, kOptDups, kOptRehash, kOptBusyTimeout };
+
 struct Command {
   const char* name;
   const char* summary;
@@ -109,6 +117,9 @@ struct Command {
 int ParseOptions(int argc, char** argv, const Command& cmd, const std::vector<option>& extra,
                  const std::function<bool(int, const char*)>& on_opt) {
   std::vector<option> opts = extra;
+  bool has_index = false;
+  for (const option& o : extra) has_index |= o.val == kOptIndex;
+  if (has_index) opts.push_back({"busy-timeout", required_argument, nullptr, kOptBusyTimeout});
   opts.push_back({"help", no_argument, nullptr, 'h'});
   opts.push_back({nullptr, 0, nullptr, 0});
   std::string shorts = "h";  // GNU getopt permutes: options may follow PATHs
@@ -125,6 +136,15 @@ int ParseOptions(int argc, char** argv, const Command& cmd, const std::vector<op
             cmd.name + " --help')");
       return kExitUsage;
     }
+    if (c == kOptBusyTimeout) {
+      uint32_t ms;
+      if (!ParseU32(optarg, &ms) || ms > INT32_MAX) {
+        Error(std::string(cmd.name) + ": bad value for --busy-timeout: '" + optarg + "' (milliseconds)");
+        return kExitUsage;
+      }
+      g_busy_timeout_ms = static_cast<int>(ms);
+      continue;
+    }
     if (!on_opt(c, optarg)) {
       Error(std::string(cmd.name) + ": bad value for " + argv[optind - 1] + ": '" + (optarg ? optarg : "") + "'");
       return kExitUsage;
@@ -133,14 +153,14 @@ int ParseOptions(int argc, char** argv, const Command& cmd, const std::vector<op
   return -1;
 }
 
-enum { kOptIndex = 1000, kOptBatch, kOptJson, kOptMinSize, kOptWorkers, kOptNoUring, kOptQuiet, kOptDomain, kOptNoVerify,
-       kOptVerify, kOptDups, kOptRehash };
 
 const option kIndexOpt = {"index", required_argument, nullptr, kOptIndex};
 const option kJsonOpt = {"json", no_argument, nullptr, kOptJson};
 
 Result<std::unique_ptr<Index>> OpenIndex(const std::string& given, Index::Mode mode) {
-  return Index::Open(given.empty() ? DefaultIndexPath() : given, mode);
+  IndexOptions o;
+  o.busy_timeout_ms = g_busy_timeout_ms;
+  return Index::Open(given.empty() ? DefaultIndexPath() : given, mode, o);
 }
 
 // ---- scan ----------------------------------------------------------------
@@ -212,7 +232,7 @@ int CmdScan(int argc, char** argv) {
     if (!s.ok()) {
       Error(s.message());
       // The index itself failing ends the run; a bad root skips to the next.
-      if (s.message().rfind("index ", 0) == 0) return kExitError;
+      if (s.message().rfind("index ", 0) == 0) return s.IsBusy() ? kExitBusy : kExitError;
       exit_code = kExitError;
       continue;
     }
@@ -261,7 +281,7 @@ int CmdScan(int argc, char** argv) {
 
 const Command kScan = {
     "scan", "index trees: hash new and changed files into the index",
-    "usage: cidctl scan [--index FILE] [--workers N] [--batch N] [--rehash] [--no-uring] [--quiet] [--json] PATH...\n"
+    "usage: cidctl scan [--index FILE] [--busy-timeout MS] [--workers N] [--batch N] [--rehash] [--no-uring] [--quiet] [--json] PATH...\n"
     "\n"
     "Walk each PATH (never following symlinks, skipping special files and not\n"
     "entering proc, sysfs, cgroup and other pseudo filesystems), hash every\n"
@@ -274,6 +294,8 @@ const Command kScan = {
     "\n"
     "  --index FILE   index database (default /var/lib/cid/index.db for root,\n"
     "                 $XDG_STATE_HOME/cid/index.db otherwise)\n"
+    "  --busy-timeout MS  wait at most MS ms for another client's lock on the\n"
+    "                 index (default $CID_BUSY_TIMEOUT_MS, else 2000); then exit 4\n"
     "  --workers N    hashing threads (default: one per CPU)\n"
     "  --batch N      commit to the index every N writes or every second,\n"
     "                 whichever comes first (default 4096)\n"
@@ -284,6 +306,7 @@ const Command kScan = {
     "  --json         print the per-root statistics as JSON\n"
     "\n"
     "Exit status: 0 all indexed, 3 some files unreadable or changed while read,\n"
+    "4 the index was busy (locked by another client beyond --busy-timeout),\n"
     "130 interrupted, 1 error, 2 usage.\n",
     CmdScan};
 
@@ -358,7 +381,7 @@ int CmdDups(int argc, char** argv) {
 
 const Command kDups = {
     "dups", "list content that exists as more than one inode",
-    "usage: cidctl dups [--index FILE] [--min-size N] [--json]\n"
+    "usage: cidctl dups [--index FILE] [--busy-timeout MS] [--min-size N] [--json]\n"
     "\n"
     "List every content (SHA-256) that the index holds as two or more inodes,\n"
     "largest duplicated bytes first.  Hardlinks are one inode and never count\n"
@@ -448,7 +471,7 @@ int CmdReport(int argc, char** argv) {
 
 const Command kReport = {
     "report", "summarise duplication and the page cache sharing would save",
-    "usage: cidctl report [--index FILE] [--json]\n"
+    "usage: cidctl report [--index FILE] [--busy-timeout MS] [--json]\n"
     "\n"
     "For all trees together and for each scanned tree: files (inodes), distinct\n"
     "contents, duplicated bytes (bytes beyond the first copy of each content),\n"
@@ -692,8 +715,8 @@ int CmdTag(int argc, char** argv) {
 
 const Command kTag = {
     "tag", "ask the kernel to share the page cache of files with identical content",
-    "usage: cidctl tag [--domain N] [--no-verify-index] [--index FILE] [--json] PATH...\n"
-    "       cidctl tag --dups [--min-size N] [--index FILE] [--domain N]\n"
+    "usage: cidctl tag [--domain N] [--no-verify-index] [--index FILE] [--busy-timeout MS] [--json] PATH...\n"
+    "       cidctl tag --dups [--min-size N] [--index FILE] [--busy-timeout MS] [--domain N]\n"
     "\n"
     "Tag each file with CID_IOC_TAG: the kernel hashes it under write denial and\n"
     "from then on serves read-only opens from one shared page cache per content.\n"
@@ -837,7 +860,7 @@ int CmdForget(int argc, char** argv) {
 
 const Command kForget = {
     "forget", "remove scanned roots and what they recorded from the index",
-    "usage: cidctl forget [--index FILE] [--json] ROOT...\n"
+    "usage: cidctl forget [--index FILE] [--busy-timeout MS] [--json] ROOT...\n"
     "\n"
     "Remove each ROOT (as 'cidctl report' lists it; it need not exist any more,\n"
     "e.g. a renamed or deleted tree) from the index: its row, every path its\n"

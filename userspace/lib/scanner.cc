@@ -157,6 +157,10 @@ void Scan::AddPath(const std::string& path, const FileStat& st) {
 
 void Scan::OnFile(const std::string& path, const FileStat& st) {
   if (!failed_.ok()) return;
+  if (Status c = batch_.MaybeCommit(); !c.ok()) {  // a walk of unchanged files writes nothing for long
+    failed_ = c;
+    return;
+  }
   if (!own_files_.empty() && own_files_.count(path)) return;
   stats_->files++;
   Progress(false);
@@ -267,6 +271,10 @@ Status Scan::Drain(bool wait) {
   bool more = true;
   do {
     out.clear();
+    if (wait) {  // never hold the write lock across a wait for hashing
+      Status s = batch_.Commit();
+      if (!s.ok()) return s;
+    }
     more = pool_->Take(&out, wait);
     for (auto& o : out) {
       Status s = Record(std::move(o));
@@ -291,17 +299,19 @@ Status Scan::Run(const std::string& root_arg) {
   if (auto own = CanonicalPath(index_->path()); own.ok())
     for (const char* suffix : {"", "-wal", "-shm", "-journal"}) own_files_.insert(*own + suffix);
 
+  // A short write transaction for the root; the tree is read outside any.
   Status s = index_->Begin();
   if (!s.ok()) return s;
   auto id = index_->AddRoot(*root);
-  if (!id.ok()) return id.status();
-  root_id_ = *id;
-  s = index_->LoadTree(*root, &known_);
-  if (s.ok()) s = index_->Commit();
-  if (!s.ok()) {
+  if (!id.ok()) {
     index_->Rollback();
-    return s;
+    return id.status();
   }
+  root_id_ = *id;
+  s = index_->Commit();
+  if (!s.ok()) return s;
+  s = index_->LoadTree(*root, &known_);
+  if (!s.ok()) return s;
 
 
   // The walk stops on the caller's flag or on an index error; the flag is

@@ -30,7 +30,10 @@ struct ScanOptions {
   EngineFactory engine;  // empty: DefaultEngineFactory(kDefaultQueueDepth)
   HasherOptions hasher;
   uint64_t batch_writes = 4096;                      // commit after this many writes
-  std::chrono::milliseconds batch_time{1000};        // or after this long
+  // or after this long: the write lock is never held longer (other
+  // clients wait at most this), and it is released before every blocking
+  // wait for hashing, so hashing a large file never holds it.
+  std::chrono::milliseconds batch_time{50};
   const std::atomic<bool>* stop = nullptr;           // set to stop early
   std::function<void(const Status&)> on_error;       // unreadable or changed files
   std::function<void(const ScanProgress&)> on_progress;  // about 10 times a second
