@@ -37,6 +37,7 @@ TEST(MultiClientTest, ScanHashingALargeFileDoesNotHoldTheIndex) {
     ASSERT_TRUE(index.ok()) << index.status().ToString();
     ScanOptions o;
     o.workers = 1;
+    o.lazy = false;  // every file is read
     o.racy_ns = 0;
     o.hasher.buffer_size = 64 << 10;
     o.engine = [&] {
@@ -57,6 +58,7 @@ TEST(MultiClientTest, ScanHashingALargeFileDoesNotHoldTheIndex) {
   ASSERT_TRUE(second.ok()) << second.status().ToString();
   ScanOptions o;
   o.racy_ns = 0;
+  o.lazy = false;
   ScanStats st;
   Status s = ScanTree(second->get(), other_tree.path(), o, &st);
   EXPECT_TRUE(s.ok()) << "a second scan could not write while the first hashed a large file: " << s.ToString();

@@ -81,6 +81,7 @@ TEST(SafeOpenTest, DirectorySwappedForASymlinkMidScanIsNotFollowed) {
   ASSERT_TRUE(index.ok());
   ScanOptions o;
   o.workers = 1;
+  o.lazy = false;  // every file is read
   o.hasher.files_in_flight = 1;
   std::vector<Status> errors;
   o.on_error = [&](const Status& s) { errors.push_back(s); };
@@ -145,6 +146,7 @@ TEST(SafeOpenTest, DeepTreeUnderALowFdLimitAndPathsLongerThanPathMax) {
     if (!index.ok()) _exit(11);
     ScanOptions o;
     o.workers = 2;
+    o.lazy = false;  // every file is read
     o.on_error = [](const Status& s) { fprintf(stderr, "scan error: %s\n", s.ToString().c_str()); };
     ScanStats st;
     Status s = ScanTree(index->get(), root, o, &st);

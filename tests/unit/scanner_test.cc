@@ -27,8 +27,11 @@ class ScannerTest : public ::testing::Test {
   // Files these tests write are only microseconds older than the scan: with
   // the default racy window they would all be hashed twice.  Tests of that
   // rule set racy_ns themselves.
+  // These tests count files read: they hash every file unless a test of
+  // lazy hashing sets lazy_.
   ScanStats Scan(ScanOptions o = {}) {
     if (o.racy_ns < 0) o.racy_ns = 0;
+    if (!lazy_) o.lazy = false;
     ScanStats st;
     o.on_error = [this](const Status& s) { errors_.push_back(s); };
     Status s = ScanTree(index_.get(), tree_.path(), o, &st);
@@ -44,6 +47,7 @@ class ScannerTest : public ::testing::Test {
   }
 
   TempDir tree_, db_;
+  bool lazy_ = false;
   std::unique_ptr<Index> index_;
   std::vector<Status> errors_;
 };
@@ -127,6 +131,65 @@ TEST_F(ScannerTest, ReplacedFilesLeaveNoOrphanInodeRows) {
   EXPECT_EQ(DigestOf("f"), Sha256::Of("version 4"));
 }
 
+// Lazy hashing: only files with a size twin are read; a file of unique size
+// is recorded by size and hashed once a second file of its size appears.
+// Duplicates found are the same as with every file hashed.
+TEST_F(ScannerTest, FilesOfUniqueSizeAreHashedOnlyWhenATwinAppears) {
+  lazy_ = true;
+  WriteFile(tree_ / "u5", "12345");
+  WriteFile(tree_ / "u7", "1234567");
+  WriteFile(tree_ / "t9a", "aaaaaaaaa");
+  WriteFile(tree_ / "t9b", "bbbbbbbbb");
+  WriteFile(tree_ / "d/x", "duplicate!");
+  WriteFile(tree_ / "d/y", "duplicate!");
+  ScanStats first = Scan();
+  EXPECT_EQ(first.hashed, 4u) << "files of unique size were read";
+  // Recorded by size when walked: u5, u7, and t9a and d/x until their twins came.
+  EXPECT_EQ(first.deferred, 4u);
+  auto u7 = index_->FindPath(tree_ / "u7");
+  ASSERT_TRUE(u7.ok() && u7->has_value());
+  EXPECT_FALSE((*u7)->inode.hashed);
+  auto u5 = index_->FindPath(tree_ / "u5");
+  ASSERT_TRUE(u5.ok() && u5->has_value());
+  EXPECT_FALSE((*u5)->inode.hashed);
+  auto groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ(groups->front().digest, Sha256::Of("duplicate!"));
+
+  // A second file of u5's size, in another tree: both are hashed now.
+  TempDir other;
+  WriteFile(other / "copy-of-u5", "12345");
+  ScanOptions o;
+  o.racy_ns = 0;
+  ScanStats st;
+  ASSERT_TRUE(ScanTree(index_.get(), other.path(), o, &st).ok());
+  EXPECT_EQ(st.hashed, 2u) << "the new file and the earlier one of its size";
+  EXPECT_EQ(DigestOf("u5"), Sha256::Of("12345"));
+  groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  EXPECT_EQ(groups->size(), 2u);
+  EXPECT_EQ(Scan().hashed, 0u) << "the backfilled row is current";
+
+  // The same index built hashing everything finds the same groups.
+  TempDir db2;
+  auto all = Index::Open(db2 / "i.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(all.ok());
+  ScanOptions everything;
+  everything.lazy = false;
+  ScanStats a, b;
+  ASSERT_TRUE(ScanTree(all->get(), tree_.path(), everything, &a).ok());
+  ASSERT_TRUE(ScanTree(all->get(), other.path(), everything, &b).ok());
+  EXPECT_EQ(a.hashed, 6u);
+  auto want = FindDuplicates(all->get(), 1);
+  ASSERT_TRUE(want.ok());
+  ASSERT_EQ(want->size(), groups->size());
+  for (size_t i = 0; i < want->size(); i++) {
+    EXPECT_EQ((*want)[i].digest, (*groups)[i].digest);
+    EXPECT_EQ((*want)[i].inodes.size(), (*groups)[i].inodes.size());
+  }
+}
+
 TEST_F(ScannerTest, RehashReadsEveryFileAgain) {
   for (int i = 0; i < 5; i++) WriteFile(tree_ / ("f" + std::to_string(i)), "v" + std::to_string(i));
   EXPECT_EQ(Scan().hashed, 5u);
@@ -155,6 +218,7 @@ TEST_F(ScannerTest, CachedLargeFilesAreCountedAsMapped) {
   ASSERT_TRUE(idx2.ok()) << idx2.status().ToString();
   ScanOptions o;
   o.hasher.map_min_size = 0;
+  o.lazy = false;
   ScanStats read;
   ASSERT_TRUE(ScanTree(idx2->get(), tree_.path(), o, &read).ok());
   EXPECT_EQ(read.hashed_bytes, big.size() + small.size());

@@ -103,7 +103,7 @@ bool ParseU32(const char* text, uint32_t* out) {
 }
 
 enum { kOptIndex = 1000, kOptBatch, kOptJson, kOptMinSize, kOptWorkers, kOptNoUring, kOptQuiet, kOptDomain, kOptNoVerify,
-       kOptVerify, kOptDups, kOptRehash, kOptBusyTimeout };
+       kOptVerify, kOptDups, kOptRehash, kOptBusyTimeout, kOptHashAll };
 
 struct Command {
   const char* name;
@@ -175,13 +175,15 @@ int CmdScan(int argc, char** argv) {
                         {kIndexOpt, kJsonOpt, {"workers", required_argument, nullptr, kOptWorkers},
                          {"no-uring", no_argument, nullptr, kOptNoUring}, {"quiet", no_argument, nullptr, kOptQuiet},
                          {"batch", required_argument, nullptr, kOptBatch},
-                         {"rehash", no_argument, nullptr, kOptRehash}},
+                         {"rehash", no_argument, nullptr, kOptRehash},
+                         {"hash-all", no_argument, nullptr, kOptHashAll}},
                         [&](int c, const char* arg) {
                           switch (c) {
                             case kOptIndex: index_path = arg; return true;
                             case kOptJson: json = true; return true;
                             case kOptQuiet: quiet = true; return true;
                             case kOptRehash: so.rehash = true; return true;
+                            case kOptHashAll: so.lazy = false; return true;
                             case kOptNoUring: setenv("CID_NO_URING", "1", 1); return true;
                             case kOptWorkers: return ParseU32(arg, &so.workers) && so.workers > 0;
                             case kOptBatch: {
@@ -255,6 +257,7 @@ int CmdScan(int argc, char** argv) {
           .Uint("pseudo_fs", st.pseudo_fs)
           .Uint("removed", st.removed)
           .Uint("racy", st.racy)
+          .Uint("deferred", st.deferred)
           .Bool("interrupted", st.interrupted)
           .Double("seconds", st.seconds)
           .String("engine", st.engine)
@@ -262,9 +265,10 @@ int CmdScan(int argc, char** argv) {
     } else if (!quiet) {
       char rate[32] = "";
       if (st.hashed_bytes > 0) snprintf(rate, sizeof(rate), ", %.2f GB/s", gbps);
-      printf("%s: %" PRIu64 " files (%" PRIu64 " inodes), %" PRIu64 " hashed (%s%s), %" PRIu64
+      printf("%s: %" PRIu64 " files (%" PRIu64 " inodes), %" PRIu64 " hashed (%s%s), %" PRIu64 " of unique size, %" PRIu64
              " unchanged, %" PRIu64 " removed, %" PRIu64 " errors, %" PRIu64 " changed while read; %.2f s [%s]%s\n",
-             st.root.c_str(), st.files, st.inodes, st.hashed, HumanBytes(st.hashed_bytes).c_str(), rate, st.unchanged,
+             st.root.c_str(), st.files, st.inodes, st.hashed, HumanBytes(st.hashed_bytes).c_str(), rate, st.deferred,
+             st.unchanged,
              st.removed, st.errors, st.changed, st.seconds, st.engine.c_str(), st.interrupted ? " INTERRUPTED" : "");
     }
     if ((st.errors || st.changed) && exit_code == kExitOk) exit_code = kExitPartial;
@@ -281,7 +285,7 @@ int CmdScan(int argc, char** argv) {
 
 const Command kScan = {
     "scan", "index trees: hash new and changed files into the index",
-    "usage: cidctl scan [--index FILE] [--busy-timeout MS] [--workers N] [--batch N] [--rehash] [--no-uring] [--quiet] [--json] PATH...\n"
+    "usage: cidctl scan [--index FILE] [--busy-timeout MS] [--workers N] [--batch N] [--rehash] [--hash-all] [--no-uring] [--quiet] [--json] PATH...\n"
     "\n"
     "Walk each PATH (never following symlinks, skipping special files and not\n"
     "entering proc, sysfs, cgroup and other pseudo filesystems), hash every\n"
@@ -301,6 +305,9 @@ const Command kScan = {
     "                 whichever comes first (default 4096)\n"
     "  --rehash       hash every file again, even those the index has as unchanged\n"
     "                 (a write through a shared mapping need not move mtime)\n"
+    "  --hash-all     hash every file; by default a file whose size no other\n"
+    "                 indexed file has is recorded by size only (it cannot have a\n"
+    "                 duplicate) and hashed when a second file of its size appears\n"
     "  --no-uring     read with pread instead of io_uring (also CID_NO_URING=1)\n"
     "  --quiet        no progress and no summary\n"
     "  --json         print the per-root statistics as JSON\n"
@@ -550,6 +557,9 @@ Result<std::optional<Digest>> IndexedDigest(Index* index, const std::string& pat
   if (!(*rec)->inode.Matches(FileStat::From(st)))
     return Status::Changed(path + ": changed since the index recorded it (inode, size, mtime or ctime); "
                            "scan it again, or tag with --no-verify-index");
+  if (!(*rec)->inode.hashed)
+    return Status::InvalidArgument(path + ": the index has it by size only (no other indexed file has its size, "
+                                   "so it has nothing to share with yet); tag with --no-verify-index to tag it anyway");
   return std::optional<Digest>((*rec)->inode.digest);
 }
 

@@ -420,6 +420,33 @@ Result<std::optional<PathRecord>> Index::FindPath(const std::string& path) {
   return std::optional<PathRecord>(std::move(pr));
 }
 
+Result<std::vector<InodeRecord>> Index::FindInodesOfSize(uint64_t size, unsigned limit) {
+  auto st = Prepare("SELECT " CID_INODE_COLS " FROM inodes i WHERE size=?1 LIMIT ?2");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_int64(*st, 1, S(size));
+  sqlite3_bind_int64(*st, 2, limit);
+  std::vector<InodeRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW) out.push_back(ReadInode(*st, 0));
+  if (rc != SQLITE_DONE) return Error("looking up inodes by size", rc);
+  return out;
+}
+
+Result<std::vector<std::string>> Index::PathsOfInode(uint64_t dev, uint64_t ino, unsigned limit) {
+  auto st = Prepare("SELECT path FROM paths WHERE dev=?1 AND ino=?2 ORDER BY path LIMIT ?3");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_int64(*st, 1, S(dev));
+  sqlite3_bind_int64(*st, 2, S(ino));
+  sqlite3_bind_int64(*st, 3, limit);
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW) out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(*st, 0)));
+  if (rc != SQLITE_DONE) return Error("looking up the paths of an inode", rc);
+  return out;
+}
+
 Status Index::PutInode(const InodeRecord& rec) {
   auto st = Prepare(
       "INSERT OR REPLACE INTO inodes(dev, ino, size, mtime_ns, ctime_ns, digest, flags) VALUES(?1,?2,?3,?4,?5,?6,?7)");

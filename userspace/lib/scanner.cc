@@ -96,6 +96,8 @@ class Scan {
     if (options_.on_error) options_.on_error(s);
   }
   void Progress(bool force);
+  void Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel);
+  void Backfill(const InodeRecord& row);
   // Whether a path lies in (or is) something the walk could not read:
   // its rows are kept.  One lookup per ancestor.
   bool Hidden(const std::string& path) const {
@@ -127,6 +129,9 @@ class Scan {
   std::unordered_set<InodeKey, InodeKeyHash> seen_;    // inodes walked in this scan
   // Paths waiting for their inode's digest (the first path is the one hashed).
   std::unordered_map<InodeKey, std::vector<std::string>, InodeKeyHash> waiting_;
+  std::unordered_set<InodeKey, InodeKeyHash> backfill_;  // queued inodes recorded by size in an earlier pass
+  std::unordered_set<uint64_t> sizes_queued_;  // sizes of files queued for hashing in this scan
+  std::unique_ptr<RootFds> roots_;             // for backfills outside this root
   std::unordered_set<std::string> unreadable_;  // paths the walk could not read
   std::vector<InodeKey> orphan_candidates_;      // inodes a path stopped naming in this scan
   std::unordered_set<std::string> own_files_;  // the index and its journals: never indexed
@@ -207,7 +212,73 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     AddPath(path, st);
     return;
   }
+  if (options_.lazy) {
+    // Lazy hashing (as fclones and rmlint do): content can only be
+    // duplicated by a file of the same size.  A file whose size no other
+    // indexed inode has is recorded with its size alone; when a second
+    // inode of that size appears, both are hashed.
+    auto twins = index_->FindInodesOfSize(st.size, 4);
+    if (!twins.ok()) {
+      failed_ = twins.status();
+      return;
+    }
+    bool alone = true;
+    for (const InodeRecord& t : *twins) {
+      if (t.dev == st.dev && t.ino == st.ino) continue;
+      alone = false;
+      if (!t.hashed) Backfill(t);
+    }
+    if (alone && !sizes_queued_.count(st.size)) {
+      InodeRecord rec{st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns, Digest{}};
+      rec.hashed = false;
+      Status w = batch_.Write();
+      if (w.ok()) w = index_->PutInode(rec);
+      if (w.ok()) w = index_->PutPath(path, root_id_, st.dev, st.ino);
+      if (w.ok()) w = batch_.MaybeCommit();
+      if (!w.ok()) failed_ = w;
+      stats_->deferred++;
+      return;
+    }
+  }
   waiting_[key].push_back(path);
+  Queue(path, st, anchor_fd_, path.substr(anchor_len_));
+}
+
+// Queues an inode recorded earlier by its size alone, now that another
+// inode of that size appeared: it is opened by one of its indexed names,
+// beneath that name's root.
+void Scan::Backfill(const InodeRecord& t) {
+  InodeKey key{t.dev, t.ino};
+  if (waiting_.count(key) || backfill_.count(key)) return;  // already queued
+  auto names = index_->PathsOfInode(t.dev, t.ino, 1);
+  if (!names.ok()) {
+    failed_ = names.status();
+    return;
+  }
+  if (names->empty()) return;
+  const std::string& name = names->front();
+  if (!roots_) {
+    auto roots = index_->Roots();
+    if (!roots.ok()) {
+      failed_ = roots.status();
+      return;
+    }
+    std::vector<std::string> paths;
+    for (const auto& r : *roots) paths.push_back(r.path);
+    roots_ = std::make_unique<RootFds>(std::move(paths));
+  }
+  auto where = roots_->Resolve(name);
+  if (!where.ok()) return;  // its tree is gone; its own next scan sorts it out
+  FileStat expect;
+  expect.dev = t.dev;
+  expect.ino = t.ino;
+  expect.size = t.size;
+  backfill_.insert(key);
+  Queue(name, expect, where->first, where->second);
+}
+
+void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel) {
+  sizes_queued_.insert(st.size);
   if (!pool_) {  // started at the first file to read: a rescan of an unchanged tree needs none
     unsigned workers = options_.workers ? options_.workers : std::max(1u, std::thread::hardware_concurrency());
     EngineFactory factory =
@@ -215,8 +286,8 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     pool_ = std::make_unique<HashPool>(workers, factory, options_.hasher, options_.stop);
   }
   HashRequest req{path, st, 0};
-  req.dir_fd = anchor_fd_;
-  req.rel = path.substr(anchor_len_);
+  req.dir_fd = dir_fd;
+  req.rel = std::move(rel);
   pool_->Add(std::move(req));
   if (++walked_since_drain_ >= 64) {
     walked_since_drain_ = 0;
@@ -230,7 +301,21 @@ Status Scan::Record(HashOutcome&& o) {
   InodeKey key{o.expected.dev, o.expected.ino};
   if (o.interrupted) {  // abandoned on the stop flag: whatever the index had stays
     waiting_.erase(key);
+    backfill_.erase(key);
     return Status::OK();
+  }
+  if (backfill_.erase(key)) {  // an inode recorded by size earlier: its names are in the index already
+    if (!o.status.ok()) return Status::OK();  // left unhashed; its own tree's next scan sees to it
+    Status s = batch_.Write();
+    if (!s.ok()) return s;
+    stats_->hashed++;
+    stats_->hashed_bytes += o.st.size;
+    stats_->mapped_bytes += o.mapped_bytes;
+    InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
+    rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
+    s = index_->PutInode(rec);
+    if (!s.ok()) return s;
+    return batch_.MaybeCommit();
   }
   std::vector<std::string> paths;
   auto w = waiting_.find(key);

@@ -120,6 +120,10 @@ class Index {
   Status LoadTree(const std::string& root, std::unordered_map<std::string, PathRecord>* out);
   Result<std::optional<InodeRecord>> FindInode(uint64_t dev, uint64_t ino);
   Result<std::optional<PathRecord>> FindPath(const std::string& path);
+  // Up to `limit` inodes of exactly this size.
+  Result<std::vector<InodeRecord>> FindInodesOfSize(uint64_t size, unsigned limit);
+  // Up to `limit` paths naming the inode, in path order.
+  Result<std::vector<std::string>> PathsOfInode(uint64_t dev, uint64_t ino, unsigned limit);
 
   Status PutInode(const InodeRecord& rec);
   Status PutPath(const std::string& path, int64_t root_id, uint64_t dev, uint64_t ino);

@@ -47,6 +47,11 @@ struct ScanOptions {
   // network filesystems), else the tick of the kernel's coarse clock that
   // file times come from (clock_getres(CLOCK_REALTIME_COARSE)).
   int64_t racy_ns = -1;
+  // Lazy hashing: a file whose size no other indexed inode has cannot have
+  // a duplicate yet; it is recorded with its size only (InodeRecord::hashed
+  // false) and hashed when a second inode of its size is indexed.
+  // false: hash every file (cidctl scan --hash-all).
+  bool lazy = true;
 
   static constexpr unsigned kDefaultQueueDepth = 32;
 };
@@ -66,7 +71,9 @@ struct ScanStats {
   uint64_t special = 0;     // devices, FIFOs, sockets: skipped
   uint64_t pseudo_fs = 0;   // proc, sysfs, ... mounts: not entered
   uint64_t removed = 0;     // paths that are gone from the tree
-  uint64_t racy = 0;        // hashed, but too close to the scan's start: hashed again next time
+  uint64_t racy = 0;
+  uint64_t deferred = 0;    // recorded by size alone when walked (lazy hashing); a twin met later
+                            // in the walk has them hashed after all (counted in hashed too)        // hashed, but too close to the scan's start: hashed again next time
   bool interrupted = false;
   double seconds = 0;
   std::string engine;       // "io_uring", "pread", or "none" if nothing was read
