@@ -391,6 +391,33 @@ Status Index::LoadTree(const std::string& root, std::unordered_map<std::string, 
   return Status::OK();
 }
 
+Status Index::LoadTreeChunk(const std::string& root, const std::string& after, unsigned limit,
+                            std::vector<PathRecord>* out) {
+  auto st = Prepare(
+      "SELECT p.path, p.root_id, " CID_INODE_COLS " "
+      "FROM paths p JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino "
+      "WHERE (p.path=?1 OR (p.path>=?2 AND p.path<?3)) AND p.path>?4 ORDER BY p.path LIMIT ?5");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  std::string base = root == "/" ? "" : root;
+  std::string lo = base + "/", hi = base + "0";
+  sqlite3_bind_text(*st, 1, root.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(*st, 2, lo.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(*st, 3, hi.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(*st, 4, after.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(*st, 5, limit);
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
+    PathRecord pr;
+    pr.path = reinterpret_cast<const char*>(sqlite3_column_text(*st, 0));
+    pr.root_id = sqlite3_column_int64(*st, 1);
+    pr.inode = ReadInode(*st, 2);
+    out->push_back(std::move(pr));
+  }
+  if (rc != SQLITE_DONE) return Error("loading the tree", rc);
+  return Status::OK();
+}
+
 Result<std::optional<InodeRecord>> Index::FindInode(uint64_t dev, uint64_t ino) {
   auto st = Prepare("SELECT " CID_INODE_COLS " FROM inodes i WHERE dev=?1 AND ino=?2");
   if (!st.ok()) return st.status();

@@ -96,6 +96,13 @@ class Scan {
     if (options_.on_error) options_.on_error(s);
   }
   void Progress(bool force);
+  // The next indexed row not yet merged, or nullptr at the end.
+  const PathRecord* PeekRow();
+  // Merges the rows before `path` (indexed, not walked: gone) and returns
+  // the row for `path` itself, if there is one, in *row.
+  bool MergeUpTo(const std::string& path, PathRecord* row);
+  Status RemoveRow(const PathRecord& row);
+  void Throttle();
   void Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel);
   void Backfill(const InodeRecord& row);
   // Whether a path lies in (or is) something the walk could not read:
@@ -125,7 +132,14 @@ class Scan {
   std::unique_ptr<HashPool> pool_;
   Status failed_;  // first index error; stops the walk
   std::atomic<bool> stop_{false};
-  std::unordered_map<std::string, PathRecord> known_;  // indexed paths not yet walked
+  // The index's rows below the root, streamed in path order (the walk's
+  // order) a chunk at a time and merged with the walk: a rescan holds a
+  // chunk of rows, not a map of the whole tree.
+  std::vector<PathRecord> chunk_;
+  size_t chunk_pos_ = 0;
+  bool rows_done_ = false;
+  std::string last_fetched_;  // the last path fetched (or walked, if later)
+  std::string root_path_;
   std::unordered_set<InodeKey, InodeKeyHash> seen_;    // inodes walked in this scan
   // Paths waiting for their inode's digest (the first path is the one hashed).
   std::unordered_map<InodeKey, std::vector<std::string>, InodeKeyHash> waiting_;
@@ -160,6 +174,55 @@ void Scan::AddPath(const std::string& path, const FileStat& st) {
   if (!s.ok()) failed_ = s;
 }
 
+const PathRecord* Scan::PeekRow() {
+  if (chunk_pos_ < chunk_.size()) return &chunk_[chunk_pos_];
+  if (rows_done_ || !failed_.ok()) return nullptr;
+  constexpr unsigned kChunk = 1024;
+  chunk_.clear();
+  chunk_pos_ = 0;
+  Status s = index_->LoadTreeChunk(root_path_, last_fetched_, kChunk, &chunk_);
+  if (!s.ok()) {
+    failed_ = s;
+    return nullptr;
+  }
+  if (chunk_.size() < kChunk) rows_done_ = true;
+  if (chunk_.empty()) return nullptr;
+  last_fetched_ = chunk_.back().path;
+  return &chunk_[0];
+}
+
+bool Scan::MergeUpTo(const std::string& path, PathRecord* row) {
+  // Rows this scan writes are for paths up to the one walked last, and a
+  // call returns with a row after `path` buffered (or every row fetched),
+  // so a later fetch (after last_fetched_) never brings them back.
+  while (const PathRecord* r = PeekRow()) {
+    if (r->path > path) return false;
+    if (r->path == path) {
+      *row = std::move(chunk_[chunk_pos_++]);
+      return true;
+    }
+    PathRecord gone = std::move(chunk_[chunk_pos_++]);  // indexed, and the walk passed it by
+    Status s = RemoveRow(gone);
+    if (!s.ok()) {
+      failed_ = s;
+      return false;
+    }
+  }
+  return false;
+}
+
+// A row for a path the walk did not find: gone, unless it lies where the
+// walk could not read.
+Status Scan::RemoveRow(const PathRecord& row) {
+  if (Hidden(row.path)) return Status::OK();
+  Status s = batch_.Write();
+  if (s.ok()) s = index_->DeletePath(row.path);
+  if (!s.ok()) return s;
+  orphan_candidates_.push_back(InodeKey{row.inode.dev, row.inode.ino});
+  stats_->removed++;
+  return batch_.MaybeCommit();
+}
+
 void Scan::OnFile(const std::string& path, const FileStat& st) {
   if (!failed_.ok()) return;
   if (Status c = batch_.MaybeCommit(); !c.ok()) {  // a walk of unchanged files writes nothing for long
@@ -172,14 +235,16 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   InodeKey key{st.dev, st.ino};
   bool path_current = false;
   int64_t k_root = root_id_;
-  auto k = known_.find(path);
-  if (k != known_.end()) {
-    path_current = Current(k->second.inode, st);
-    if (!path_current) orphan_candidates_.push_back(InodeKey{k->second.inode.dev, k->second.inode.ino});
-    k_root = k->second.root_id;
-    known_.erase(k);  // walked: not stale
+  PathRecord row;
+  if (MergeUpTo(path, &row)) {
+    path_current = Current(row.inode, st);
+    if (!path_current) orphan_candidates_.push_back(InodeKey{row.inode.dev, row.inode.ino});
+    k_root = row.root_id;
   }
-  if (!seen_.insert(key).second) {  // another name of an inode already handled
+  if (!failed_.ok()) return;
+  // Only an inode with several links can be met twice: the set of inodes
+  // seen holds those alone.
+  if (st.nlink > 1 && !seen_.insert(key).second) {  // another name of an inode already handled  if (!seen_.insert(key).second) {  // another name of an inode already handled
     stats_->hardlinks++;
     if (path_current) return;
     auto w = waiting_.find(key);
@@ -289,6 +354,7 @@ void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::s
   req.dir_fd = dir_fd;
   req.rel = std::move(rel);
   pool_->Add(std::move(req));
+  Throttle();
   if (++walked_since_drain_ >= 64) {
     walked_since_drain_ = 0;
     Status s = Drain(false);
@@ -350,6 +416,25 @@ Status Scan::Record(HashOutcome&& o) {
   return batch_.MaybeCommit();
 }
 
+// Keeps the queue of files waiting to be hashed (and the bookkeeping for
+// each) bounded: a walk far ahead of the hashing waits for some of it.
+void Scan::Throttle() {
+  constexpr size_t kMaxQueued = 4096;
+  if (pool_->pending() <= kMaxQueued) return;
+  Status s = batch_.Commit();  // never hold the write lock across the wait
+  std::vector<HashOutcome> out;
+  while (s.ok() && pool_->pending() > kMaxQueued / 2) {
+    out.clear();
+    if (!pool_->Take(&out, true)) break;
+    for (auto& o : out) {
+      s = Record(std::move(o));
+      if (!s.ok()) break;
+    }
+    if (s.ok()) s = batch_.MaybeCommit();
+  }
+  if (!s.ok()) failed_ = s;
+}
+
 Status Scan::Drain(bool wait) {
   if (!pool_) return batch_.MaybeCommit();
   std::vector<HashOutcome> out;
@@ -395,8 +480,7 @@ Status Scan::Run(const std::string& root_arg) {
   root_id_ = *id;
   s = index_->Commit();
   if (!s.ok()) return s;
-  s = index_->LoadTree(*root, &known_);
-  if (!s.ok()) return s;
+  root_path_ = *root;
 
 
   // The walk stops on the caller's flag or on an index error; the flag is
@@ -450,14 +534,13 @@ Status Scan::Run(const std::string& root_arg) {
   if (!stats_->interrupted) {
     // Whatever the index knew below the root and the walk did not find is
     // gone, unless it sat in a directory that could not be read.
-    for (const auto& [path, rec] : known_) {
-      if (Hidden(path)) continue;
-      s = batch_.Write();
-      if (s.ok()) s = index_->DeletePath(path);
+    // What the index still has beyond the last walked path is gone too.
+    while (PeekRow() != nullptr) {
+      PathRecord gone = std::move(chunk_[chunk_pos_++]);
+      s = RemoveRow(gone);
       if (!s.ok()) return s;
-      orphan_candidates_.push_back(InodeKey{rec.inode.dev, rec.inode.ino});
-      stats_->removed++;
     }
+    if (!failed_.ok()) return failed_;
   }
   if (!orphan_candidates_.empty()) {
     s = batch_.Write();

@@ -118,6 +118,11 @@ class Index {
 
   // Every path equal to or below `root`, keyed by path.
   Status LoadTree(const std::string& root, std::unordered_map<std::string, PathRecord>* out);
+  // Up to `limit` rows of paths equal to or below `root` and after `after`
+  // ("" for the first), in path (byte) order, appended to *out: a tree
+  // streamed a chunk at a time.
+  Status LoadTreeChunk(const std::string& root, const std::string& after, unsigned limit,
+                       std::vector<PathRecord>* out);
   Result<std::optional<InodeRecord>> FindInode(uint64_t dev, uint64_t ino);
   Result<std::optional<PathRecord>> FindPath(const std::string& path);
   // Up to `limit` inodes of exactly this size.
