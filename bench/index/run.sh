@@ -5,7 +5,7 @@
 #   dist:  three copies of a debootstrapped Debian 12 minbase tree
 #          (cached in $CID_CACHE/bench, default ~/.cache/cid/bench; copies of
 #          /usr/lib where no mirror is reachable)
-#   usr:   /usr, a tree of mostly distinct files ($BENCH_USR overrides)
+#   usr:   /usr, a tree of mostly distinct files ($BENCH_USR overrides; empty: skipped)
 # For cidctl the time is `cidctl scan` into a fresh index plus `cidctl dups
 # --json`: what it takes to go from nothing to the list of duplicates.
 # Every tool's duplicate groups are mapped to inodes and compared with
@@ -20,7 +20,7 @@ CIDCTL=${CIDCTL:-$ROOT/build/userspace/cidctl}
 CACHE=${CID_CACHE:-$HOME/.cache/cid}/bench
 OUT=${BENCH_OUT:-$ROOT/bench/results/index.txt}
 RUN_TIMEOUT=${BENCH_TIMEOUT:-600}
-USR=${BENCH_USR:-/usr}
+USR=${BENCH_USR-/usr}
 
 for t in rmlint jdupes rdfind fdupes; do
 	command -v "$t" >/dev/null || { echo "bench/index: $t missing (make deps)" >&2; exit 1; }
@@ -43,5 +43,7 @@ WORK=$(mktemp -d "${TMPDIR:-/var/tmp}/cid-bench-index.XXXXXX")
 trap 'rm -rf "$WORK"' EXIT
 for i in 1 2 3; do cp -a "$SRC" "$WORK/copy$i"; done
 
+TREES=(--tree "dist=$WORK/copy1:$WORK/copy2:$WORK/copy3")
+[ -n "$USR" ] && TREES+=(--tree "usr=$USR")
 python3 "$HERE/compare.py" --cidctl "$CIDCTL" --timeout "$RUN_TIMEOUT" --work "$WORK" --out "$OUT" \
-	--tree "dist=$WORK/copy1:$WORK/copy2:$WORK/copy3" --tree "usr=$USR" --source "$SRC"
+	"${TREES[@]}" --source "$SRC"
