@@ -104,6 +104,7 @@ def main():
     ap.add_argument("--tree", action="append", required=True)
     ap.add_argument("--source", default="")
     a = ap.parse_args()
+    load_before = open("/proc/loadavg").read().strip()
     tools = ["cidctl", "rmlint", "jdupes", "rdfind", "fdupes"]
     results = []
     lines = []
@@ -125,8 +126,6 @@ def main():
         ref = None
         for mode in ("cold", "warm"):
             for tool in tools:
-                if mode == "warm":  # warm: the same run once before, untimed, fills the cache
-                    pass
                 if tool == "cidctl":
                     db = os.path.join(a.work, "cid-%s-%s.db" % (tname, mode))
                     for suffix in ("", "-wal", "-shm"):
@@ -175,8 +174,9 @@ def main():
                     tname, mode, mine, best["tool"], best["wall_s"], best["wall_s"] / mine if mine else 0,
                     "" if mine < best["wall_s"] else "  (NOT faster)"))
     head = ["bench/index: cidctl (scan into a fresh index + dups --json) against rmlint, jdupes, rdfind, fdupes",
-            "date %s, %d cores, load average before: %s" % (time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                                                            os.cpu_count(), open("/proc/loadavg").read().strip()),
+            "date %s, %d cores, load average before: %s, after: %s" % (
+                time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), os.cpu_count(), load_before,
+                open("/proc/loadavg").read().strip()),
             "versions: " + "; ".join(
                 subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}", t], capture_output=True,
                                text=True).stdout for t in ("rmlint", "jdupes", "rdfind", "fdupes")),

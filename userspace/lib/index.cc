@@ -268,22 +268,15 @@ Status Index::Init(Mode mode) {
   // spend a good part of their time waiting for the disk.
   s = Exec("PRAGMA wal_autocheckpoint=8192");
   if (!s.ok()) return s;
-  if (version == 0) {
+  if (version < kSchemaVersion) {  // a new index, or an older schema to upgrade in place
     s = Exec("BEGIN IMMEDIATE");
     if (!s.ok()) return s;
-    s = Exec(kSchema);
-    if (s.ok()) s = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
-    if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
-    if (!s.ok()) {
-      Exec("ROLLBACK");
-      return s;
+    if (version == 0) {
+      s = Exec(kSchema);
+      if (s.ok()) s = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
+    } else if (version < 2) {
+      s = Exec(kSchema1To2);
     }
-    s = Exec("COMMIT");
-    if (!s.ok()) return s;
-  } else if (version < kSchemaVersion) {
-    s = Exec("BEGIN IMMEDIATE");
-    if (!s.ok()) return s;
-    if (version < 2) s = Exec(kSchema1To2);
     if (s.ok()) s = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
     if (!s.ok()) {
       Exec("ROLLBACK");
