@@ -80,8 +80,8 @@ run_reps() {  # run_reps CMD...: "WALL CPU" of the run with the best wall time
 }
 
 read -r t_sha c_sha < <(run_reps sh -c 'find "$0" -type f -print0 | xargs -0 -P"$1" sha256sum' "$tree" "$CORES")
-read -r t_cid c_cid < <(run_reps sh -c 'rm -f "$2"/idx.db*; exec "$0" scan --quiet --index "$2/idx.db" "$1"' "$CIDCTL" "$tree" "$work")
-read -r t_cid_pread c_cid_pread < <(run_reps sh -c 'rm -f "$2"/idx.db*; CID_NO_URING=1 exec "$0" scan --quiet --index "$2/idx.db" "$1"' "$CIDCTL" "$tree" "$work")
+read -r t_cid c_cid < <(run_reps sh -c 'rm -f "$2"/idx.db*; exec "$0" scan --quiet --hash-all --index "$2/idx.db" "$1"' "$CIDCTL" "$tree" "$work")
+read -r t_cid_pread c_cid_pread < <(run_reps sh -c 'rm -f "$2"/idx.db*; CID_NO_URING=1 exec "$0" scan --quiet --hash-all --index "$2/idx.db" "$1"' "$CIDCTL" "$tree" "$work")
 # Side by side with a baseline cidctl: runs alternate (this, baseline, ...),
 # so a change in the machine's load hits both.  Summarised below as the
 # best and the median of each, wall clock and CPU time.
@@ -98,16 +98,16 @@ if [ -n "$BASELINE" ]; then
 fi
 # The engine used, and how much was hashed from page-cache mappings
 # (files >= 1 MiB whose pages were cached) rather than read.
-read -r engine mapped_bytes < <("$CIDCTL" scan --json --index "$work/engine.db" "$tree" |
+read -r engine mapped_bytes < <("$CIDCTL" scan --json --hash-all --index "$work/engine.db" "$tree" |
 	python3 -c 'import json,sys; r = json.load(sys.stdin)["roots"][0]; print(r["engine"], r.get("mapped_bytes", 0))')
 
 # Informational: the same scan with the tree evicted from page cache
 # (POSIX_FADV_DONTNEED per file), where several reads in flight can help.
 evict() { python3 "$top/tests/integration/evict_cache.py" "$1"; }
 evict "$tree"
-read -r t_cold c_cold < <(timed sh -c 'rm -f "$2"/idx.db*; exec "$0" scan --quiet --index "$2/idx.db" "$1"' "$CIDCTL" "$tree" "$work")
+read -r t_cold c_cold < <(timed sh -c 'rm -f "$2"/idx.db*; exec "$0" scan --quiet --hash-all --index "$2/idx.db" "$1"' "$CIDCTL" "$tree" "$work")
 evict "$tree"
-read -r t_cold_pread c_cold_pread < <(timed sh -c 'rm -f "$2"/idx.db*; CID_NO_URING=1 exec "$0" scan --quiet --index "$2/idx.db" "$1"' "$CIDCTL" "$tree" "$work")
+read -r t_cold_pread c_cold_pread < <(timed sh -c 'rm -f "$2"/idx.db*; CID_NO_URING=1 exec "$0" scan --quiet --hash-all --index "$2/idx.db" "$1"' "$CIDCTL" "$tree" "$work")
 warm "$tree"
 
 # Warm rescan of 30,000 unchanged files.

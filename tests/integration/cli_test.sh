@@ -39,18 +39,21 @@ expect_eq "KAT abc" "$("$CIDCTL" hash "$WORK/h/abc" | cut -d' ' -f1)" \
 ok "content ids match fsverity digest (io_uring and pread)"
 
 # Scan JSON, engine choice and the fallback switch.
-"$CIDCTL" scan --index "$IDX" --json "$WORK/h" >"$WORK/scan.json"
+"$CIDCTL" scan --hash-all --index "$IDX" --json "$WORK/h" >"$WORK/scan.json"
 expect_eq "files scanned" "$(json "$WORK/scan.json" 'j["roots"][0]["files"]')" 3
 expect_eq "hashed" "$(json "$WORK/scan.json" 'j["roots"][0]["hashed"]')" 3
 expect_eq "hashed_bytes" "$(json "$WORK/scan.json" 'j["roots"][0]["hashed_bytes"]')" 3000003
 # The 3 MB file is in the page cache: hashed from a mapping (0 without cachestat(2)).
 expect_eq "mapped_bytes" "$(json "$WORK/scan.json" 'j["roots"][0]["mapped_bytes"] in (0, 3000000)')" True
 touch "$WORK/h/new"
-CID_NO_URING=1 "$CIDCTL" scan --index "$IDX" --json "$WORK/h" >"$WORK/scan2.json"
+CID_NO_URING=1 "$CIDCTL" scan --hash-all --index "$IDX" --json "$WORK/h" >"$WORK/scan2.json"
 expect_eq "fallback engine" "$(json "$WORK/scan2.json" 'j["roots"][0]["engine"]')" pread
 expect_eq "rescan hashes only the new file" "$(json "$WORK/scan2.json" 'j["roots"][0]["hashed"]')" 1
 expect_eq "rescan skips unchanged" "$(json "$WORK/scan2.json" 'j["roots"][0]["unchanged"]')" 3
 ok "scan --json, incremental rescan, CID_NO_URING"
+"$CIDCTL" scan --hash-all --index "$IDX" --rehash --json "$WORK/h" >"$WORK/scan3.json"
+expect_eq "--rehash hashes everything" "$(json "$WORK/scan3.json" 'j["roots"][0]["hashed"]')" 4
+ok "scan --rehash"
 
 # Quiet when piped: stderr carries no progress line.
 "$CIDCTL" scan --index "$IDX" "$WORK/h" >"$WORK/out" 2>"$WORK/err"
@@ -145,10 +148,14 @@ for _ in $(seq 400); do [ -e "$IDX.held" ] && break; sleep 0.05; done
 [ -e "$IDX.held" ] || fail "the lock holder did not start within 20 s"
 set +e
 "$CIDCTL" scan --index "$IDX" "$WORK/h" >/dev/null 2>"$WORK/err"; rc=$?
+"$CIDCTL" scan --busy-timeout 100 --index "$IDX" "$WORK/h" >/dev/null 2>/dev/null; brc=$?
+"$CIDCTL" dups --busy-timeout 100 --index "$IDX" >/dev/null 2>"$WORK/err2"; rrc=$?
 set -e
 kill "$holder" 2>/dev/null || true
 wait "$holder" 2>/dev/null || true
-expect_eq "locked index exit" "$rc" 1
+expect_eq "locked index exit (busy)" "$rc" 4
+expect_eq "locked index exit with --busy-timeout" "$brc" 4
+expect_eq "a reader is not held up by a writer's lock" "$rrc" 0
 expect_grep "locked index message" "index $IDX.*locked" "$WORK/err"
 ok "locked index: named and explained"
 
@@ -161,7 +168,7 @@ if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null; then
 	chmod 000 "$WORK/u/closed" "$WORK/u/secret"
 	chmod 777 "$WORK"
 	set +e
-	setpriv --reuid=65534 --regid=65534 --clear-groups "$CIDCTL" scan --index "$WORK/nobody.db" --json "$WORK/u" \
+	setpriv --reuid=65534 --regid=65534 --clear-groups "$CIDCTL" scan --hash-all --index "$WORK/nobody.db" --json "$WORK/u" \
 		>"$WORK/u.json" 2>"$WORK/err"; rc=$?
 	set -e
 	expect_eq "partial scan exit" "$rc" 3

@@ -242,3 +242,49 @@ TEST(IndexTest, MissingIndexInReadOnlyModeSuggestsAScan) {
 
 }  // namespace
 }  // namespace cid
+
+namespace cid {
+namespace {
+
+// Read-only commands open the index read-only: a user who may read the
+// index but not write its directory (a non-root reader of root's index,
+// a read-only mount) can still list duplicates, with or without a writer's
+// -wal and -shm next to it.
+TEST(IndexTest, ReaderWithoutWriteAccessToTheDirectoryCanRead) {
+  if (geteuid() != 0) GTEST_SKIP() << "needs root to make a directory the reader cannot write";
+  TempDir dir;
+  ASSERT_EQ(chmod(dir.path().c_str(), 0755), 0);
+  std::string path = dir / "index.db";
+  {
+    auto idx = Index::Open(path, Index::Mode::kReadWrite);
+    ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+    ASSERT_TRUE((*idx)->Begin().ok());
+    ASSERT_TRUE((*idx)->PutInode(InodeRecord{1, 2, 3, 4, 5, Sha256::Of("x")}).ok());
+    ASSERT_TRUE((*idx)->PutPath("/t/x", 1, 1, 2).ok());
+    ASSERT_TRUE((*idx)->Commit().ok());
+  }
+  auto read_as_nobody = [&] {
+    return test::RunUnprivileged([&] {
+      auto idx = Index::Open(path, Index::Mode::kReadOnly);
+      if (!idx.ok()) {
+        fprintf(stderr, "%s\n", idx.status().ToString().c_str());
+        return 1;
+      }
+      auto p = (*idx)->FindPath("/t/x");
+      if (!p.ok()) {
+        fprintf(stderr, "%s\n", p.status().ToString().c_str());
+        return 2;
+      }
+      return p->has_value() && (*p)->inode.digest == Sha256::Of("x") ? 0 : 3;
+    });
+  };
+  EXPECT_EQ(read_as_nobody(), 0) << "closed index, directory not writable";
+  // With a writer holding it open (its -wal and -shm exist, owned by root).
+  auto writer = Index::Open(path, Index::Mode::kReadWrite);
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE((*writer)->FindInode(1, 2).ok());
+  EXPECT_EQ(read_as_nobody(), 0) << "index held open by a writer";
+}
+
+}  // namespace
+}  // namespace cid

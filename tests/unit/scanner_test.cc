@@ -26,7 +26,14 @@ class ScannerTest : public ::testing::Test {
     ASSERT_TRUE(idx.ok()) << idx.status().ToString();
     index_ = std::move(*idx);
   }
+  // Files these tests write are only microseconds older than the scan: with
+  // the default racy window they would all be hashed twice.  Tests of that
+  // rule set racy_ns themselves.
+  // These tests count files read: they hash every file unless a test of
+  // lazy hashing sets lazy_.
   ScanStats Scan(ScanOptions o = {}) {
+    if (o.racy_ns < 0) o.racy_ns = 0;
+    if (!lazy_) o.lazy = false;
     ScanStats st;
     o.on_error = [this](const Status& s) { errors_.push_back(s); };
     Status s = ScanTree(index_.get(), tree_.path(), o, &st);
@@ -42,6 +49,7 @@ class ScannerTest : public ::testing::Test {
   }
 
   TempDir tree_, db_;
+  bool lazy_ = false;
   std::unique_ptr<Index> index_;
   std::vector<Status> errors_;
 };
@@ -122,6 +130,132 @@ TEST_F(ScannerTest, RescanReadsOnlyWhatChanged) {
   EXPECT_TRUE(errors_.empty());
 }
 
+// A file whose times are not older than the scan (here: an mtime in the
+// future, as a clock step or a 1-second filesystem gives) may change again
+// without its times moving: it is hashed again by the next scan, until its
+// times fall behind a scan's start.
+TEST_F(ScannerTest, RacyCleanFilesAreHashedAgainByTheNextScan) {
+  WriteFile(tree_ / "future", "written in the same second as the scan");
+  WriteFile(tree_ / "past", "old");
+  struct timeval t[2];
+  gettimeofday(&t[0], nullptr);
+  t[0].tv_sec += 3600;
+  t[1] = t[0];
+  ASSERT_EQ(utimes((tree_ / "future").c_str(), t), 0);
+  ScanOptions o;
+  o.racy_ns = -1;  // the default rule
+  ScanStats first = Scan(o);
+  EXPECT_EQ(first.hashed, 2u);
+  EXPECT_GE(first.racy, 1u);
+  ScanStats again = Scan(o);
+  EXPECT_EQ(again.hashed, 1u) << "a racily clean file was taken as unchanged";
+  EXPECT_EQ(again.unchanged, 1u);
+  // Rewritten with the same size and times, as a 1-second filesystem shows it.
+  WriteFile(tree_ / "future", "WRITTEN IN THE SAME SECOND AS THE SCAN");
+  ASSERT_EQ(utimes((tree_ / "future").c_str(), t), 0);
+  ScanStats second = Scan(o);
+  EXPECT_GE(second.hashed, 1u);
+  EXPECT_EQ(DigestOf("future"), Sha256::Of("WRITTEN IN THE SAME SECOND AS THE SCAN"));
+  // Once its times are in the past, it is clean.
+  t[0].tv_sec -= 7200;
+  t[1] = t[0];
+  ASSERT_EQ(utimes((tree_ / "future").c_str(), t), 0);
+  ScanOptions zero;
+  zero.racy_ns = 0;
+  Scan(zero);
+  ScanStats settled = Scan(zero);
+  EXPECT_EQ(settled.hashed, 0u);
+  EXPECT_EQ(settled.unchanged, 2u);
+}
+
+// A file replaced by rename gets a new inode under the same path: the old
+// inode's row must go, not accumulate.
+TEST_F(ScannerTest, ReplacedFilesLeaveNoOrphanInodeRows) {
+  WriteFile(tree_ / "f", "version 1");
+  WriteFile(tree_ / "g", "stays");
+  Scan();
+  for (int v = 2; v <= 4; v++) {
+    WriteFile(tree_ / "f.tmp", "version " + std::to_string(v));
+    ASSERT_EQ(rename((tree_ / "f.tmp").c_str(), (tree_ / "f").c_str()), 0);
+    Scan();
+  }
+  auto n = index_->Count();
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->paths, 2u);
+  EXPECT_EQ(n->inodes, 2u) << "inode rows of replaced files were left behind";
+  EXPECT_EQ(DigestOf("f"), Sha256::Of("version 4"));
+}
+
+// Lazy hashing: only files with a size twin are read; a file of unique size
+// is recorded by size and hashed once a second file of its size appears.
+// Duplicates found are the same as with every file hashed.
+TEST_F(ScannerTest, FilesOfUniqueSizeAreHashedOnlyWhenATwinAppears) {
+  lazy_ = true;
+  WriteFile(tree_ / "u5", "12345");
+  WriteFile(tree_ / "u7", "1234567");
+  WriteFile(tree_ / "t9a", "aaaaaaaaa");
+  WriteFile(tree_ / "t9b", "bbbbbbbbb");
+  WriteFile(tree_ / "d/x", "duplicate!");
+  WriteFile(tree_ / "d/y", "duplicate!");
+  ScanStats first = Scan();
+  EXPECT_EQ(first.hashed, 4u) << "files of unique size were read";
+  // Recorded by size when walked: u5, u7, and t9a and d/x until their twins came.
+  EXPECT_EQ(first.deferred, 4u);
+  auto u7 = index_->FindPath(tree_ / "u7");
+  ASSERT_TRUE(u7.ok() && u7->has_value());
+  EXPECT_FALSE((*u7)->inode.hashed);
+  auto u5 = index_->FindPath(tree_ / "u5");
+  ASSERT_TRUE(u5.ok() && u5->has_value());
+  EXPECT_FALSE((*u5)->inode.hashed);
+  auto groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ(groups->front().digest, Sha256::Of("duplicate!"));
+
+  // A second file of u5's size, in another tree: both are hashed now.
+  TempDir other;
+  WriteFile(other / "copy-of-u5", "12345");
+  ScanOptions o;
+  o.racy_ns = 0;
+  ScanStats st;
+  ASSERT_TRUE(ScanTree(index_.get(), other.path(), o, &st).ok());
+  EXPECT_EQ(st.hashed, 2u) << "the new file and the earlier one of its size";
+  EXPECT_EQ(DigestOf("u5"), Sha256::Of("12345"));
+  groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  EXPECT_EQ(groups->size(), 2u);
+  EXPECT_EQ(Scan().hashed, 0u) << "the backfilled row is current";
+
+  // The same index built hashing everything finds the same groups.
+  TempDir db2;
+  auto all = Index::Open(db2 / "i.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(all.ok());
+  ScanOptions everything;
+  everything.lazy = false;
+  ScanStats a, b;
+  ASSERT_TRUE(ScanTree(all->get(), tree_.path(), everything, &a).ok());
+  ASSERT_TRUE(ScanTree(all->get(), other.path(), everything, &b).ok());
+  EXPECT_EQ(a.hashed, 6u);
+  auto want = FindDuplicates(all->get(), 1);
+  ASSERT_TRUE(want.ok());
+  ASSERT_EQ(want->size(), groups->size());
+  for (size_t i = 0; i < want->size(); i++) {
+    EXPECT_EQ((*want)[i].digest, (*groups)[i].digest);
+    EXPECT_EQ((*want)[i].inodes.size(), (*groups)[i].inodes.size());
+  }
+}
+
+TEST_F(ScannerTest, RehashReadsEveryFileAgain) {
+  for (int i = 0; i < 5; i++) WriteFile(tree_ / ("f" + std::to_string(i)), "v" + std::to_string(i));
+  EXPECT_EQ(Scan().hashed, 5u);
+  EXPECT_EQ(Scan().hashed, 0u);
+  ScanOptions o;
+  o.rehash = true;
+  ScanStats st = Scan(o);
+  EXPECT_EQ(st.hashed, 5u);
+  EXPECT_EQ(st.unchanged, 0u);
+}
+
 TEST_F(ScannerTest, CachedLargeFilesAreCountedAsMapped) {
   std::string big = test::RandomBytes((3 << 20) + 7, 1), small = "small";
   WriteFile(tree_ / "big", big);
@@ -139,6 +273,7 @@ TEST_F(ScannerTest, CachedLargeFilesAreCountedAsMapped) {
   ASSERT_TRUE(idx2.ok()) << idx2.status().ToString();
   ScanOptions o;
   o.hasher.map_min_size = 0;
+  o.lazy = false;
   ScanStats read;
   ASSERT_TRUE(ScanTree(idx2->get(), tree_.path(), o, &read).ok());
   EXPECT_EQ(read.hashed_bytes, big.size() + small.size());
@@ -208,6 +343,30 @@ TEST_F(ScannerTest, InterruptedScanKeepsItsWorkAndTheNextScanContinues) {
   EXPECT_EQ(second.unchanged, first.hashed) << "work of the interrupted scan was lost";
   EXPECT_EQ(second.hashed + second.unchanged, 400u);
   for (int i = 0; i < 400; i += 37) EXPECT_EQ(DigestOf("f" + std::to_string(i)), VerityHasher::Of("content " + std::to_string(i)));
+}
+
+// The first stop ends a scan at the next read, not after the large file
+// being hashed: reads after the flag are at most one per file in flight.
+TEST_F(ScannerTest, StopAbandonsAFileBeingRead) {
+  WriteFile(tree_ / "big", std::string(16 << 20, 'b'));
+  std::atomic<bool> stop{false};
+  std::atomic<int> reads{0}, after_stop{0};
+  ScanOptions o;
+  o.workers = 1;
+  o.stop = &stop;
+  o.hasher.buffer_size = 64 << 10;  // 256 reads
+  o.engine = [&] {
+    return test::NewHookedEngine(NewPreadEngine(4), [&](int, ReadCompletion*) {
+      if (stop) after_stop++;
+      if (++reads == 8) stop = true;
+    });
+  };
+  ScanStats st = Scan(o);
+  EXPECT_TRUE(st.interrupted);
+  EXPECT_EQ(st.hashed, 0u);
+  EXPECT_EQ(st.errors, 0u) << "an abandoned file is not an error";
+  EXPECT_LE(after_stop.load(), 1) << "the scan read on after the stop";
+  EXPECT_FALSE(DigestOf("big").has_value());
 }
 
 TEST_F(ScannerTest, FileChangingDuringTheScanIsNotRecorded) {

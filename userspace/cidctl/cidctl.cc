@@ -26,6 +26,7 @@
 #include "cid/json.h"
 #include "cid/kernel.h"
 #include "cid/report.h"
+#include "cid/safe_open.h"
 #include "cid/scanner.h"
 #include "cid/walker.h"
 #include "host_commands.h"
@@ -37,6 +38,7 @@ constexpr int kExitOk = 0;
 constexpr int kExitError = 1;
 constexpr int kExitUsage = 2;
 constexpr int kExitPartial = 3;
+constexpr int kExitBusy = 4;  // the index is locked by another client beyond --busy-timeout
 constexpr int kExitInterrupted = 130;
 
 std::atomic<bool> g_stop{false};
@@ -47,8 +49,12 @@ void Error(const std::string& msg) { fprintf(stderr, "cidctl: %s\n", msg.c_str()
 
 int Fail(const Status& s) {
   Error(s.message());
-  return kExitError;
+  return s.IsBusy() ? kExitBusy : kExitError;
 }
+
+// --busy-timeout MS (every command that opens the index); -1: the
+// CID_BUSY_TIMEOUT_MS environment variable, else 2000 ms.
+int g_busy_timeout_ms = -1;
 
 // "123", "4k", "1M", "2G" (binary units).
 bool ParseSize(const char* text, uint64_t* out) {
@@ -83,6 +89,9 @@ bool ParseU32(const char* text, uint32_t* out) {
   return true;
 }
 
+enum { kOptIndex = 1000, kOptBatch, kOptJson, kOptMinSize, kOptWorkers, kOptNoUring, kOptQuiet, kOptDomain, kOptNoVerify,
+       kOptVerify, kOptDups, kOptRehash, kOptBusyTimeout, kOptHashAll };
+
 struct Command {
   const char* name;
   const char* summary;
@@ -95,6 +104,9 @@ struct Command {
 int ParseOptions(int argc, char** argv, const Command& cmd, const std::vector<option>& extra,
                  const std::function<bool(int, const char*)>& on_opt) {
   std::vector<option> opts = extra;
+  bool has_index = false;
+  for (const option& o : extra) has_index |= o.val == kOptIndex;
+  if (has_index) opts.push_back({"busy-timeout", required_argument, nullptr, kOptBusyTimeout});
   opts.push_back({"help", no_argument, nullptr, 'h'});
   opts.push_back({nullptr, 0, nullptr, 0});
   std::string shorts = "h";  // GNU getopt permutes: options may follow PATHs
@@ -111,6 +123,15 @@ int ParseOptions(int argc, char** argv, const Command& cmd, const std::vector<op
             cmd.name + " --help')");
       return kExitUsage;
     }
+    if (c == kOptBusyTimeout) {
+      uint32_t ms;
+      if (!ParseU32(optarg, &ms) || ms > INT32_MAX) {
+        Error(std::string(cmd.name) + ": bad value for --busy-timeout: '" + optarg + "' (milliseconds)");
+        return kExitUsage;
+      }
+      g_busy_timeout_ms = static_cast<int>(ms);
+      continue;
+    }
     if (!on_opt(c, optarg)) {
       Error(std::string(cmd.name) + ": bad value for " + argv[optind - 1] + ": '" + (optarg ? optarg : "") + "'");
       return kExitUsage;
@@ -119,14 +140,14 @@ int ParseOptions(int argc, char** argv, const Command& cmd, const std::vector<op
   return -1;
 }
 
-enum { kOptIndex = 1000, kOptBatch, kOptJson, kOptMinSize, kOptWorkers, kOptNoUring, kOptQuiet, kOptDomain, kOptNoVerify,
-       kOptVerify, kOptDups };
 
 const option kIndexOpt = {"index", required_argument, nullptr, kOptIndex};
 const option kJsonOpt = {"json", no_argument, nullptr, kOptJson};
 
 Result<std::unique_ptr<Index>> OpenIndex(const std::string& given, Index::Mode mode) {
-  return Index::Open(given.empty() ? DefaultIndexPath() : given, mode);
+  IndexOptions o;
+  o.busy_timeout_ms = g_busy_timeout_ms;
+  return Index::Open(given.empty() ? DefaultIndexPath() : given, mode, o);
 }
 
 // ---- scan ----------------------------------------------------------------
@@ -140,12 +161,16 @@ int CmdScan(int argc, char** argv) {
   int rc = ParseOptions(argc, argv, kScan,
                         {kIndexOpt, kJsonOpt, {"workers", required_argument, nullptr, kOptWorkers},
                          {"no-uring", no_argument, nullptr, kOptNoUring}, {"quiet", no_argument, nullptr, kOptQuiet},
-                         {"batch", required_argument, nullptr, kOptBatch}},
+                         {"batch", required_argument, nullptr, kOptBatch},
+                         {"rehash", no_argument, nullptr, kOptRehash},
+                         {"hash-all", no_argument, nullptr, kOptHashAll}},
                         [&](int c, const char* arg) {
                           switch (c) {
                             case kOptIndex: index_path = arg; return true;
                             case kOptJson: json = true; return true;
                             case kOptQuiet: quiet = true; return true;
+                            case kOptRehash: so.rehash = true; return true;
+                            case kOptHashAll: so.lazy = false; return true;
                             case kOptNoUring: setenv("CID_NO_URING", "1", 1); return true;
                             case kOptWorkers: return ParseU32(arg, &so.workers) && so.workers > 0;
                             case kOptBatch: {
@@ -196,7 +221,7 @@ int CmdScan(int argc, char** argv) {
     if (!s.ok()) {
       Error(s.message());
       // The index itself failing ends the run; a bad root skips to the next.
-      if (s.message().rfind("index ", 0) == 0) return kExitError;
+      if (s.message().rfind("index ", 0) == 0) return s.IsBusy() ? kExitBusy : kExitError;
       exit_code = kExitError;
       continue;
     }
@@ -218,6 +243,8 @@ int CmdScan(int argc, char** argv) {
           .Uint("special", st.special)
           .Uint("pseudo_fs", st.pseudo_fs)
           .Uint("removed", st.removed)
+          .Uint("racy", st.racy)
+          .Uint("deferred", st.deferred)
           .Bool("interrupted", st.interrupted)
           .Double("seconds", st.seconds)
           .String("engine", st.engine)
@@ -225,9 +252,10 @@ int CmdScan(int argc, char** argv) {
     } else if (!quiet) {
       char rate[32] = "";
       if (st.hashed_bytes > 0) snprintf(rate, sizeof(rate), ", %.2f GB/s", gbps);
-      printf("%s: %" PRIu64 " files (%" PRIu64 " inodes), %" PRIu64 " hashed (%s%s), %" PRIu64
+      printf("%s: %" PRIu64 " files (%" PRIu64 " inodes), %" PRIu64 " hashed (%s%s), %" PRIu64 " of unique size, %" PRIu64
              " unchanged, %" PRIu64 " removed, %" PRIu64 " errors, %" PRIu64 " changed while read; %.2f s [%s]%s\n",
-             st.root.c_str(), st.files, st.inodes, st.hashed, HumanBytes(st.hashed_bytes).c_str(), rate, st.unchanged,
+             st.root.c_str(), st.files, st.inodes, st.hashed, HumanBytes(st.hashed_bytes).c_str(), rate, st.deferred,
+             st.unchanged,
              st.removed, st.errors, st.changed, st.seconds, st.engine.c_str(), st.interrupted ? " INTERRUPTED" : "");
     }
     if ((st.errors || st.changed) && exit_code == kExitOk) exit_code = kExitPartial;
@@ -244,24 +272,35 @@ int CmdScan(int argc, char** argv) {
 
 const Command kScan = {
     "scan", "index trees: hash new and changed files into the index",
-    "usage: cidctl scan [--index FILE] [--workers N] [--batch N] [--no-uring] [--quiet] [--json] PATH...\n"
+    "usage: cidctl scan [--index FILE] [--busy-timeout MS] [--workers N] [--batch N] [--rehash] [--hash-all] [--no-uring] [--quiet] [--json] PATH...\n"
     "\n"
     "Walk each PATH (never following symlinks, skipping special files and not\n"
     "entering proc, sysfs, cgroup and other pseudo filesystems), hash every\n"
     "regular file that is new or changed since the last scan, and record it in the\n"
-    "index.  Unchanged files (same inode, size, mtime, ctime) are not read again.\n"
+    "index.  Unchanged files (same inode, size, mtime, ctime) are not read again,\n"
+    "except files whose times were within the filesystem's timestamp granularity\n"
+    "of the scan that hashed them (they could have changed unseen: git's racy-clean\n"
+    "rule); those are hashed again by the next scan.\n"
     "An interrupted scan keeps what it hashed; scanning again continues.\n"
     "\n"
     "  --index FILE   index database (default /var/lib/cid/index.db for root,\n"
     "                 $XDG_STATE_HOME/cid/index.db otherwise)\n"
+    "  --busy-timeout MS  wait at most MS ms for another client's lock on the\n"
+    "                 index (default $CID_BUSY_TIMEOUT_MS, else 2000); then exit 4\n"
     "  --workers N    hashing threads (default: one per CPU)\n"
     "  --batch N      commit to the index every N writes or every second,\n"
     "                 whichever comes first (default 4096)\n"
+    "  --rehash       hash every file again, even those the index has as unchanged\n"
+    "                 (a write through a shared mapping need not move mtime)\n"
+    "  --hash-all     hash every file; by default a file whose size no other\n"
+    "                 indexed file has is recorded by size only (it cannot have a\n"
+    "                 duplicate) and hashed when a second file of its size appears\n"
     "  --no-uring     read with pread instead of io_uring (also CID_NO_URING=1)\n"
     "  --quiet        no progress and no summary\n"
     "  --json         print the per-root statistics as JSON\n"
     "\n"
     "Exit status: 0 all indexed, 3 some files unreadable or changed while read,\n"
+    "4 the index was busy (locked by another client beyond --busy-timeout),\n"
     "130 interrupted, 1 error, 2 usage.\n",
     CmdScan};
 
@@ -289,13 +328,19 @@ int CmdDups(int argc, char** argv) {
   }
   auto index = OpenIndex(index_path, Index::Mode::kReadOnly);
   if (!index.ok()) return Fail(index.status());
-  auto groups = FindDuplicates(index->get(), min_size);
+  uint64_t stale = 0;
+  auto groups = FindCurrentDuplicates(index->get(), min_size, &stale);
   if (!groups.ok()) return Fail(groups.status());
+  if (stale > 0)
+    Error("note: " + std::to_string(stale) +
+          " indexed names no longer exist as the file the index hashed and are not listed "
+          "(scan their trees again, or 'cidctl forget' a tree that is gone)");
   uint64_t total = 0;
   for (const auto& g : *groups) total += g.duplicated_bytes();
   if (json) {
     JsonWriter jw;
-    jw.BeginObject().Uint("min_size", min_size).Uint("groups_count", groups->size()).Uint("duplicated_bytes", total);
+    jw.BeginObject().Uint("min_size", min_size).Uint("groups_count", groups->size()).Uint("duplicated_bytes", total)
+        .Uint("stale_paths", stale);
     jw.BeginArray("groups");
     for (const auto& g : *groups) {
       jw.BeginObject()
@@ -330,14 +375,17 @@ int CmdDups(int argc, char** argv) {
 
 const Command kDups = {
     "dups", "list content that exists as more than one inode",
-    "usage: cidctl dups [--index FILE] [--min-size N] [--json]\n"
+    "usage: cidctl dups [--index FILE] [--busy-timeout MS] [--min-size N] [--json]\n"
     "\n"
     "List every content (fs-verity digest) that the index holds as two or more inodes,\n"
     "largest duplicated bytes first.  Hardlinks are one inode and never count\n"
-    "as duplicates.\n"
+    "as duplicates.  Each name is checked first: one that no longer exists\n"
+    "beneath its scanned root as the inode and version the index hashed is left\n"
+    "out (counted in stale_paths).  Names that are not UTF-8 are written in\n"
+    "--json with each undecodable byte as \\udcXX (see docs/cidctl.md).\n"
     "\n"
     "  --min-size N   only contents of at least N bytes (suffixes k, M, G; default 1)\n"
-    "  --json         {\"min_size\", \"groups_count\", \"duplicated_bytes\", \"groups\": [\n"
+    "  --json         {\"min_size\", \"groups_count\", \"duplicated_bytes\", \"stale_paths\", \"groups\": [\n"
     "                   {\"digest\", \"size\", \"copies\", \"duplicated_bytes\",\n"
     "                    \"inodes\": [{\"dev\", \"ino\", \"paths\": [...]}]}]}\n",
     CmdDups};
@@ -417,7 +465,7 @@ int CmdReport(int argc, char** argv) {
 
 const Command kReport = {
     "report", "summarise duplication and the page cache sharing would save",
-    "usage: cidctl report [--index FILE] [--json]\n"
+    "usage: cidctl report [--index FILE] [--busy-timeout MS] [--json]\n"
     "\n"
     "For all trees together and for each scanned tree: files (inodes), distinct\n"
     "contents, duplicated bytes (bytes beyond the first copy of each content),\n"
@@ -479,18 +527,74 @@ const Command kStatus = {
 
 extern const Command kTag;
 
-// The digest the index holds for a path, if its row describes the file as
-// it is now.
-std::optional<Digest> IndexedDigest(Index* index, const std::string& path) {
-  if (!index) return std::nullopt;
+// What the index says about a file open as fd, named `path` on the command
+// line: no row (nullopt: tag without an expected digest), or the digest of a
+// row that describes the open file as it is now.  A row that no longer
+// describes it is an error: an indexed path is never tagged without its
+// expected digest.
+Result<std::optional<Digest>> IndexedDigest(Index* index, const std::string& path, int fd) {
+  if (!index) return std::optional<Digest>();
   auto canon = CanonicalPath(path);
-  if (!canon.ok()) return std::nullopt;
+  if (!canon.ok()) return std::optional<Digest>();
   auto rec = index->FindPath(*canon);
-  if (!rec.ok() || !rec->has_value()) return std::nullopt;
+  if (!rec.ok()) return rec.status();
+  if (!rec->has_value()) return std::optional<Digest>();
   struct stat st;
-  if (lstat(canon->c_str(), &st) < 0) return std::nullopt;
-  if (!(*rec)->inode.Matches(FileStat::From(st))) return std::nullopt;
-  return (*rec)->inode.digest;
+  if (fstat(fd, &st) < 0) return Status::FromErrno(path, errno);
+  if (!(*rec)->inode.Matches(FileStat::From(st)))
+    return Status::Changed(path + ": changed since the index recorded it (inode, size, mtime or ctime); "
+                           "scan it again, or tag with --no-verify-index");
+  if (!(*rec)->inode.hashed)
+    return Status::InvalidArgument(path + ": the index has it by size only (no other indexed file has its size, "
+                                   "so it has nothing to share with yet); tag with --no-verify-index to tag it anyway");
+  return std::optional<Digest>((*rec)->inode.digest);
+}
+
+// Opens one checked name of each inode of each group, beneath its scanned
+// root (never through a symlink, never outside it), still the version the
+// index hashed, and hands it to fn (which closes it) until fn returns false.
+// Names that fail are reported and the next name of the inode is tried;
+// inodes left without one are counted in *skipped.
+void ForEachDupTarget(Index* index, const std::vector<DupGroup>& groups, uint64_t* skipped,
+                      const std::function<bool(int fd, const std::string& path, const Digest& digest)>& fn) {
+  auto roots = index->Roots();
+  if (!roots.ok()) {
+    Error(roots.status().message());
+    return;
+  }
+  std::vector<std::string> root_paths;
+  for (const auto& r : *roots) root_paths.push_back(r.path);
+  RootFds fds(std::move(root_paths));
+  for (const auto& g : groups) {
+    for (const auto& in : g.inodes) {
+      bool opened = false;
+      for (const auto& p : in.paths) {
+        auto where = fds.Resolve(p);
+        if (!where.ok()) {
+          Error("skipped: " + where.status().message());
+          continue;
+        }
+        FileStat want;
+        want.dev = in.dev;
+        want.ino = in.ino;
+        FileStat now;
+        auto fd = OpenFileBeneath(where->first, where->second, p, want, &now);
+        if (!fd.ok()) {
+          Error("skipped: " + fd.status().message());
+          continue;
+        }
+        if (now.size != g.size || now.mtime_ns != in.mtime_ns || now.ctime_ns != in.ctime_ns) {
+          close(*fd);
+          Error("skipped: " + p + ": changed since the index recorded it; scan again");
+          continue;
+        }
+        opened = true;
+        if (!fn(*fd, p, g.digest)) return;
+        break;  // one name per inode is enough
+      }
+      if (!opened) (*skipped)++;
+    }
+  }
 }
 
 int CmdTag(int argc, char** argv) {
@@ -537,29 +641,19 @@ int CmdTag(int argc, char** argv) {
       Error("warning: not checking digests against the index: " + opened.status().message());
     }
   }
-  std::vector<std::string> paths(argv + optind, argv + argc);
-  if (dups) {
-    auto groups = FindDuplicates(index.get(), min_size);
-    if (!groups.ok()) return Fail(groups.status());
-    for (const auto& g : *groups)
-      for (const auto& in : g.inodes) paths.push_back(in.paths[0]);  // one name per inode is enough
-  }
   JsonWriter jw;
   jw.BeginObject().BeginArray("files");
   uint64_t ok = 0, failed = 0;
-  for (const auto& p : paths) {
-    TagRequest req = base;
-    if (verify) req.expect = IndexedDigest(index.get(), p);
-    auto r = TagFile(p, req);
+  // Tags one open file; false once the kernel has said it cannot tag at all.
+  auto tag_one = [&](int fd, const std::string& p, const TagRequest& req) {
+    auto r = TagFd(fd, p, req);
+    close(fd);
     if (!r.ok()) {
       failed++;
       Error(r.status().message());
       if (json) jw.BeginObject().String("path", p).String("error", r.status().message()).EndObject();
-      if (r.status().code() == Status::Code::kUnsupported &&
-          (r.status().err() == ENOTTY || r.status().err() == EINVAL)) {
-        break;  // the kernel cannot tag anything: no point trying the rest
-      }
-      continue;
+      return !(r.status().code() == Status::Code::kUnsupported &&
+               (r.status().err() == ENOTTY || r.status().err() == EINVAL));
     }
     ok++;
     if (json) {
@@ -568,17 +662,58 @@ int CmdTag(int argc, char** argv) {
     } else {
       printf("%s  %s%s\n", r->digest.ToString().c_str(), p.c_str(), req.expect ? "  (matches index)" : "");
     }
+    return true;
+  };
+  size_t attempted = 0;
+  if (dups) {
+    uint64_t stale = 0;
+    auto groups = FindCurrentDuplicates(index.get(), min_size, &stale);
+    if (!groups.ok()) return Fail(groups.status());
+    if (stale > 0)
+      Error("note: " + std::to_string(stale) + " indexed names no longer exist as the file the index hashed; not tagged");
+    uint64_t skipped = 0;
+    ForEachDupTarget(index.get(), *groups, &skipped, [&](int fd, const std::string& p, const Digest& digest) {
+      attempted++;
+      TagRequest req = base;
+      req.expect = digest;  // always: an indexed path is only tagged as the content the index saw
+      return tag_one(fd, p, req);
+    });
+    failed += skipped;
+  }
+  for (int i = optind; i < argc; i++) {
+    std::string p = argv[i];
+    attempted++;
+    auto fd = OpenRegularFile(p);
+    if (!fd.ok()) {
+      failed++;
+      Error(fd.status().message());
+      if (json) jw.BeginObject().String("path", p).String("error", fd.status().message()).EndObject();
+      continue;
+    }
+    TagRequest req = base;
+    if (verify) {
+      auto want = IndexedDigest(index.get(), p, *fd);
+      if (!want.ok()) {
+        close(*fd);
+        failed++;
+        Error(want.status().message());
+        if (json) jw.BeginObject().String("path", p).String("error", want.status().message()).EndObject();
+        continue;
+      }
+      req.expect = *want;
+    }
+    if (!tag_one(*fd, p, req)) break;
   }
   jw.EndArray().Uint("tagged", ok).Uint("failed", failed).EndObject();
   if (json) printf("%s\n", jw.str().c_str());
-  else if (paths.size() > 1) fprintf(stderr, "tagged %" PRIu64 ", failed %" PRIu64 "\n", ok, failed);
+  else if (attempted > 1 || failed > 1) fprintf(stderr, "tagged %" PRIu64 ", failed %" PRIu64 "\n", ok, failed);
   return failed ? kExitError : kExitOk;
 }
 
 const Command kTag = {
     "tag", "ask the kernel to share the page cache of files with identical content",
-    "usage: cidctl tag [--domain N] [--no-verify-index] [--index FILE] [--json] PATH...\n"
-    "       cidctl tag --dups [--min-size N] [--index FILE] [--domain N]\n"
+    "usage: cidctl tag [--domain N] [--no-verify-index] [--index FILE] [--busy-timeout MS] [--json] PATH...\n"
+    "       cidctl tag --dups [--min-size N] [--index FILE] [--busy-timeout MS] [--domain N]\n"
     "\n"
     "Tag each file with CID_IOC_TAG: the kernel hashes it under write denial and\n"
     "from then on serves read-only opens from one shared page cache per content.\n"
@@ -675,6 +810,64 @@ const Command kQuery = {
     "            \"tagged_inodes\"} or {\"path\", \"error\"}]}\n",
     CmdQuery};
 
+// ---- forget --------------------------------------------------------------
+
+extern const Command kForget;
+
+int CmdForget(int argc, char** argv) {
+  std::string index_path;
+  bool json = false;
+  int rc = ParseOptions(argc, argv, kForget, {kIndexOpt, kJsonOpt}, [&](int c, const char* arg) {
+    switch (c) {
+      case kOptIndex: index_path = arg; return true;
+      case kOptJson: json = true; return true;
+    }
+    return false;
+  });
+  if (rc >= 0) return rc;
+  if (optind >= argc) {
+    Error("forget: no ROOT given (see 'cidctl forget --help')");
+    return kExitUsage;
+  }
+  auto index = OpenIndex(index_path, Index::Mode::kReadWrite);
+  if (!index.ok()) return Fail(index.status());
+  JsonWriter jw;
+  jw.BeginObject().BeginArray("roots");
+  int exit_code = kExitOk;
+  for (int i = optind; i < argc; i++) {
+    // A root that still exists is named as the scan recorded it (canonical);
+    // one that is gone, as given, without trailing slashes.
+    std::string root = argv[i];
+    if (auto canon = CanonicalPath(root); canon.ok()) root = *canon;
+    while (root.size() > 1 && root.back() == '/') root.pop_back();
+    auto n = (*index)->ForgetRoot(root);
+    if (!n.ok()) {
+      Error(n.status().message());
+      exit_code = kExitError;
+      if (json) jw.BeginObject().String("root", root).String("error", n.status().message()).EndObject();
+      continue;
+    }
+    if (json) jw.BeginObject().String("root", root).Uint("paths_removed", *n).EndObject();
+    else printf("%s: forgotten (%" PRIu64 " paths)\n", root.c_str(), *n);
+  }
+  jw.EndArray().EndObject();
+  if (json) printf("%s\n", jw.str().c_str());
+  return exit_code;
+}
+
+const Command kForget = {
+    "forget", "remove scanned roots and what they recorded from the index",
+    "usage: cidctl forget [--index FILE] [--busy-timeout MS] [--json] ROOT...\n"
+    "\n"
+    "Remove each ROOT (as 'cidctl report' lists it; it need not exist any more,\n"
+    "e.g. a renamed or deleted tree) from the index: its row, every path its\n"
+    "scans recorded, and the inodes no other path names.  Files are not touched.\n"
+    "\n"
+    "  --json   {\"roots\": [{\"root\", \"paths_removed\"} or {\"root\", \"error\"}]}\n"
+    "\n"
+    "Exit status: 0 all forgotten, 1 a ROOT is not a scanned root or the index failed.\n",
+    CmdForget};
+
 // ---- hash ----------------------------------------------------------------
 
 extern const Command kHash;
@@ -716,8 +909,8 @@ const Command kUnlinkDups = {"unlink-dups", "undo the hard links cid-oci-hook --
 const Command kMetrics = {"metrics", "cidd's metrics (Prometheus text) or state (--json)", "", CmdMetrics};
 const Command kTop = {"top", "savings per container and layer, from cidd", "", CmdTop};
 
-const Command* const kCommands[] = {&kScan, &kDups,   &kReport,     &kStatus,  &kTag, &kUntag,
-                                    &kQuery, &kHash, &kUnlinkDups, &kMetrics, &kTop};
+const Command* const kCommands[] = {&kScan,   &kDups, &kReport,     &kStatus,  &kTag, &kUntag,
+                                    &kQuery,  &kForget, &kHash, &kUnlinkDups, &kMetrics, &kTop};
 
 void Usage(FILE* out) {
   fprintf(out,

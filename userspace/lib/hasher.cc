@@ -1,5 +1,7 @@
 #include "cid/hasher.h"
 
+#include "cid/safe_open.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -9,6 +11,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 
@@ -149,8 +152,23 @@ FileHasher::~FileHasher() {
     if (s->fd >= 0) close(s->fd);
 }
 
-void FileHasher::Finish(Slot* slot, Status status, const std::function<void(HashOutcome&&)>& done) {
+bool FileHasher::FallBack(const Status& why) {
+  if (strcmp(engine_->name(), "io_uring") != 0) return false;
+  static std::once_flag warned;
+  std::call_once(warned, [&] {
+    fprintf(stderr, "%s: io_uring failed after setup (%s), falling back to pread\n", program_invocation_short_name,
+            why.message().c_str());
+  });
+  NoteUringBroken();
+  // Completions of the old ring are lost with it: nothing of it is reused.
+  engine_ = NewPreadEngine(engine_->depth());
+  return true;
+}
+
+void FileHasher::Finish(Slot* slot, Status status, const std::function<void(HashOutcome&&)>& done,
+                        bool interrupted) {
   HashOutcome o;
+  o.interrupted = interrupted;
   o.id = slot->req.id;
   o.path = std::move(slot->req.path);
   o.st = slot->before;
@@ -236,6 +254,15 @@ bool FileHasher::Start(Slot* slot, HashRequest&& req, const std::function<void(H
   slot->mapped = 0;
   slot->busy = true;
   slot->before = FileStat{};
+  if (slot->req.dir_fd >= 0) {
+    auto fd = OpenFileBeneath(slot->req.dir_fd, slot->req.rel, slot->req.path, slot->req.expect, &slot->before);
+    if (!fd.ok()) {
+      Finish(slot, fd.status(), done);
+      return false;
+    }
+    slot->fd = *fd;
+    return Begin(slot, done);
+  }
   slot->fd = OpenForHash(slot->req.path);
   if (slot->fd < 0) {
     Finish(slot, Status::FromErrno(slot->req.path, errno), done);
@@ -256,6 +283,11 @@ bool FileHasher::Start(Slot* slot, HashRequest&& req, const std::function<void(H
     Finish(slot, Status::Changed(slot->req.path + ": replaced by another file during the scan"), done);
     return false;
   }
+  return Begin(slot, done);
+}
+
+// The file is open and fstat'ed into slot->before: hash it.
+bool FileHasher::Begin(Slot* slot, const std::function<void(HashOutcome&&)>& done) {
   if (slot->before.size == 0) {
     Finish(slot, Status::OK(), done);
     return false;
@@ -295,13 +327,40 @@ void FileHasher::Run(const std::function<bool(HashRequest*, bool may_block)>& ne
     }
     comps.clear();
     Status ws = engine_->Wait(&comps);
-    if (!ws.ok()) {
+    if (!ws.ok() && FallBack(ws)) {
+      for (auto& s : slots_) {  // start the files in flight again, on the new engine
+        if (!s->busy) continue;
+        // A read the old ring had started may still land in the old
+        // buffer while the ring is torn down: leave it to that read.
+        (void)s->buf.release();
+        void* p = nullptr;
+        if (posix_memalign(&p, 4096, options_.buffer_size) != 0) abort();
+        s->buf.reset(static_cast<uint8_t*>(p));
+        s->sha.Reset();
+        s->off = 0;
+        s->mapped = 0;
+        bool finished;
+        Status st = Continue(s.get(), &finished);
+        if (!st.ok() || finished) {
+          Finish(s.get(), st, done);
+          active--;
+        }
+      }
+      continue;
+    }
+    if (!ws.ok()) {  // fail the files in flight, go on with the next ones
       for (auto& s : slots_)
         if (s->busy) Finish(s.get(), Status::IoError(s->req.path + ": " + ws.message(), ws.err()), done);
-      return;
+      active = 0;
+      continue;
     }
     for (const ReadCompletion& c : comps) {
       Slot* s = slots_[c.tag].get();
+      if (Stopped()) {  // each file in flight ends at its own next completion
+        Finish(s, Status::Changed(s->req.path + ": not finished: the scan was stopped"), done, true);
+        active--;
+        continue;
+      }
       if (c.res == -EINTR || c.res == -EAGAIN) {
         Status st = SubmitRead(s);
         if (!st.ok()) {
@@ -356,6 +415,7 @@ HashPool::HashPool(unsigned workers, const EngineFactory& factory, HasherOptions
     : stop_(stop) {
   if (workers == 0) workers = 1;
   for (unsigned i = 0; i < workers; i++) {
+    if (!options.stop) options.stop = stop;
     threads_.emplace_back([this, factory, options] {
       FileHasher h(factory(), options);
       {

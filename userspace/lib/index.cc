@@ -3,8 +3,11 @@
 #include <errno.h>
 #include <sqlite3.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <climits>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
@@ -12,13 +15,12 @@ namespace cid {
 
 namespace {
 
-// 1: digests were the plain SHA-256 of each file.
-// 2: digests are fs-verity file digests (cid/verity.h).  Upgrading from 1
-//    deletes every inode row, whose digest is of the old kind, and keeps
-//    the paths: a path without an inode row has no digest to trust, and the
-//    next scan hashes it again.
+// 1: digests were the plain SHA-256 of each file; no flags column.
+// 2: digests are fs-verity file digests (cid/verity.h); inodes.flags (racy)
+//    and an index by size.  Upgrading from 1 adds the column and deletes
+//    every inode row, whose digest is of the old kind, and keeps the paths:
+//    a path without an inode row is hashed again by the next scan.
 constexpr int kSchemaVersion = 2;
-constexpr int kFirstVerityVersion = 2;
 constexpr int kApplicationId = 0x43494431;  // 'CID1'
 constexpr int kBusyTimeoutMs = 2000;
 
@@ -35,8 +37,10 @@ CREATE TABLE IF NOT EXISTS inodes(
   mtime_ns INTEGER NOT NULL,
   ctime_ns INTEGER NOT NULL,
   digest BLOB NOT NULL,
+  flags INTEGER NOT NULL DEFAULT 0,
   PRIMARY KEY(dev, ino)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inodes_by_digest ON inodes(digest);
+CREATE INDEX IF NOT EXISTS inodes_by_size ON inodes(size);
 CREATE TABLE IF NOT EXISTS paths(
   path TEXT PRIMARY KEY,
   root_id INTEGER NOT NULL,
@@ -58,6 +62,18 @@ Status MakeDirs(const std::string& dir) {
   return Status::OK();
 }
 
+// inodes.flags
+constexpr int64_t kFlagRacy = 1;  // recorded within the timestamp granularity of its scan: hash again
+
+// Migrations from older schemas, applied in one transaction.
+const char kSchema1To2[] = R"sql(
+ALTER TABLE inodes ADD COLUMN flags INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX IF NOT EXISTS inodes_by_size ON inodes(size);
+)sql";
+
+// The columns ReadInode takes, from table alias i.
+#define CID_INODE_COLS "i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest, i.flags"
+
 // sqlite stores integers signed; device and inode numbers are unsigned.
 int64_t S(uint64_t v) { return static_cast<int64_t>(v); }
 uint64_t U(int64_t v) { return static_cast<uint64_t>(v); }
@@ -70,8 +86,9 @@ InodeRecord ReadInode(sqlite3_stmt* st, int col) {
   r.mtime_ns = sqlite3_column_int64(st, col + 3);
   r.ctime_ns = sqlite3_column_int64(st, col + 4);
   const void* blob = sqlite3_column_blob(st, col + 5);
-  if (blob && sqlite3_column_bytes(st, col + 5) == static_cast<int>(kDigestSize))
-    memcpy(r.digest.bytes.data(), blob, kDigestSize);
+  r.hashed = blob && sqlite3_column_bytes(st, col + 5) == static_cast<int>(kDigestSize);
+  if (r.hashed) memcpy(r.digest.bytes.data(), blob, kDigestSize);
+  r.racy = (sqlite3_column_int64(st, col + 6) & kFlagRacy) != 0;
   return r;
 }
 
@@ -114,8 +131,51 @@ Status Index::Error(const char* what, int rc) const {
   }
 }
 
+namespace {
+
+// "file:" URI of a path, percent-encoding what a URI would misread.
+std::string FileUri(const std::string& path, const char* query) {
+  std::string out = "file:";
+  for (unsigned char c : path) {
+    if (c == '%' || c == '?' || c == '#' || c < 0x20 || c >= 0x7f) {
+      char buf[4];
+      snprintf(buf, sizeof(buf), "%%%02X", c);
+      out += buf;
+    } else {
+      out += static_cast<char>(c);
+    }
+  }
+  return out + "?" + query;
+}
+
+// A reader that cannot create or write the -shm next to a WAL index (its
+// directory is not writable to it, or is on a read-only mount) can only
+// read the file as it stands.
+bool DirectoryWritable(const std::string& path) {
+  size_t slash = path.rfind('/');
+  std::string dir = slash == std::string::npos ? "." : slash == 0 ? "/" : path.substr(0, slash);
+  if (access(dir.c_str(), W_OK) != 0) return false;
+  struct statvfs vfs;
+  return statvfs(dir.c_str(), &vfs) != 0 || !(vfs.f_flag & ST_RDONLY);
+}
+
+int BusyTimeoutFromEnv(int fallback) {
+  const char* v = getenv("CID_BUSY_TIMEOUT_MS");
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  long ms = strtol(v, &end, 10);
+  return (*end || ms < 0 || ms > INT32_MAX) ? fallback : static_cast<int>(ms);
+}
+
+}  // namespace
+
 Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode) {
-  int flags = SQLITE_OPEN_NOMUTEX;
+  return Open(path, mode, IndexOptions{});
+}
+
+Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode, const IndexOptions& options) {
+  int flags = SQLITE_OPEN_NOMUTEX | SQLITE_OPEN_URI;
+  std::string uri;
   if (mode == Mode::kReadOnly) {
     struct stat st;
     if (stat(path.c_str(), &st) < 0) {
@@ -124,6 +184,11 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode) {
       return Status::FromErrno("index " + path, errno);
     }
     flags |= SQLITE_OPEN_READONLY;
+    // mode=ro shares the writer's -shm and sees its commits; where no -shm
+    // can be made, immutable=1 reads the file alone (a writer elsewhere
+    // cannot have uncheckpointed work there without the -wal this reader
+    // would then be unable to use anyway).
+    uri = FileUri(path, DirectoryWritable(path) ? "mode=ro" : "immutable=1");
   } else {
     size_t slash = path.rfind('/');
     if (slash != std::string::npos && slash > 0) {
@@ -131,14 +196,27 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode) {
       if (!s.ok()) return Status::IoError("index " + path + ": cannot create its directory: " + s.message(), s.err());
     }
     flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
+    uri = FileUri(path, "mode=rwc");
   }
   sqlite3* db = nullptr;
-  int rc = sqlite3_open_v2(path.c_str(), &db, flags, nullptr);
+  int rc = sqlite3_open_v2(uri.c_str(), &db, flags, nullptr);
   std::unique_ptr<Index> idx(new Index(path, db));
   if (rc != SQLITE_OK) return idx->Error("cannot open", rc);
-  sqlite3_busy_timeout(db, kBusyTimeoutMs);
+  int busy = options.busy_timeout_ms >= 0 ? options.busy_timeout_ms : BusyTimeoutFromEnv(kBusyTimeoutMs);
+  sqlite3_busy_timeout(db, busy);
   sqlite3_extended_result_codes(db, 1);
   Status s = idx->Init(mode);
+  if (!s.ok() && mode == Mode::kReadOnly && uri.find("mode=ro") != std::string::npos && !s.IsCorruption() &&
+      s.code() != Status::Code::kUnsupported) {
+    // The -shm exists but this reader may not write it: read the file alone.
+    idx.reset();
+    db = nullptr;
+    rc = sqlite3_open_v2(FileUri(path, "immutable=1").c_str(), &db, flags, nullptr);
+    idx.reset(new Index(path, db));
+    if (rc != SQLITE_OK) return idx->Error("cannot open", rc);
+    sqlite3_extended_result_codes(db, 1);
+    s = idx->Init(mode);
+  }
   if (!s.ok()) return s;
   return idx;
 }
@@ -167,7 +245,7 @@ Status Index::Init(Mode mode) {
                               std::to_string(app_id) + ")");
   if (mode == Mode::kReadOnly) {
     if (version == 0) return Status::Corruption("index " + path_ + ": not a cid index (no schema)");
-    if (version < kFirstVerityVersion)
+    if (version < kSchemaVersion)
       return Status::Unsupported("index " + path_ + ": made by an older cidctl, its digests are plain SHA-256, " +
                                  "not content ids; run 'cidctl scan' on its roots to hash them again");
     return Status::OK();
@@ -189,16 +267,12 @@ Status Index::Init(Mode mode) {
   if (!s.ok()) return s;
   s = Exec("PRAGMA synchronous=NORMAL");
   if (!s.ok()) return s;
-  const std::string set_version = "PRAGMA user_version=" + std::to_string(kSchemaVersion);
-  if (version == 0) {
-    return InTransaction([&] {
-      Status t = Exec(kSchema);
-      if (t.ok()) t = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
-      if (t.ok()) t = Exec(set_version.c_str());
-      return t;
-    });
-  }
-  if (version < kFirstVerityVersion) {
+  // Checkpoints (each two fdatasyncs, in a writer's commit) every 32 MiB of
+  // WAL rather than SQLite's 4 MiB: a scan's many short commits otherwise
+  // spend a good part of their time waiting for the disk.
+  s = Exec("PRAGMA wal_autocheckpoint=8192");
+  if (!s.ok()) return s;
+  if (version < kSchemaVersion) {  // a new index, or an older schema to upgrade in place
     return InTransaction([&] {
       // Read again under the write lock: another process may have upgraded
       // it, and written new rows, since.
@@ -206,9 +280,16 @@ Status Index::Init(Mode mode) {
       int now = step == SQLITE_ROW ? sqlite3_column_int(*ver, 0) : -1;
       sqlite3_reset(*ver);
       if (now < 0) return Error("reading the schema version", step);
-      if (now >= kFirstVerityVersion) return Status::OK();
-      Status t = Exec("DELETE FROM inodes; UPDATE roots SET complete=0;");
-      if (t.ok()) t = Exec(set_version.c_str());
+      if (now >= kSchemaVersion) return Status::OK();
+      Status t;
+      if (now == 0) {
+        t = Exec(kSchema);
+        if (t.ok()) t = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
+      } else {
+        t = Exec(kSchema1To2);
+        if (t.ok()) t = Exec("DELETE FROM inodes; UPDATE roots SET complete=0;");
+      }
+      if (t.ok()) t = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
       return t;
     });
   }
@@ -302,11 +383,23 @@ Result<std::vector<RootRecord>> Index::Roots() {
 }
 
 Status Index::LoadTree(const std::string& root, std::unordered_map<std::string, PathRecord>* out) {
+  std::vector<PathRecord> rows;
+  Status s = LoadTreeChunk(root, "", UINT32_MAX, &rows);
+  if (!s.ok()) return s;
+  for (PathRecord& pr : rows) {
+    std::string key = pr.path;
+    out->emplace(std::move(key), std::move(pr));
+  }
+  return Status::OK();
+}
+
+Status Index::LoadTreeChunk(const std::string& root, const std::string& after, unsigned limit,
+                            std::vector<PathRecord>* out) {
   // Paths below root sort between "root/" and "root0" ('0' follows '/').
   auto st = Prepare(
-      "SELECT p.path, p.root_id, i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest "
-      "FROM paths p LEFT JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino "  // no row: to hash (never matches)
-      "WHERE p.path=?1 OR (p.path>=?2 AND p.path<?3)");
+      "SELECT p.path, p.root_id, " CID_INODE_COLS " "
+      "FROM paths p JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino "
+      "WHERE (p.path=?1 OR (p.path>=?2 AND p.path<?3)) AND p.path>?4 ORDER BY p.path LIMIT ?5");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
   std::string base = root == "/" ? "" : root;
@@ -314,21 +407,22 @@ Status Index::LoadTree(const std::string& root, std::unordered_map<std::string, 
   sqlite3_bind_text(*st, 1, root.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(*st, 2, lo.c_str(), -1, SQLITE_TRANSIENT);
   sqlite3_bind_text(*st, 3, hi.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_text(*st, 4, after.c_str(), -1, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(*st, 5, limit);
   int rc;
   while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
     PathRecord pr;
     pr.path = reinterpret_cast<const char*>(sqlite3_column_text(*st, 0));
     pr.root_id = sqlite3_column_int64(*st, 1);
     pr.inode = ReadInode(*st, 2);
-    std::string key = pr.path;
-    out->emplace(std::move(key), std::move(pr));
+    out->push_back(std::move(pr));
   }
   if (rc != SQLITE_DONE) return Error("loading the tree", rc);
   return Status::OK();
 }
 
 Result<std::optional<InodeRecord>> Index::FindInode(uint64_t dev, uint64_t ino) {
-  auto st = Prepare("SELECT dev, ino, size, mtime_ns, ctime_ns, digest FROM inodes WHERE dev=?1 AND ino=?2");
+  auto st = Prepare("SELECT " CID_INODE_COLS " FROM inodes i WHERE dev=?1 AND ino=?2");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
   sqlite3_bind_int64(*st, 1, S(dev));
@@ -341,7 +435,7 @@ Result<std::optional<InodeRecord>> Index::FindInode(uint64_t dev, uint64_t ino) 
 
 Result<std::optional<PathRecord>> Index::FindPath(const std::string& path) {
   auto st = Prepare(
-      "SELECT p.path, p.root_id, i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest "
+      "SELECT p.path, p.root_id, " CID_INODE_COLS " "
       "FROM paths p JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino WHERE p.path=?1");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
@@ -356,9 +450,36 @@ Result<std::optional<PathRecord>> Index::FindPath(const std::string& path) {
   return std::optional<PathRecord>(std::move(pr));
 }
 
+Result<std::vector<InodeRecord>> Index::FindInodesOfSize(uint64_t size, unsigned limit) {
+  auto st = Prepare("SELECT " CID_INODE_COLS " FROM inodes i WHERE size=?1 LIMIT ?2");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_int64(*st, 1, S(size));
+  sqlite3_bind_int64(*st, 2, limit);
+  std::vector<InodeRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW) out.push_back(ReadInode(*st, 0));
+  if (rc != SQLITE_DONE) return Error("looking up inodes by size", rc);
+  return out;
+}
+
+Result<std::vector<std::string>> Index::PathsOfInode(uint64_t dev, uint64_t ino, unsigned limit) {
+  auto st = Prepare("SELECT path FROM paths WHERE dev=?1 AND ino=?2 ORDER BY path LIMIT ?3");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_int64(*st, 1, S(dev));
+  sqlite3_bind_int64(*st, 2, S(ino));
+  sqlite3_bind_int64(*st, 3, limit);
+  std::vector<std::string> out;
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW) out.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(*st, 0)));
+  if (rc != SQLITE_DONE) return Error("looking up the paths of an inode", rc);
+  return out;
+}
+
 Status Index::PutInode(const InodeRecord& rec) {
   auto st = Prepare(
-      "INSERT OR REPLACE INTO inodes(dev, ino, size, mtime_ns, ctime_ns, digest) VALUES(?1,?2,?3,?4,?5,?6)");
+      "INSERT OR REPLACE INTO inodes(dev, ino, size, mtime_ns, ctime_ns, digest, flags) VALUES(?1,?2,?3,?4,?5,?6,?7)");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
   sqlite3_bind_int64(*st, 1, S(rec.dev));
@@ -366,7 +487,9 @@ Status Index::PutInode(const InodeRecord& rec) {
   sqlite3_bind_int64(*st, 3, S(rec.size));
   sqlite3_bind_int64(*st, 4, rec.mtime_ns);
   sqlite3_bind_int64(*st, 5, rec.ctime_ns);
-  sqlite3_bind_blob(*st, 6, rec.digest.bytes.data(), kDigestSize, SQLITE_TRANSIENT);
+  // A row recorded without hashing (see ScanOptions::lazy) has an empty digest.
+  sqlite3_bind_blob(*st, 6, rec.digest.bytes.data(), rec.hashed ? kDigestSize : 0, SQLITE_TRANSIENT);
+  sqlite3_bind_int64(*st, 7, rec.racy ? kFlagRacy : 0);
   int rc = sqlite3_step(*st);
   if (rc != SQLITE_DONE) return Error("writing an inode", rc);
   return Status::OK();
@@ -406,9 +529,91 @@ Result<uint64_t> Index::DeleteOrphanInodes() {
   return static_cast<uint64_t>(sqlite3_changes(db_));
 }
 
+Result<uint64_t> Index::DeleteInodesIfOrphan(const std::vector<InodeKey>& candidates) {
+  auto st = Prepare(
+      "DELETE FROM inodes WHERE dev=?1 AND ino=?2 AND NOT EXISTS "
+      "(SELECT 1 FROM paths p WHERE p.dev=?1 AND p.ino=?2)");
+  if (!st.ok()) return st.status();
+  uint64_t n = 0;
+  for (const InodeKey& k : candidates) {
+    StmtReset r{*st};
+    sqlite3_bind_int64(*st, 1, S(k.dev));
+    sqlite3_bind_int64(*st, 2, S(k.ino));
+    int rc = sqlite3_step(*st);
+    if (rc != SQLITE_DONE) return Error("deleting an unreferenced inode", rc);
+    n += static_cast<uint64_t>(sqlite3_changes(db_));
+  }
+  return n;
+}
+
+Result<uint64_t> Index::ForgetRoot(const std::string& root) {
+  auto sel = Prepare("SELECT id FROM roots WHERE path=?1");
+  if (!sel.ok()) return sel.status();
+  int64_t id;
+  {
+    StmtReset r{*sel};
+    sqlite3_bind_text(*sel, 1, root.c_str(), -1, SQLITE_TRANSIENT);
+    int rc = sqlite3_step(*sel);
+    if (rc == SQLITE_DONE) return Status::NotFound(root + ": not a scanned root of index " + path_);
+    if (rc != SQLITE_ROW) return Error("reading a root", rc);
+    id = sqlite3_column_int64(*sel, 0);
+  }
+  // A chunk per transaction, so readers and other writers are never held
+  // up for long.
+  auto del = Prepare(
+      "DELETE FROM paths WHERE path IN (SELECT path FROM paths WHERE root_id=?1 LIMIT 2000) RETURNING dev, ino");
+  if (!del.ok()) return del.status();
+  uint64_t removed = 0;
+  while (true) {
+    Status s = Begin();
+    if (!s.ok()) return s;
+    std::vector<InodeKey> gone;
+    int rc;
+    {
+      StmtReset r{*del};
+      sqlite3_bind_int64(*del, 1, id);
+      while ((rc = sqlite3_step(*del)) == SQLITE_ROW)
+        gone.push_back(InodeKey{U(sqlite3_column_int64(*del, 0)), U(sqlite3_column_int64(*del, 1))});
+    }
+    if (rc != SQLITE_DONE) {
+      Rollback();
+      return Error("forgetting a root's paths", rc);
+    }
+    auto n = DeleteInodesIfOrphan(gone);
+    if (!n.ok()) {
+      Rollback();
+      return n.status();
+    }
+    s = Commit();
+    if (!s.ok()) return s;
+    removed += gone.size();
+    if (gone.empty()) break;
+  }
+  auto drop = Prepare("DELETE FROM roots WHERE id=?1");
+  if (!drop.ok()) return drop.status();
+  StmtReset r{*drop};
+  sqlite3_bind_int64(*drop, 1, id);
+  int rc = sqlite3_step(*drop);
+  if (rc != SQLITE_DONE) return Error("forgetting a root", rc);
+  return removed;
+}
+
+Result<Index::Counts> Index::Count() {
+  auto st = Prepare("SELECT (SELECT count(*) FROM roots), (SELECT count(*) FROM paths), (SELECT count(*) FROM inodes)");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  int rc = sqlite3_step(*st);
+  if (rc != SQLITE_ROW) return Error("counting rows", rc);
+  Counts c;
+  c.roots = U(sqlite3_column_int64(*st, 0));
+  c.paths = U(sqlite3_column_int64(*st, 1));
+  c.inodes = U(sqlite3_column_int64(*st, 2));
+  return c;
+}
+
 Status Index::ForEachRootInode(const std::function<void(int64_t, const InodeRecord&)>& fn) {
   auto st = Prepare(
-      "SELECT DISTINCT p.root_id, i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest "
+      "SELECT DISTINCT p.root_id, " CID_INODE_COLS " "
       "FROM paths p JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
@@ -421,8 +626,9 @@ Status Index::ForEachRootInode(const std::function<void(int64_t, const InodeReco
 Status Index::ForEachDuplicate(uint64_t min_size,
                                const std::function<void(const InodeRecord&, const std::string&)>& fn) {
   auto st = Prepare(
-      "WITH g AS (SELECT digest FROM inodes WHERE size>=?1 GROUP BY digest HAVING count(*)>1) "
-      "SELECT i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest, p.path "
+      "WITH g AS (SELECT digest FROM inodes WHERE size>=?1 AND length(digest)=32 "
+      "GROUP BY digest HAVING count(*)>1) "
+      "SELECT " CID_INODE_COLS ", p.path "
       "FROM g JOIN inodes i ON i.digest=g.digest JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
       "ORDER BY i.digest, i.dev, i.ino, p.path");
   if (!st.ok()) return st.status();
@@ -430,7 +636,7 @@ Status Index::ForEachDuplicate(uint64_t min_size,
   sqlite3_bind_int64(*st, 1, S(min_size));
   int rc;
   while ((rc = sqlite3_step(*st)) == SQLITE_ROW)
-    fn(ReadInode(*st, 0), reinterpret_cast<const char*>(sqlite3_column_text(*st, 6)));
+    fn(ReadInode(*st, 0), reinterpret_cast<const char*>(sqlite3_column_text(*st, 7)));
   if (rc != SQLITE_DONE) return Error("listing duplicates", rc);
   return Status::OK();
 }

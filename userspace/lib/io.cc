@@ -187,10 +187,16 @@ Result<std::unique_ptr<ReadEngine>> NewUringEngine(unsigned depth) {
   return std::unique_ptr<ReadEngine>(std::move(e));
 }
 
+namespace {
+// One decision per process: once io_uring was refused, do not retry it.
+std::atomic<bool> uring_refused{false};
+}  // namespace
+
+void NoteUringBroken() { uring_refused = true; }
+
 EngineFactory DefaultEngineFactory(unsigned depth) {
   return [depth]() -> std::unique_ptr<ReadEngine> {
-    // One decision per process: once io_uring was refused, do not retry it.
-    static std::atomic<bool> refused{false};
+    std::atomic<bool>& refused = uring_refused;
     static std::once_flag warned;
     if (UringDisabledByEnv() || refused.load()) return NewPreadEngine(depth);
     auto r = NewUringEngine(depth);

@@ -5,9 +5,55 @@
 
 namespace cid {
 
+namespace {
+
+// Length of the valid UTF-8 sequence at s[i] (RFC 3629: no overlong forms,
+// no surrogates, nothing above U+10FFFF), or 0 if the byte there starts none.
+size_t Utf8Length(std::string_view s, size_t i) {
+  auto b = [&](size_t k) { return static_cast<unsigned char>(s[k]); };
+  unsigned char c = b(i);
+  size_t n;
+  uint32_t cp;
+  if (c < 0x80) return 1;
+  if (c >= 0xc2 && c <= 0xdf) n = 2, cp = c & 0x1f;
+  else if (c >= 0xe0 && c <= 0xef) n = 3, cp = c & 0x0f;
+  else if (c >= 0xf0 && c <= 0xf4) n = 4, cp = c & 0x07;
+  else return 0;
+  if (i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; k++) {
+    if ((b(i + k) & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (b(i + k) & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) || (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
+}  // namespace
+
+// Paths are bytes.  Valid UTF-8 passes through; each byte that is not part
+// of a valid UTF-8 sequence is written as the escape \udcXX (XX its value):
+// the lone low surrogate Python's "surrogateescape" error handler uses, so
+// os.fsencode(json.loads(text)) gives back the exact bytes.  No valid
+// UTF-8 text produces such an escape, so the mapping is lossless.
 std::string JsonWriter::Escape(std::string_view s) {
   std::string out = "\"";
-  for (unsigned char c : s) {
+  for (size_t i = 0; i < s.size();) {
+    unsigned char c = static_cast<unsigned char>(s[i]);
+    size_t n = Utf8Length(s, i);
+    if (n == 0) {
+      char buf[8];
+      snprintf(buf, sizeof(buf), "\\udc%02x", c);
+      out += buf;
+      i++;
+      continue;
+    }
+    if (n > 1) {
+      out.append(s.substr(i, n));
+      i += n;
+      continue;
+    }
+    i++;
     switch (c) {
       case '"': out += "\\\""; break;
       case '\\': out += "\\\\"; break;
@@ -20,7 +66,7 @@ std::string JsonWriter::Escape(std::string_view s) {
           snprintf(buf, sizeof(buf), "\\u%04x", c);
           out += buf;
         } else {
-          out += static_cast<char>(c);  // UTF-8 passes through; paths are bytes
+          out += static_cast<char>(c);
         }
     }
   }

@@ -34,14 +34,26 @@ class Fd {
   int fd_;
 };
 
-Result<int> OpenReadOnly(const std::string& path) {
-  int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+}  // namespace
+
+// O_NONBLOCK: a FIFO named here must not block the open.
+Result<int> OpenRegularFile(const std::string& path) {
+  int fd = open(path.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) {
     if (errno == ELOOP) return Status::InvalidArgument(path + ": is a symbolic link; tag its target");
     return Status::FromErrno(path, errno);
   }
+  struct stat st;
+  if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+    close(fd);
+    return Status::InvalidArgument(path + ": not a regular file");
+  }
   return fd;
 }
+
+namespace {
+
+Result<int> OpenReadOnly(const std::string& path) { return OpenRegularFile(path); }
 
 Status IoctlError(const std::string& path, const char* op, int err) {
   std::string msg = IoctlErrorMessage(path, op, err);
@@ -92,6 +104,10 @@ Result<TagInfo> TagFile(const std::string& path, const TagRequest& req) {
   auto fd = OpenReadOnly(path);
   if (!fd.ok()) return fd.status();
   Fd f(*fd);
+  return TagFd(f.get(), path, req);
+}
+
+Result<TagInfo> TagFd(int fd, const std::string& path, const TagRequest& req) {
   cid_tag t;
   memset(&t, 0, sizeof(t));
   if (req.expect) {
@@ -102,7 +118,7 @@ Result<TagInfo> TagFile(const std::string& path, const TagRequest& req) {
     t.flags |= CID_TAG_DOMAIN;
     t.domain = *req.domain;
   }
-  if (ioctl(f.get(), CID_IOC_TAG, &t) < 0) return IoctlError(path, "tag", errno);
+  if (ioctl(fd, CID_IOC_TAG, &t) < 0) return IoctlError(path, "tag", errno);
   TagInfo info;
   info.digest = Digest::FromBytes(t.digest, kDigestSize);
   info.size = t.size;

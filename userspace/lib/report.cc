@@ -1,10 +1,16 @@
 #include "cid/report.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
 #include <algorithm>
 #include <map>
 #include <set>
 #include <unordered_map>
 #include <unordered_set>
+
+#include "cid/safe_open.h"
 
 namespace cid {
 
@@ -21,7 +27,7 @@ class SummaryBuilder {
     s_.files++;
     s_.bytes += r.size;
     s_.cache_pages += Pages(r.size, page_);
-    if (digests_.insert(r.digest).second) {
+    if (!r.hashed || digests_.insert(r.digest).second) {  // an unhashed inode's size is unique
       s_.distinct_contents++;
       s_.distinct_bytes += r.size;
       s_.shared_cache_pages += Pages(r.size, page_);
@@ -40,6 +46,13 @@ class SummaryBuilder {
   std::unordered_set<Digest, DigestHash> digests_;
 };
 
+void SortGroups(std::vector<DupGroup>* groups) {
+  std::sort(groups->begin(), groups->end(), [](const DupGroup& a, const DupGroup& b) {
+    if (a.duplicated_bytes() != b.duplicated_bytes()) return a.duplicated_bytes() > b.duplicated_bytes();
+    return a.digest < b.digest;
+  });
+}
+
 }  // namespace
 
 Result<std::vector<DupGroup>> FindDuplicates(Index* index, uint64_t min_size) {
@@ -52,18 +65,58 @@ Result<std::vector<DupGroup>> FindDuplicates(Index* index, uint64_t min_size) {
     }
     DupGroup& g = groups.back();
     if (g.inodes.empty() || g.inodes.back().dev != r.dev || g.inodes.back().ino != r.ino)
-      g.inodes.push_back(DupInode{r.dev, r.ino, {}});
+      g.inodes.push_back(DupInode{r.dev, r.ino, {}, r.mtime_ns, r.ctime_ns});
     g.inodes.back().paths.push_back(path);
   });
   if (!s.ok()) return s;
   // An inode whose only paths vanished mid-query could leave a group of one.
   groups.erase(std::remove_if(groups.begin(), groups.end(), [](const DupGroup& g) { return g.inodes.size() < 2; }),
                groups.end());
-  std::sort(groups.begin(), groups.end(), [](const DupGroup& a, const DupGroup& b) {
-    if (a.duplicated_bytes() != b.duplicated_bytes()) return a.duplicated_bytes() > b.duplicated_bytes();
-    return a.digest < b.digest;
-  });
+  SortGroups(&groups);
   return groups;
+}
+
+Result<std::vector<DupGroup>> FindCurrentDuplicates(Index* index, uint64_t min_size, uint64_t* stale_paths) {
+  auto groups = FindDuplicates(index, min_size);
+  if (!groups.ok()) return groups.status();
+  auto roots = index->Roots();
+  if (!roots.ok()) return roots.status();
+  std::vector<std::string> root_paths;
+  for (const auto& r : *roots) root_paths.push_back(r.path);
+  RootFds fds(std::move(root_paths));
+  auto current = [&](const DupGroup& g, const DupInode& in, const std::string& path) {
+    auto where = fds.Resolve(path);
+    if (!where.ok()) return false;
+    int fd = OpenBeneath(where->first, where->second, O_PATH | O_NOFOLLOW);
+    if (fd < 0) return false;
+    struct stat st;
+    bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
+    close(fd);
+    if (!same) return false;
+    FileStat f = FileStat::From(st);
+    return f.dev == in.dev && f.ino == in.ino && f.size == g.size && f.mtime_ns == in.mtime_ns &&
+           f.ctime_ns == in.ctime_ns;
+  };
+  *stale_paths = 0;
+  std::vector<DupGroup> out;
+  for (DupGroup& g : *groups) {
+    std::vector<DupInode> kept;
+    for (DupInode& in : g.inodes) {
+      std::vector<std::string> names;
+      for (std::string& p : in.paths) {
+        if (current(g, in, p)) names.push_back(std::move(p));
+        else (*stale_paths)++;
+      }
+      if (names.empty()) continue;
+      in.paths = std::move(names);
+      kept.push_back(std::move(in));
+    }
+    if (kept.size() < 2) continue;
+    g.inodes = std::move(kept);
+    out.push_back(std::move(g));
+  }
+  SortGroups(&out);  // fewer copies move a group down
+  return out;
 }
 
 Result<Report> BuildReport(Index* index, uint64_t page_size) {
@@ -79,7 +132,7 @@ Result<Report> BuildReport(Index* index, uint64_t page_size) {
     total.Add(r);
     per_tree.try_emplace(root_id, page_size).first->second.Add(r);
     tree_inodes[root_id].push_back(r);
-    trees_of[r.digest].insert(root_id);
+    if (r.hashed) trees_of[r.digest].insert(root_id);
   });
   if (!s.ok()) return s;
   rep.total = total.Get();
@@ -90,7 +143,7 @@ Result<Report> BuildReport(Index* index, uint64_t page_size) {
     if (it != per_tree.end()) t.within = it->second.Get();
     std::unordered_set<InodeKey, InodeKeyHash> counted;
     for (const InodeRecord& r : tree_inodes[root.id])
-      if (trees_of[r.digest].size() > 1 && counted.insert(InodeKey{r.dev, r.ino}).second) t.also_elsewhere_bytes += r.size;
+      if (r.hashed && trees_of[r.digest].size() > 1 && counted.insert(InodeKey{r.dev, r.ino}).second) t.also_elsewhere_bytes += r.size;
     rep.trees.push_back(std::move(t));
   }
   return rep;

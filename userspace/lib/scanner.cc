@@ -8,6 +8,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cid/safe_open.h"
 #include "cid/walker.h"
 
 namespace cid {
@@ -16,14 +17,24 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-bool Below(const std::string& path, const std::string& dir) {
-  return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/';
-}
-
 int64_t NowNs() {
   struct timespec ts;
   clock_gettime(CLOCK_REALTIME, &ts);
   return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// How close to the scan's start a file's times may be before its row is
+// racy (see ScanOptions::racy_ns).
+int64_t RacyWindow(const ScanOptions& o, const FileStat& st) {
+  if (o.racy_ns >= 0) return o.racy_ns;
+  constexpr int64_t kSec = 1000000000;
+  if (st.mtime_ns % kSec == 0 && st.ctime_ns % kSec == 0) return 2 * kSec;
+  static const int64_t tick = [] {
+    struct timespec res;
+    if (clock_getres(CLOCK_REALTIME_COARSE, &res) != 0) return int64_t{10000000};
+    return static_cast<int64_t>(res.tv_sec) * kSec + res.tv_nsec;
+  }();
+  return tick;
 }
 
 // Batches index writes into transactions: begun at the first write,
@@ -69,6 +80,10 @@ class Scan {
  public:
   Scan(Index* index, const ScanOptions& o, ScanStats* stats)
       : index_(index), options_(o), stats_(stats), batch_(index, o) {}
+  ~Scan() {
+    pool_.reset();  // joins the workers, which open files beneath anchor_fd_
+    if (anchor_fd_ >= 0) close(anchor_fd_);
+  }
 
   Status Run(const std::string& root);
 
@@ -81,20 +96,58 @@ class Scan {
     if (options_.on_error) options_.on_error(s);
   }
   void Progress(bool force);
+  // The next indexed row not yet merged, or nullptr at the end.
+  const PathRecord* PeekRow();
+  // Merges the rows before `path` (indexed, not walked: gone) and returns
+  // the row for `path` itself, if there is one, in *row.
+  bool MergeUpTo(const std::string& path, PathRecord* row);
+  Status RemoveRow(const PathRecord& row);
+  void Throttle();
+  void Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel);
+  void Backfill(const InodeRecord& row);
+  // Whether a path lies in (or is) something the walk could not read:
+  // its rows are kept.  One lookup per ancestor.
+  bool Hidden(const std::string& path) const {
+    if (unreadable_.empty()) return false;
+    for (size_t end = path.size(); end > 0 && end != std::string::npos; end = path.rfind('/', end - 1))
+      if (unreadable_.count(path.substr(0, end))) return true;
+    return false;
+  }
+  // The row describes the file as it is and need not be hashed again.
+  bool Current(const InodeRecord& row, const FileStat& st) const {
+    return row.Matches(st) && !row.racy && !options_.rehash;
+  }
 
   Index* index_;
   const ScanOptions& options_;
   ScanStats* stats_;
   Batch batch_;
   int64_t root_id_ = 0;
+  int64_t start_ns_ = 0;  // wall clock at the start: the racy-clean reference
+  // Every file is opened beneath this directory: the root, or for a root
+  // that is a file, its parent.  Paths below it start with anchor_len_ bytes
+  // of the anchor's path and a slash.
+  int anchor_fd_ = -1;
+  size_t anchor_len_ = 0;
   std::unique_ptr<HashPool> pool_;
   Status failed_;  // first index error; stops the walk
   std::atomic<bool> stop_{false};
-  std::unordered_map<std::string, PathRecord> known_;  // indexed paths not yet walked
+  // The index's rows below the root, streamed in path order (the walk's
+  // order) a chunk at a time and merged with the walk: a rescan holds a
+  // chunk of rows, not a map of the whole tree.
+  std::vector<PathRecord> chunk_;
+  size_t chunk_pos_ = 0;
+  bool rows_done_ = false;
+  std::string last_fetched_;  // the last path fetched (or walked, if later)
+  std::string root_path_;
   std::unordered_set<InodeKey, InodeKeyHash> seen_;    // inodes walked in this scan
   // Paths waiting for their inode's digest (the first path is the one hashed).
   std::unordered_map<InodeKey, std::vector<std::string>, InodeKeyHash> waiting_;
-  std::vector<std::string> unreadable_dirs_;
+  std::unordered_set<InodeKey, InodeKeyHash> backfill_;  // queued inodes recorded by size in an earlier pass
+  std::unordered_set<uint64_t> sizes_queued_;  // sizes of files queued for hashing in this scan
+  std::unique_ptr<RootFds> roots_;             // for backfills outside this root
+  std::unordered_set<std::string> unreadable_;  // paths the walk could not read
+  std::vector<InodeKey> orphan_candidates_;      // inodes a path stopped naming in this scan
   std::unordered_set<std::string> own_files_;  // the index and its journals: never indexed
   uint64_t walked_since_drain_ = 0;
   Clock::time_point last_progress_{};
@@ -121,21 +174,77 @@ void Scan::AddPath(const std::string& path, const FileStat& st) {
   if (!s.ok()) failed_ = s;
 }
 
+const PathRecord* Scan::PeekRow() {
+  if (chunk_pos_ < chunk_.size()) return &chunk_[chunk_pos_];
+  if (rows_done_ || !failed_.ok()) return nullptr;
+  constexpr unsigned kChunk = 1024;
+  chunk_.clear();
+  chunk_pos_ = 0;
+  Status s = index_->LoadTreeChunk(root_path_, last_fetched_, kChunk, &chunk_);
+  if (!s.ok()) {
+    failed_ = s;
+    return nullptr;
+  }
+  if (chunk_.size() < kChunk) rows_done_ = true;
+  if (chunk_.empty()) return nullptr;
+  last_fetched_ = chunk_.back().path;
+  return &chunk_[0];
+}
+
+bool Scan::MergeUpTo(const std::string& path, PathRecord* row) {
+  // Rows this scan writes are for paths up to the one walked last, and a
+  // call returns with a row after `path` buffered (or every row fetched),
+  // so a later fetch (after last_fetched_) never brings them back.
+  while (const PathRecord* r = PeekRow()) {
+    if (r->path > path) return false;
+    if (r->path == path) {
+      *row = std::move(chunk_[chunk_pos_++]);
+      return true;
+    }
+    PathRecord gone = std::move(chunk_[chunk_pos_++]);  // indexed, and the walk passed it by
+    Status s = RemoveRow(gone);
+    if (!s.ok()) {
+      failed_ = s;
+      return false;
+    }
+  }
+  return false;
+}
+
+// A row for a path the walk did not find: gone, unless it lies where the
+// walk could not read.
+Status Scan::RemoveRow(const PathRecord& row) {
+  if (Hidden(row.path)) return Status::OK();
+  Status s = batch_.Write();
+  if (s.ok()) s = index_->DeletePath(row.path);
+  if (!s.ok()) return s;
+  orphan_candidates_.push_back(InodeKey{row.inode.dev, row.inode.ino});
+  stats_->removed++;
+  return batch_.MaybeCommit();
+}
+
 void Scan::OnFile(const std::string& path, const FileStat& st) {
   if (!failed_.ok()) return;
+  if (Status c = batch_.MaybeCommit(); !c.ok()) {  // a walk of unchanged files writes nothing for long
+    failed_ = c;
+    return;
+  }
   if (!own_files_.empty() && own_files_.count(path)) return;
   stats_->files++;
   Progress(false);
   InodeKey key{st.dev, st.ino};
   bool path_current = false;
   int64_t k_root = root_id_;
-  auto k = known_.find(path);
-  if (k != known_.end()) {
-    path_current = k->second.inode.Matches(st);
-    k_root = k->second.root_id;
-    known_.erase(k);  // walked: not stale
+  PathRecord row;
+  if (MergeUpTo(path, &row)) {
+    path_current = Current(row.inode, st);
+    if (!path_current) orphan_candidates_.push_back(InodeKey{row.inode.dev, row.inode.ino});
+    k_root = row.root_id;
   }
-  if (!seen_.insert(key).second) {  // another name of an inode already handled
+  if (!failed_.ok()) return;
+  // Only an inode with several links can be met twice: the set of inodes
+  // seen holds those alone.
+  if (st.nlink > 1 && !seen_.insert(key).second) {  // another name of an inode already handled  if (!seen_.insert(key).second) {  // another name of an inode already handled
     stats_->hardlinks++;
     if (path_current) return;
     auto w = waiting_.find(key);
@@ -163,19 +272,89 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     failed_ = found.status();
     return;
   }
-  if (found->has_value() && (*found)->Matches(st)) {
+  if (found->has_value() && Current(**found, st)) {
     stats_->unchanged++;
     AddPath(path, st);
     return;
   }
+  if (options_.lazy) {
+    // Lazy hashing (as fclones and rmlint do): content can only be
+    // duplicated by a file of the same size.  A file whose size no other
+    // indexed inode has is recorded with its size alone; when a second
+    // inode of that size appears, both are hashed.
+    auto twins = index_->FindInodesOfSize(st.size, 4);
+    if (!twins.ok()) {
+      failed_ = twins.status();
+      return;
+    }
+    bool alone = true;
+    for (const InodeRecord& t : *twins) {
+      if (t.dev == st.dev && t.ino == st.ino) continue;
+      alone = false;
+      if (!t.hashed) Backfill(t);
+    }
+    if (alone && !sizes_queued_.count(st.size)) {
+      InodeRecord rec{st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns, Digest{}};
+      rec.hashed = false;
+      Status w = batch_.Write();
+      if (w.ok()) w = index_->PutInode(rec);
+      if (w.ok()) w = index_->PutPath(path, root_id_, st.dev, st.ino);
+      if (w.ok()) w = batch_.MaybeCommit();
+      if (!w.ok()) failed_ = w;
+      stats_->deferred++;
+      return;
+    }
+  }
   waiting_[key].push_back(path);
+  Queue(path, st, anchor_fd_, path.substr(anchor_len_));
+}
+
+// Queues an inode recorded earlier by its size alone, now that another
+// inode of that size appeared: it is opened by one of its indexed names,
+// beneath that name's root.
+void Scan::Backfill(const InodeRecord& t) {
+  InodeKey key{t.dev, t.ino};
+  if (waiting_.count(key) || backfill_.count(key)) return;  // already queued
+  auto names = index_->PathsOfInode(t.dev, t.ino, 1);
+  if (!names.ok()) {
+    failed_ = names.status();
+    return;
+  }
+  if (names->empty()) return;
+  const std::string& name = names->front();
+  if (!roots_) {
+    auto roots = index_->Roots();
+    if (!roots.ok()) {
+      failed_ = roots.status();
+      return;
+    }
+    std::vector<std::string> paths;
+    for (const auto& r : *roots) paths.push_back(r.path);
+    roots_ = std::make_unique<RootFds>(std::move(paths));
+  }
+  auto where = roots_->Resolve(name);
+  if (!where.ok()) return;  // its tree is gone; its own next scan sorts it out
+  FileStat expect;
+  expect.dev = t.dev;
+  expect.ino = t.ino;
+  expect.size = t.size;
+  backfill_.insert(key);
+  Queue(name, expect, where->first, where->second);
+}
+
+void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel) {
+  sizes_queued_.insert(st.size);
   if (!pool_) {  // started at the first file to read: a rescan of an unchanged tree needs none
     unsigned workers = options_.workers ? options_.workers : std::max(1u, std::thread::hardware_concurrency());
     EngineFactory factory =
         options_.engine ? options_.engine : DefaultEngineFactory(ScanOptions::kDefaultQueueDepth);
     pool_ = std::make_unique<HashPool>(workers, factory, options_.hasher, options_.stop);
   }
-  pool_->Add(HashRequest{path, st, 0});
+  HashRequest req{path, st, 0};
+  req.dir_fd = dir_fd;
+  req.rel = std::move(rel);
+  pool_->Add(std::move(req));
+  Throttle();
   if (++walked_since_drain_ >= 64) {
     walked_since_drain_ = 0;
     Status s = Drain(false);
@@ -186,6 +365,24 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
 Status Scan::Record(HashOutcome&& o) {
   // Keyed by the inode the walk saw: a file replaced since has another.
   InodeKey key{o.expected.dev, o.expected.ino};
+  if (o.interrupted) {  // abandoned on the stop flag: whatever the index had stays
+    waiting_.erase(key);
+    backfill_.erase(key);
+    return Status::OK();
+  }
+  if (backfill_.erase(key)) {  // an inode recorded by size earlier: its names are in the index already
+    if (!o.status.ok()) return Status::OK();  // left unhashed; its own tree's next scan sees to it
+    Status s = batch_.Write();
+    if (!s.ok()) return s;
+    stats_->hashed++;
+    stats_->hashed_bytes += o.st.size;
+    stats_->mapped_bytes += o.mapped_bytes;
+    InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
+    rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
+    s = index_->PutInode(rec);
+    if (!s.ok()) return s;
+    return batch_.MaybeCommit();
+  }
   std::vector<std::string> paths;
   auto w = waiting_.find(key);
   if (w != waiting_.end()) {
@@ -211,10 +408,31 @@ Status Scan::Record(HashOutcome&& o) {
   stats_->hashed_bytes += o.st.size;
   stats_->mapped_bytes += o.mapped_bytes;
   InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
+  rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
+  if (rec.racy) stats_->racy++;
   s = index_->PutInode(rec);
   for (size_t i = 0; s.ok() && i < paths.size(); i++) s = index_->PutPath(paths[i], root_id_, rec.dev, rec.ino);
   if (!s.ok()) return s;
   return batch_.MaybeCommit();
+}
+
+// Keeps the queue of files waiting to be hashed (and the bookkeeping for
+// each) bounded: a walk far ahead of the hashing waits for some of it.
+void Scan::Throttle() {
+  constexpr size_t kMaxQueued = 4096;
+  if (pool_->pending() <= kMaxQueued) return;
+  Status s = batch_.Commit();  // never hold the write lock across the wait
+  std::vector<HashOutcome> out;
+  while (s.ok() && pool_->pending() > kMaxQueued / 2) {
+    out.clear();
+    if (!pool_->Take(&out, true)) break;
+    for (auto& o : out) {
+      s = Record(std::move(o));
+      if (!s.ok()) break;
+    }
+    if (s.ok()) s = batch_.MaybeCommit();
+  }
+  if (!s.ok()) failed_ = s;
 }
 
 Status Scan::Drain(bool wait) {
@@ -223,6 +441,10 @@ Status Scan::Drain(bool wait) {
   bool more = true;
   do {
     out.clear();
+    if (wait) {  // never hold the write lock across a wait for hashing
+      Status s = batch_.Commit();
+      if (!s.ok()) return s;
+    }
     more = pool_->Take(&out, wait);
     for (auto& o : out) {
       Status s = Record(std::move(o));
@@ -235,6 +457,7 @@ Status Scan::Drain(bool wait) {
 
 Status Scan::Run(const std::string& root_arg) {
   auto start = Clock::now();
+  start_ns_ = NowNs();
   struct stat st;
   if (lstat(root_arg.c_str(), &st) < 0) return Status::FromErrno(root_arg, errno);
   if (S_ISLNK(st.st_mode))
@@ -246,17 +469,18 @@ Status Scan::Run(const std::string& root_arg) {
   if (auto own = CanonicalPath(index_->path()); own.ok())
     for (const char* suffix : {"", "-wal", "-shm", "-journal"}) own_files_.insert(*own + suffix);
 
+  // A short write transaction for the root; the tree is read outside any.
   Status s = index_->Begin();
   if (!s.ok()) return s;
   auto id = index_->AddRoot(*root);
-  if (!id.ok()) return id.status();
-  root_id_ = *id;
-  s = index_->LoadTree(*root, &known_);
-  if (s.ok()) s = index_->Commit();
-  if (!s.ok()) {
+  if (!id.ok()) {
     index_->Rollback();
-    return s;
+    return id.status();
   }
+  root_id_ = *id;
+  s = index_->Commit();
+  if (!s.ok()) return s;
+  root_path_ = *root;
 
 
   // The walk stops on the caller's flag or on an index error; the flag is
@@ -269,11 +493,23 @@ Status Scan::Run(const std::string& root_arg) {
     if (!stop_) OnFile(p, fs);
   };
   cb.on_error = [this](const std::string& p, const Status& e) {
-    unreadable_dirs_.push_back(p);
+    unreadable_.insert(p);
     Report(e);
   };
   WalkStats ws;
-  s = Walk(*root, cb, &ws);
+  if (S_ISDIR(st.st_mode)) {
+    anchor_fd_ = OpenRootDir(*root);
+    if (anchor_fd_ < 0) return Status::FromErrno(*root, -anchor_fd_);
+    anchor_len_ = *root == "/" ? 1 : root->size() + 1;
+    s = WalkFd(anchor_fd_, *root, cb, &ws);
+  } else {
+    size_t slash = root->rfind('/');
+    std::string parent = slash == 0 ? "/" : root->substr(0, slash);
+    anchor_fd_ = OpenRootDir(parent);
+    if (anchor_fd_ < 0) return Status::FromErrno(parent, -anchor_fd_);
+    anchor_len_ = slash + 1;
+    s = Walk(*root, cb, &ws);
+  }
   stats_->errors += ws.errors;
   stats_->symlinks = ws.symlinks;
   stats_->special = ws.special;
@@ -298,22 +534,19 @@ Status Scan::Run(const std::string& root_arg) {
   if (!stats_->interrupted) {
     // Whatever the index knew below the root and the walk did not find is
     // gone, unless it sat in a directory that could not be read.
-    for (const auto& [path, rec] : known_) {
-      bool hidden = false;
-      for (const auto& dir : unreadable_dirs_)
-        if (path == dir || Below(path, dir)) hidden = true;
-      if (hidden) continue;
-      s = batch_.Write();
-      if (s.ok()) s = index_->DeletePath(path);
+    // What the index still has beyond the last walked path is gone too.
+    while (PeekRow() != nullptr) {
+      PathRecord gone = std::move(chunk_[chunk_pos_++]);
+      s = RemoveRow(gone);
       if (!s.ok()) return s;
-      stats_->removed++;
     }
-    if (stats_->removed > 0) {
-      s = batch_.Write();
-      if (!s.ok()) return s;
-      auto n = index_->DeleteOrphanInodes();
-      if (!n.ok()) return n.status();
-    }
+    if (!failed_.ok()) return failed_;
+  }
+  if (!orphan_candidates_.empty()) {
+    s = batch_.Write();
+    if (!s.ok()) return s;
+    auto n = index_->DeleteInodesIfOrphan(orphan_candidates_);
+    if (!n.ok()) return n.status();
   }
   s = batch_.Write();
   if (s.ok()) s = index_->SetRootScanned(root_id_, !stats_->interrupted, NowNs());

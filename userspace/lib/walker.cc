@@ -12,7 +12,10 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 #include <vector>
+
+#include "cid/safe_open.h"
 
 namespace cid {
 
@@ -21,21 +24,43 @@ namespace {
 struct Entry {
   std::string name;
   unsigned char type;
+  std::optional<struct stat> st;  // where d_type was DT_UNKNOWN
+  // What the entry's paths sort as: a directory's contents sort as "name/...".
+  bool operator<(const Entry& o) const {
+    size_t n = std::min(name.size(), o.name.size());
+    int c = memcmp(name.data(), o.name.data(), n);
+    if (c != 0) return c < 0;
+    auto at = [n](const Entry& e) -> int {
+      if (e.name.size() > n) return static_cast<unsigned char>(e.name[n]);
+      return e.type == DT_DIR ? '/' : -1;  // a file "x" comes before anything longer
+    };
+    return at(*this) < at(o);
+  }
 };
 
 bool Stopped(const WalkCallbacks& cb) { return cb.stop && cb.stop->load(std::memory_order_relaxed); }
 
+// Lists a directory; entries of unknown type (d_type DT_UNKNOWN) are
+// stat'ed here, since their order depends on whether they are directories.
 Status ReadDir(DIR* d, const std::string& path, std::vector<Entry>* out) {
   errno = 0;
   while (struct dirent* de = readdir(d)) {
     if (de->d_name[0] == '.' && (de->d_name[1] == 0 || (de->d_name[1] == '.' && de->d_name[2] == 0)))
       continue;
-    out->push_back(Entry{de->d_name, de->d_type});
+    out->push_back(Entry{de->d_name, de->d_type, std::nullopt});
     errno = 0;
   }
-  if (errno) return Status::FromErrno(path, errno);
-  std::sort(out->begin(), out->end(), [](const Entry& a, const Entry& b) { return a.name < b.name; });
-  return Status::OK();
+  Status s = errno ? Status::FromErrno(path, errno) : Status::OK();
+  for (Entry& e : *out) {
+    if (e.type != DT_UNKNOWN) continue;
+    struct stat st;
+    if (fstatat(dirfd(d), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+      e.st = st;
+      e.type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : S_ISLNK(st.st_mode) ? DT_LNK : DT_FIFO;
+    }
+  }
+  std::sort(out->begin(), out->end());
+  return s;
 }
 
 // Filesystems whose files are not stored content: their sizes lie (0 for
@@ -59,80 +84,137 @@ const char* PseudoFsName(int fd) {
   }
 }
 
-void WalkDir(int dir_fd, const std::string& path, uint64_t dev, const WalkCallbacks& cb, WalkStats* stats);
+class Walker {
+ public:
+  Walker(int root_fd, const std::string& root, const WalkCallbacks& cb, WalkStats* stats)
+      : root_fd_(root_fd), root_(root), cb_(cb), stats_(stats), budget_(std::max(1u, cb.max_open_dirs)) {}
+
+  // Walks the directory open as fd (closes it).
+  void WalkDir(int fd, const std::string& path, const struct stat& dst);
+
+ private:
+  void Descend(int parent_fd, uint64_t parent_dev, const std::string& name, const std::string& path);
+  std::string Rel(const std::string& path) const {
+    return path.substr(root_ == "/" ? 1 : root_.size() + 1);
+  }
+  void Error(const std::string& path, const Status& s) {
+    stats_->errors++;
+    cb_.on_error(path, s);
+  }
+
+  const int root_fd_;
+  const std::string& root_;
+  const WalkCallbacks& cb_;
+  WalkStats* stats_;
+  const unsigned budget_;
+  unsigned open_ = 0;  // directories open now
+};
 
 // Opens `name` below `parent_fd` without following a symlink and walks it,
 // unless it is the root of a pseudo filesystem mounted there.
-void Descend(int parent_fd, uint64_t parent_dev, const std::string& name, const std::string& path,
-             const WalkCallbacks& cb, WalkStats* stats) {
+void Walker::Descend(int parent_fd, uint64_t parent_dev, const std::string& name, const std::string& path) {
   int fd = openat(parent_fd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   struct stat st;
   if (fd < 0 || fstat(fd, &st) < 0) {
-    stats->errors++;
-    cb.on_error(path, Status::FromErrno(path, errno));
+    Error(path, Status::FromErrno(path, errno));
     if (fd >= 0) close(fd);
     return;
   }
   if (st.st_dev != parent_dev && PseudoFsName(fd)) {
-    stats->pseudo_fs++;
+    stats_->pseudo_fs++;
     close(fd);
     return;
   }
-  WalkDir(fd, path, st.st_dev, cb, stats);
+  WalkDir(fd, path, st);
 }
 
-void WalkDir(int dir_fd, const std::string& path, uint64_t dev, const WalkCallbacks& cb, WalkStats* stats) {
-  stats->dirs++;
-  DIR* d = fdopendir(dir_fd);
+void Walker::WalkDir(int fd, const std::string& path, const struct stat& dst) {
+  stats_->dirs++;
+  DIR* d = fdopendir(fd);
   if (!d) {
-    stats->errors++;
-    cb.on_error(path, Status::FromErrno(path, errno));
-    close(dir_fd);
+    Error(path, Status::FromErrno(path, errno));
+    close(fd);
     return;
   }
+  open_++;
   std::vector<Entry> entries;
   Status s = ReadDir(d, path, &entries);
-  if (!s.ok()) {  // report, then index what could be listed
-    stats->errors++;
-    cb.on_error(path, s);
-  }
-  // The DIR stays open while children are visited, so its fd anchors the
-  // *at() calls below: open fds grow with depth, not with width.
-  int fd = dirfd(d);
+  if (!s.ok()) Error(path, s);  // report, then index what could be listed
+  fd = dirfd(d);
   for (const Entry& e : entries) {
-    if (Stopped(cb)) break;
+    if (Stopped(cb_)) break;
     std::string child = path == "/" ? "/" + e.name : path + "/" + e.name;
     if (e.type == DT_LNK) {
-      stats->symlinks++;
+      stats_->symlinks++;
       continue;
     }
     if (e.type == DT_CHR || e.type == DT_BLK || e.type == DT_FIFO || e.type == DT_SOCK) {
-      stats->special++;
+      stats_->special++;
       continue;
     }
     if (e.type == DT_DIR) {
-      Descend(fd, dev, e.name, child, cb, stats);
+      if (open_ < budget_) {
+        Descend(fd, dst.st_dev, e.name, child);
+        continue;
+      }
+      // Over budget: open the child, let this directory go, and find it
+      // again beneath the root afterwards.
+      int cfd = openat(fd, e.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+      int cerr = errno;
+      closedir(d);
+      d = nullptr;
+      open_--;
+      struct stat cst;
+      if (cfd < 0 || fstat(cfd, &cst) < 0) {
+        Error(child, Status::FromErrno(child, cfd < 0 ? cerr : errno));
+        if (cfd >= 0) close(cfd);
+      } else if (cst.st_dev != dst.st_dev && PseudoFsName(cfd)) {
+        stats_->pseudo_fs++;
+        close(cfd);
+      } else {
+        WalkDir(cfd, child, cst);
+      }
+      fd = path == root_ ? fcntl(root_fd_, F_DUPFD_CLOEXEC, 0) : OpenBeneath(root_fd_, Rel(path), O_RDONLY | O_DIRECTORY);
+      if (fd < 0 && path == root_) fd = -errno;
+      struct stat now;
+      if (fd < 0 || fstat(fd, &now) < 0 || now.st_dev != dst.st_dev || now.st_ino != dst.st_ino) {
+        Error(path, fd < 0 ? Status::FromErrno(path, -fd)
+                           : Status::Changed(path + ": replaced by another directory during the walk"));
+        if (fd >= 0) close(fd);
+        return;
+      }
+      d = fdopendir(fd);
+      if (!d) {
+        Error(path, Status::FromErrno(path, errno));
+        close(fd);
+        return;
+      }
+      open_++;
       continue;
     }
     struct stat st;
-    if (fstatat(fd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
+    if (e.st) {
+      st = *e.st;
+    } else if (fstatat(fd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) < 0) {
       if (errno == ENOENT) continue;  // removed since readdir: nothing to index
-      stats->errors++;
-      cb.on_error(child, Status::FromErrno(child, errno));
+      Error(child, Status::FromErrno(child, errno));
       continue;
     }
     if (S_ISREG(st.st_mode)) {
-      stats->files++;
-      cb.on_file(child, FileStat::From(st));
-    } else if (S_ISDIR(st.st_mode)) {  // DT_UNKNOWN filesystems
-      Descend(fd, dev, e.name, child, cb, stats);
+      stats_->files++;
+      cb_.on_file(child, FileStat::From(st));
+    } else if (S_ISDIR(st.st_mode)) {  // became a directory since readdir: its place in the order is gone
+      Error(child, Status::Changed(child + ": replaced by a directory during the walk; scan again"));
     } else if (S_ISLNK(st.st_mode)) {
-      stats->symlinks++;
+      stats_->symlinks++;
     } else {
-      stats->special++;
+      stats_->special++;
     }
   }
-  closedir(d);
+  if (d) {
+    closedir(d);
+    open_--;
+  }
 }
 
 }  // namespace
@@ -143,6 +225,21 @@ Result<std::string> CanonicalPath(const std::string& path) {
   std::string out(p);
   free(p);
   return out;
+}
+
+Status WalkFd(int root_fd, const std::string& root, const WalkCallbacks& cb, WalkStats* stats) {
+  struct stat st;
+  if (fstat(root_fd, &st) < 0) return Status::FromErrno(root, errno);
+  if (!S_ISDIR(st.st_mode)) return Status::InvalidArgument(root + ": not a directory");
+  if (const char* fs = PseudoFsName(root_fd))
+    return Status::InvalidArgument(root + ": is on a " + fs + " pseudo filesystem; its files have no stored content");
+  int fd = fcntl(root_fd, F_DUPFD_CLOEXEC, 0);  // WalkDir closes its fd; the caller keeps root_fd
+  if (fd < 0) return Status::FromErrno(root, errno);
+  // Rewinding matters: a dup shares the directory offset with root_fd.
+  lseek(fd, 0, SEEK_SET);
+  Walker w(root_fd, root, cb, stats);
+  w.WalkDir(fd, root, st);
+  return Status::OK();
 }
 
 Status Walk(const std::string& root, const WalkCallbacks& cb, WalkStats* stats) {
@@ -163,12 +260,9 @@ Status Walk(const std::string& root, const WalkCallbacks& cb, WalkStats* stats) 
   }
   int fd = open(root.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
   if (fd < 0) return Status::FromErrno(root, errno);
-  if (const char* fs = PseudoFsName(fd)) {
-    close(fd);
-    return Status::InvalidArgument(root + ": is on a " + fs + " pseudo filesystem; its files have no stored content");
-  }
-  WalkDir(fd, root, st.st_dev, cb, stats);
-  return Status::OK();
+  Status s = WalkFd(fd, root, cb, stats);
+  close(fd);
+  return s;
 }
 
 }  // namespace cid

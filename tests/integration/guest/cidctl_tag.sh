@@ -25,7 +25,7 @@ cp /bin/busybox "$work/b"
 cp /bin/busybox "$work/tree/d"
 echo different >"$work/c"
 
-check "scan" cidctl scan --index "$idx" "$work"
+check "scan" cidctl scan --hash-all --index "$idx" "$work"
 cidctl dups --index "$idx" >/tmp/cidctl.out 2>&1
 if has ' x3 '; then ok "dups: one content, three inodes"; else not_ok "dups"; cat /tmp/cidctl.out; fi
 want=$(cidctl hash "$work/a" | cut -d' ' -f1)

@@ -36,6 +36,12 @@ struct HashRequest {
   std::string path;
   FileStat expect;  // from the walk; dev/ino must still match at open (ino 0: no check)
   uint64_t id = 0;  // caller's cookie
+  // If dir_fd >= 0, the file opened is `rel` beneath dir_fd (see
+  // OpenBeneath in safe_open.h: no symlinks, never outside dir_fd's tree,
+  // any length) and `path` only names it in messages.  The caller keeps
+  // dir_fd open until the outcome is reported.
+  int dir_fd = -1;
+  std::string rel{};
 };
 
 struct HashOutcome {
@@ -46,6 +52,7 @@ struct HashOutcome {
   FileStat st;    // the version that was hashed (or found at open)
   FileStat expected;  // the request's expect, as given
   uint64_t mapped_bytes = 0;  // how much of it was hashed from a mapping, not read
+  bool interrupted = false;   // abandoned on HasherOptions::stop; status is not ok
 };
 
 struct HasherOptions {
@@ -56,6 +63,9 @@ struct HasherOptions {
   // read-only mapping, one that is not is read.  0: always read.
   uint64_t map_min_size = 1 << 20;
   uint64_t map_window = 4 << 20;  // rounded down to whole pages
+  // Once set, files being read are abandoned at their next read (their
+  // outcome has `interrupted`), so a stop never waits for a large file.
+  const std::atomic<bool>* stop = nullptr;
 };
 
 class FileHasher {
@@ -78,12 +88,18 @@ class FileHasher {
  private:
   struct Slot;
   bool Start(Slot* slot, HashRequest&& req, const std::function<void(HashOutcome&&)>& done);
+  bool Begin(Slot* slot, const std::function<void(HashOutcome&&)>& done);
   Status SubmitRead(Slot* slot);
   Status Continue(Slot* slot, bool* finished);
-  void Finish(Slot* slot, Status status, const std::function<void(HashOutcome&&)>& done);
+  void Finish(Slot* slot, Status status, const std::function<void(HashOutcome&&)>& done, bool interrupted = false);
+  bool Stopped() const { return options_.stop && options_.stop->load(std::memory_order_relaxed); }
+  // The engine failed after setup (io_uring_enter refused by seccomp, say):
+  // go on with pread, restarting the files in flight.  False if that is
+  // not possible (the engine was not io_uring).
+  bool FallBack(const Status& why);
 
   std::unique_ptr<ReadEngine> engine_;
-  const HasherOptions options_;
+  HasherOptions options_;
   uint64_t map_window_;  // options_.map_window, whole pages
   std::vector<std::unique_ptr<Slot>> slots_;
 };
@@ -91,7 +107,8 @@ class FileHasher {
 class HashPool {
  public:
   // Once *stop is set, requests not yet started are dropped (never
-  // reported), files being read finish, and Add() ignores new requests.
+  // reported), files being read are abandoned at their next read (reported
+  // as interrupted), and Add() ignores new requests.
   HashPool(unsigned workers, const EngineFactory& factory, HasherOptions options,
            const std::atomic<bool>* stop = nullptr);
   ~HashPool();  // closes and joins

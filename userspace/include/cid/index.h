@@ -6,13 +6,14 @@
 //
 // Schema (PRAGMA user_version 2, application_id 'CID1'):
 //   roots(id, path UNIQUE, scanned_ns, complete)
-//   inodes(dev, ino, size, mtime_ns, ctime_ns, digest BLOB(32)), PK (dev, ino)
+//   inodes(dev, ino, size, mtime_ns, ctime_ns, digest BLOB(32, or empty: not
+//          hashed), flags (1: racy)), PK (dev, ino), indexed by digest and size
 //   paths(path PK, root_id, dev, ino)
 // The digest is the fs-verity file digest.  Version 1 held plain SHA-256
-// digests: opening such an index for writing deletes its inode rows and
-// keeps its paths, so the next scan hashes every file again and no old
-// digest is ever reported or handed to the kernel; opened read-only, it is
-// refused with a message saying to scan.
+// digests and no flags: opening such an index for writing upgrades it in
+// place and deletes its inode rows, keeping its paths, so the next scan
+// hashes every file again and no old digest is ever reported or handed to
+// the kernel; opened read-only, it is refused with a message saying to scan.
 #ifndef CID_INDEX_H_
 #define CID_INDEX_H_
 
@@ -39,7 +40,14 @@ struct InodeRecord {
   uint64_t size = 0;
   int64_t mtime_ns = 0;
   int64_t ctime_ns = 0;
-  Digest digest;
+  Digest digest;  // meaningful only if hashed
+  // False for a file recorded with its size only: no other indexed inode
+  // had its size, so it could not have a duplicate (ScanOptions::lazy).
+  bool hashed = true;
+  // Its mtime or ctime was within the timestamp granularity of the scan
+  // that hashed it: it may have changed since without its times moving,
+  // so the next scan hashes it again (git's racy-clean rule).
+  bool racy = false;
 
   // The row still describes the file `st` was taken from.
   bool Matches(const FileStat& st) const {
@@ -74,6 +82,18 @@ struct RootRecord {
 // $XDG_STATE_HOME/cid/index.db (default ~/.local/state/cid/index.db).
 std::string DefaultIndexPath();
 
+struct IndexOptions {
+  // How long a connection waits for another's lock before answering Busy
+  // (Status::IsBusy: a reader or hook may take that as "skip").  -1: the
+  // CID_BUSY_TIMEOUT_MS environment variable, else 2000 ms.
+  int busy_timeout_ms = -1;
+};
+
+// One Index is one SQLite connection: use it from one thread at a time,
+// and give each thread its own (they share the file through WAL: readers
+// never wait on the writer, writers hold the lock only for short
+// transactions).  Read-only opens never write anything, not even a
+// checkpoint.
 class Index {
  public:
   enum class Mode { kReadOnly, kReadWrite };
@@ -81,7 +101,11 @@ class Index {
   // kReadWrite creates the file (and its directory) if needed; kReadOnly
   // requires it to exist.  Errors name the file and say what is wrong
   // (not a database, damaged, locked, not writable).
+  // kReadOnly needs no write access anywhere: it shares a writer's -shm
+  // where it can, and reads the file alone (immutable) where its directory
+  // is not writable to it or is on a read-only mount.
   static Result<std::unique_ptr<Index>> Open(const std::string& path, Mode mode);
+  static Result<std::unique_ptr<Index>> Open(const std::string& path, Mode mode, const IndexOptions& options);
   ~Index();
   Index(const Index&) = delete;
   Index& operator=(const Index&) = delete;
@@ -98,14 +122,35 @@ class Index {
 
   // Every path equal to or below `root`, keyed by path.
   Status LoadTree(const std::string& root, std::unordered_map<std::string, PathRecord>* out);
+  // Up to `limit` rows of paths equal to or below `root` and after `after`
+  // ("" for the first), in path (byte) order, appended to *out: a tree
+  // streamed a chunk at a time.
+  Status LoadTreeChunk(const std::string& root, const std::string& after, unsigned limit,
+                       std::vector<PathRecord>* out);
   Result<std::optional<InodeRecord>> FindInode(uint64_t dev, uint64_t ino);
   Result<std::optional<PathRecord>> FindPath(const std::string& path);
+  // Up to `limit` inodes of exactly this size.
+  Result<std::vector<InodeRecord>> FindInodesOfSize(uint64_t size, unsigned limit);
+  // Up to `limit` paths naming the inode, in path order.
+  Result<std::vector<std::string>> PathsOfInode(uint64_t dev, uint64_t ino, unsigned limit);
 
   Status PutInode(const InodeRecord& rec);
   Status PutPath(const std::string& path, int64_t root_id, uint64_t dev, uint64_t ino);
   Status DeletePath(const std::string& path);
   // Removes inodes no path names any more; returns how many.
   Result<uint64_t> DeleteOrphanInodes();
+  // The same, looking only at these inodes (the ones whose paths a scan
+  // removed or pointed elsewhere): cheap enough for every scan.
+  Result<uint64_t> DeleteInodesIfOrphan(const std::vector<InodeKey>& candidates);
+  // Forgets a scanned root: its row, the paths it recorded and the inodes
+  // left without a path.  Runs its own short transactions (call it outside
+  // one).  NotFound if `root` is not a scanned root.  Returns the paths removed.
+  Result<uint64_t> ForgetRoot(const std::string& root);
+
+  struct Counts {
+    uint64_t roots = 0, paths = 0, inodes = 0;
+  };
+  Result<Counts> Count();
 
   // Each (root, inode) once, for reports.
   Status ForEachRootInode(const std::function<void(int64_t root_id, const InodeRecord&)>& fn);

@@ -85,6 +85,10 @@ using EngineFactory = std::function<std::unique_ptr<ReadEngine>()>;
 // and returns pread engines from then on.
 EngineFactory DefaultEngineFactory(unsigned depth);
 
+// Tells DefaultEngineFactory that io_uring failed after setup (its
+// io_uring_enter refused): it returns pread engines from then on.
+void NoteUringBroken();
+
 }  // namespace cid
 
 #endif  // CID_IO_H_

@@ -39,7 +39,14 @@ struct QueryInfo {
   uint64_t tagged_inodes = 0;
 };
 
+// Opens path O_RDONLY|O_NOFOLLOW|O_NONBLOCK, refuses anything but a
+// regular file, and tags it.
 Result<TagInfo> TagFile(const std::string& path, const TagRequest& req);
+// The open TagFile does: a regular file, read-only, never through a
+// symlink at the end, never blocking (a FIFO).  Returns the fd.
+Result<int> OpenRegularFile(const std::string& path);
+// Tags a file already open for reading; path only names it in messages.
+Result<TagInfo> TagFd(int fd, const std::string& path, const TagRequest& req);
 Status UntagFile(const std::string& path);
 Result<QueryInfo> QueryFile(const std::string& path);
 

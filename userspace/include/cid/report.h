@@ -16,7 +16,9 @@ namespace cid {
 struct DupInode {
   uint64_t dev = 0;
   uint64_t ino = 0;
-  std::vector<std::string> paths;  // sorted
+  std::vector<std::string> paths{};  // sorted
+  int64_t mtime_ns = 0;  // the version the index hashed
+  int64_t ctime_ns = 0;
 };
 
 // One content that exists as more than one inode.
@@ -30,6 +32,13 @@ struct DupGroup {
 
 // Ordered by duplicated_bytes, largest first, then by digest.
 Result<std::vector<DupGroup>> FindDuplicates(Index* index, uint64_t min_size);
+
+// FindDuplicates, keeping only the names that still exist beneath their
+// scanned root (never through a symlink) as the inode and version the index
+// hashed: a renamed, deleted or changed tree leaves no ghost paths.  Groups
+// left with fewer than two inodes are dropped; *stale_paths counts the
+// names left out (scan again, or `cidctl forget` a root that is gone).
+Result<std::vector<DupGroup>> FindCurrentDuplicates(Index* index, uint64_t min_size, uint64_t* stale_paths);
 
 // Figures over a set of inodes.  Page-cache figures assume every copy is
 // cached whole: a file of size s takes ceil(s / page_size) pages.

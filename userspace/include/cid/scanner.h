@@ -30,10 +30,28 @@ struct ScanOptions {
   EngineFactory engine;  // empty: DefaultEngineFactory(kDefaultQueueDepth)
   HasherOptions hasher;
   uint64_t batch_writes = 4096;                      // commit after this many writes
-  std::chrono::milliseconds batch_time{1000};        // or after this long
+  // or after this long: the write lock is never held longer (other
+  // clients wait at most this), and it is released before every blocking
+  // wait for hashing, so hashing a large file never holds it.
+  std::chrono::milliseconds batch_time{50};
   const std::atomic<bool>* stop = nullptr;           // set to stop early
   std::function<void(const Status&)> on_error;       // unreadable or changed files
   std::function<void(const ScanProgress&)> on_progress;  // about 10 times a second
+  // Hash every file again, whatever the index says (cidctl scan --rehash).
+  bool rehash = false;
+  // Racy-clean rule (git's): a file whose mtime or ctime is not older than
+  // the scan's start minus this many ns may change again within the same
+  // timestamp, unseen; its row is marked racy and the next scan hashes it
+  // again.  -1: the filesystem's granularity as the file shows it: 2 s where
+  // its times are whole seconds (ext4 with 128-byte inodes, FAT, some
+  // network filesystems), else the tick of the kernel's coarse clock that
+  // file times come from (clock_getres(CLOCK_REALTIME_COARSE)).
+  int64_t racy_ns = -1;
+  // Lazy hashing: a file whose size no other indexed inode has cannot have
+  // a duplicate yet; it is recorded with its size only (InodeRecord::hashed
+  // false) and hashed when a second inode of its size is indexed.
+  // false: hash every file (cidctl scan --hash-all).
+  bool lazy = true;
 
   static constexpr unsigned kDefaultQueueDepth = 32;
 };
@@ -53,6 +71,9 @@ struct ScanStats {
   uint64_t special = 0;     // devices, FIFOs, sockets: skipped
   uint64_t pseudo_fs = 0;   // proc, sysfs, ... mounts: not entered
   uint64_t removed = 0;     // paths that are gone from the tree
+  uint64_t racy = 0;
+  uint64_t deferred = 0;    // recorded by size alone when walked (lazy hashing); a twin met later
+                            // in the walk has them hashed after all (counted in hashed too)        // hashed, but too close to the scan's start: hashed again next time
   bool interrupted = false;
   double seconds = 0;
   std::string engine;       // "io_uring", "pread", or "none" if nothing was read

@@ -30,12 +30,23 @@ struct WalkCallbacks {
   std::function<void(const std::string& path, const FileStat& st)> on_file;
   std::function<void(const std::string& path, const Status& error)> on_error;  // message names path and errno
   const std::atomic<bool>* stop = nullptr;            // checked between entries
+  // Directories held open at once.  Deeper than this, a directory's fd is
+  // closed while its subdirectories are walked and reopened beneath the
+  // root afterwards (checked to be the same directory), so a tree of any
+  // depth needs this many fds, not one per level.
+  unsigned max_open_dirs = 16;
 };
 
 // Returns an error only if the root itself cannot be examined; everything
-// below it goes to on_error.  The root may be a regular file.  Entries of a
-// directory are visited in name order, so runs are reproducible.
+// below it goes to on_error.  The root may be a regular file.  Files are
+// reported in the byte order of their full paths (a directory's entries in
+// name order, a subdirectory's files where "name/" sorts), so runs are
+// reproducible and a caller can merge them with rows sorted by path.
 Status Walk(const std::string& root, const WalkCallbacks& cb, WalkStats* stats);
+
+// The same below an open directory: root_fd is the directory `root` names
+// (the caller keeps it open); every directory is opened beneath it.
+Status WalkFd(int root_fd, const std::string& root, const WalkCallbacks& cb, WalkStats* stats);
 
 // The absolute, symlink-free form of a path that must exist.
 Result<std::string> CanonicalPath(const std::string& path);
