@@ -25,6 +25,11 @@ Deadline::~Deadline() {
 IndexRun IndexTrees(Index* index, const std::vector<std::string>& trees, const std::atomic<bool>* stop) {
   IndexRun run;
   ScanOptions so;
+  // Every file of a layer hashed.  With libcid's lazy hashing (a file whose
+  // size no other inode has is hashed only when a twin appears) the LXC
+  // hook found 8 of the 9 duplicates lxc_hook_test expects; the cause is
+  // not found yet, so the hooks do not defer.
+  so.lazy = false;
   so.stop = stop;
   so.on_error = [&](const Status&) { run.file_errors++; };
   for (const auto& t : trees) {

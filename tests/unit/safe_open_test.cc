@@ -166,7 +166,7 @@ TEST(SafeOpenTest, DeepTreeUnderALowFdLimitAndPathsLongerThanPathMax) {
   auto row = (*index)->FindPath(deepest);
   ASSERT_TRUE(row.ok());
   ASSERT_TRUE(row->has_value());
-  EXPECT_EQ((*row)->inode.digest, Sha256::Of("deep"));
+  EXPECT_EQ((*row)->inode.digest, VerityHasher::Of("deep"));
 }
 
 TEST(SafeOpenTest, WalkReportsFilesInPathOrder) {

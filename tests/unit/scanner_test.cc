@@ -155,7 +155,7 @@ TEST_F(ScannerTest, RacyCleanFilesAreHashedAgainByTheNextScan) {
   ASSERT_EQ(utimes((tree_ / "future").c_str(), t), 0);
   ScanStats second = Scan(o);
   EXPECT_GE(second.hashed, 1u);
-  EXPECT_EQ(DigestOf("future"), Sha256::Of("WRITTEN IN THE SAME SECOND AS THE SCAN"));
+  EXPECT_EQ(DigestOf("future"), VerityHasher::Of("WRITTEN IN THE SAME SECOND AS THE SCAN"));
   // Once its times are in the past, it is clean.
   t[0].tv_sec -= 7200;
   t[1] = t[0];
@@ -183,7 +183,7 @@ TEST_F(ScannerTest, ReplacedFilesLeaveNoOrphanInodeRows) {
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(n->paths, 2u);
   EXPECT_EQ(n->inodes, 2u) << "inode rows of replaced files were left behind";
-  EXPECT_EQ(DigestOf("f"), Sha256::Of("version 4"));
+  EXPECT_EQ(DigestOf("f"), VerityHasher::Of("version 4"));
 }
 
 // Lazy hashing: only files with a size twin are read; a file of unique size
@@ -210,7 +210,7 @@ TEST_F(ScannerTest, FilesOfUniqueSizeAreHashedOnlyWhenATwinAppears) {
   auto groups = FindDuplicates(index_.get(), 1);
   ASSERT_TRUE(groups.ok());
   ASSERT_EQ(groups->size(), 1u);
-  EXPECT_EQ(groups->front().digest, Sha256::Of("duplicate!"));
+  EXPECT_EQ(groups->front().digest, VerityHasher::Of("duplicate!"));
 
   // A second file of u5's size, in another tree: both are hashed now.
   TempDir other;
@@ -220,7 +220,7 @@ TEST_F(ScannerTest, FilesOfUniqueSizeAreHashedOnlyWhenATwinAppears) {
   ScanStats st;
   ASSERT_TRUE(ScanTree(index_.get(), other.path(), o, &st).ok());
   EXPECT_EQ(st.hashed, 2u) << "the new file and the earlier one of its size";
-  EXPECT_EQ(DigestOf("u5"), Sha256::Of("12345"));
+  EXPECT_EQ(DigestOf("u5"), VerityHasher::Of("12345"));
   groups = FindDuplicates(index_.get(), 1);
   ASSERT_TRUE(groups.ok());
   EXPECT_EQ(groups->size(), 2u);

@@ -286,7 +286,13 @@ Status Index::Init(Mode mode) {
         t = Exec(kSchema);
         if (t.ok()) t = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
       } else {
-        t = Exec(kSchema1To2);
+        // Version 1 had no flags column; tolerate one that has it already.
+        auto has = Prepare("SELECT count(*) FROM pragma_table_info('inodes') WHERE name='flags'");
+        if (!has.ok()) return has.status();
+        int hs = sqlite3_step(*has);
+        bool flags = hs == SQLITE_ROW && sqlite3_column_int(*has, 0) > 0;
+        sqlite3_reset(*has);
+        t = flags ? Exec("CREATE INDEX IF NOT EXISTS inodes_by_size ON inodes(size)") : Exec(kSchema1To2);
         if (t.ok()) t = Exec("DELETE FROM inodes; UPDATE roots SET complete=0;");
       }
       if (t.ok()) t = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
