@@ -219,6 +219,42 @@ static double measure(int metric, const char *path, off_t size, int place)
 	return 0;
 }
 
+/* Sizes of the FILEs of NAME FILE pairs; -1 if one cannot be stat'ed. */
+static int pair_sizes(int nf, char **args, off_t *size)
+{
+	for (int f = 0; f < nf; f++) {
+		struct stat st;
+
+		if (stat(args[2 * f + 1], &st) < 0) {
+			perror(args[2 * f + 1]);
+			return -1;
+		}
+		size[f] = st.st_size;
+	}
+	return 0;
+}
+
+/* "NAME_METRIC mean" once per NAME, the mean of v[] over its files. */
+static void print_by_name(int nf, char **args, const double *v, const char *metric, int prec)
+{
+	for (int f = 0; f < nf; f++) {
+		double sum = 0;
+		int g, k = 0;
+
+		for (g = 0; g < f && strcmp(args[2 * g], args[2 * f]); g++)
+			;
+		if (g < f)	/* printed with the first file of its name */
+			continue;
+		for (g = f; g < nf; g++) {
+			if (!strcmp(args[2 * g], args[2 * f])) {
+				sum += v[g];
+				k++;
+			}
+		}
+		printf("%s_%s %.*f\n", args[2 * f], metric, prec, sum / k);
+	}
+}
+
 /*
  * perf NAME FILE [NAME FILE]...: every metric for every file, the files
  * measured alternately round after round, so that drift in the guest's
@@ -241,14 +277,9 @@ static int perf(int n, char **args)
 
 	if (n % 2 || nf < 1 || nf > 8)
 		return 2;
+	if (pair_sizes(nf, args, size))
+		return 1;
 	for (f = 0; f < nf; f++) {
-		struct stat st;
-
-		if (stat(args[2 * f + 1], &st) < 0) {
-			perror(args[2 * f + 1]);
-			return 1;
-		}
-		size[f] = st.st_size;
 		if (size[f] < (256 << 10)) {
 			fprintf(stderr, "%s: %lld bytes; perf needs at least 256 KiB\n",
 				args[2 * f + 1], (long long)size[f]);
@@ -274,22 +305,7 @@ static int perf(int n, char **args)
 					best[m][g] = v;
 			}
 		}
-		for (f = 0; f < nf; f++) {
-			double sum = 0;
-			int g, k = 0;
-
-			for (g = 0; g < f && strcmp(args[2 * g], args[2 * f]); g++)
-				;
-			if (g < f)	/* printed with the first file of its name */
-				continue;
-			for (g = f; g < nf; g++) {
-				if (!strcmp(args[2 * g], args[2 * f])) {
-					sum += best[m][g];
-					k++;
-				}
-			}
-			printf("%s_%s %.*f\n", args[2 * f], metrics[m], m ? 0 : 1, sum / k);
-		}
+		print_by_name(nf, args, best[m], metrics[m], m ? 0 : 1);
 	}
 	return 0;
 }
@@ -325,21 +341,14 @@ static int cmp_double(const void *a, const void *b)
 
 static int cold(int n, char **args)
 {
-	double v[8][COLD_ROUNDS];
+	double v[8][COLD_ROUNDS], med[8];
 	off_t size[8];
 	int f, round, nf = n / 2;
 
 	if (n % 2 || nf < 1 || nf > 8)
 		return 2;
-	for (f = 0; f < nf; f++) {
-		struct stat st;
-
-		if (stat(args[2 * f + 1], &st) < 0) {
-			perror(args[2 * f + 1]);
-			return 1;
-		}
-		size[f] = st.st_size;
-	}
+	if (pair_sizes(nf, args, size))
+		return 1;
 	for (round = 0; round < COLD_ROUNDS; round++) {
 		for (f = 0; f < nf; f++) {
 			int g = (f + round) % nf;
@@ -355,22 +364,10 @@ static int cold(int n, char **args)
 		}
 	}
 	for (f = 0; f < nf; f++) {
-		double sum = 0;
-		int g, k = 0;
-
-		for (g = 0; g < f && strcmp(args[2 * g], args[2 * f]); g++)
-			;
-		if (g < f)
-			continue;
-		for (g = f; g < nf; g++) {
-			if (strcmp(args[2 * g], args[2 * f]))
-				continue;
-			qsort(v[g], COLD_ROUNDS, sizeof(double), cmp_double);
-			sum += v[g][COLD_ROUNDS / 2];
-			k++;
-		}
-		printf("%s_cold_read_MiBps %.1f\n", args[2 * f], sum / k);
+		qsort(v[f], COLD_ROUNDS, sizeof(double), cmp_double);
+		med[f] = v[f][COLD_ROUNDS / 2];
 	}
+	print_by_name(nf, args, med, "cold_read_MiBps", 1);
 	return 0;
 }
 
