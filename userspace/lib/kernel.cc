@@ -1,3 +1,4 @@
+#include "cid/fd.h"
 #include "cid/kernel.h"
 
 #include <errno.h>
@@ -20,19 +21,6 @@ constexpr const char* kStatFiles[] = {"enabled",       "contents",       "tagged
 
 static_assert(sizeof(cid_tag{}.digest) == kDigestSize);
 
-class Fd {
- public:
-  explicit Fd(int fd) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-
- private:
-  int fd_;
-};
 
 }  // namespace
 

@@ -1,3 +1,4 @@
+#include "cid/fd.h"
 #include "cid/linkdups.h"
 
 #include <fcntl.h>
@@ -21,23 +22,6 @@ namespace cid {
 
 namespace {
 
-class Fd {
- public:
-  explicit Fd(int fd = -1) : fd_(fd) {}
-  ~Fd() {
-    if (fd_ >= 0) close(fd_);
-  }
-  Fd(const Fd&) = delete;
-  Fd& operator=(const Fd&) = delete;
-  int get() const { return fd_; }
-  void reset(int fd) {
-    if (fd_ >= 0) close(fd_);
-    fd_ = fd;
-  }
-
- private:
-  int fd_;
-};
 
 // Every extended attribute of an open file, sorted by name.
 Result<std::map<std::string, std::string>> Xattrs(int fd, const std::string& path) {
