@@ -20,9 +20,10 @@ CMAKE_BUILD_TYPE ?= RelWithDebInfo
 CID_KASAN_CACHE ?= $(HOME)/.cache/cid-kasan
 # The suites vm-test-kasan runs: the project's own (under TCG, KASAN makes
 # the upstream selftests take longer than they are worth there).  Its guest
-# boots with acpi=noirq: under KASAN and TCG, evaluating the PCI routing
-# method (_PRT) runs into ACPI's 30 s loop timeout, once per device.  And
-# with no5lvl: TCG's "max" CPU has LA57, and while identify_cpu() rebuilds
+# boots with acpi=noirq, for a KASAN kernel built with ACPI: under KASAN and
+# TCG, evaluating the PCI routing method (_PRT) runs into ACPI's 30 s loop
+# timeout, once per device (kernel/config/cid-kasan.config now leaves ACPI
+# out, so the parameter is unused).  And with no5lvl: TCG's "max" CPU has LA57, and while identify_cpu() rebuilds
 # the boot CPU's feature bits (a memset, then CPUID) 6.12 reads 5-level
 # paging as off, so KASAN's shadow bounds (__VIRTUAL_MASK_SHIFT) shrink
 # for a moment and an interrupt landing then reports its per-CPU access as
