@@ -65,6 +65,15 @@ static void rewrite_keep_mtime(const char *path, uint64_t seed)
 	free(buf);
 }
 
+/* Fresh twins a and b of size bytes of seed, both tagged; false if a tag failed. */
+static bool tagged_twins(const char *a, const char *b, uint64_t seed)
+{
+	unlink(a), unlink(b);
+	make_file(a, seed, size);
+	make_file(b, seed, size);
+	return tag_ok(a) && tag_ok(b);
+}
+
 static bool same_digest(const char *a, const char *b)
 {
 	struct cid_query qa, qb;
@@ -344,10 +353,7 @@ static void case_nowait(const char *dir)
 	ssize_t n;
 	int fd;
 
-	unlink(a), unlink(b);
-	make_file(a, 51, size);
-	make_file(b, 51, size);
-	if (!tag_ok(a) || !tag_ok(b))
+	if (!tagged_twins(a, b, 51))
 		return;
 	drop_caches();
 	fd = open_ro(a);
@@ -424,10 +430,7 @@ static void case_forcewrite(const char *dir)
 	int memfd, fd;
 	pid_t pid;
 
-	unlink(a), unlink(b);
-	make_file(a, 71, size);
-	make_file(b, 71, size);
-	if (!tag_ok(a) || !tag_ok(b))
+	if (!tagged_twins(a, b, 71))
 		return;
 	ma = map_file(a, size, PROT_READ, MAP_PRIVATE, NULL);
 	mb = map_file(b, size, PROT_READ, MAP_SHARED, NULL);
@@ -499,10 +502,7 @@ static void case_splicepipe(const char *dir)
 	loff_t off = 0;
 	ssize_t n;
 
-	unlink(a), unlink(b);
-	make_file(a, 81, size);
-	make_file(b, 81, size);
-	if (!tag_ok(a) || !tag_ok(b))
+	if (!tagged_twins(a, b, 81))
 		return;
 	if (pipe(p))
 		die("pipe: %m");
@@ -657,12 +657,9 @@ static void case_unpriv(const char *dir)
 	pid_t pid;
 	int st, fd;
 
-	unlink(a), unlink(b);
-	make_file(a, 111, size);
-	make_file(b, 111, size);
-	chmod(a, 0644);
-	if (!tag_ok(a) || !tag_ok(b))
+	if (!tagged_twins(a, b, 111))
 		return;
+	chmod(a, 0644);
 	fd = open_ro(a);
 	CHECK(verify_read(fd, size, 111, "read"), "read");
 	CHECK(!cid_query_fd(fd, &q) && q.tagged_inodes == 2 && q.content_pages > 0,
