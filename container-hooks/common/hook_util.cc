@@ -22,8 +22,14 @@ Deadline::~Deadline() {
   thread_.join();
 }
 
-IndexRun IndexTrees(Index* index, const std::vector<std::string>& trees, const std::atomic<bool>* stop) {
+IndexRun IndexTrees(const std::string& index_path, const std::vector<std::string>& trees, bool lower_layers,
+                    const std::atomic<bool>* stop) {
   IndexRun run;
+  auto fail = [&](const Status& s) {
+    run.error = s;
+    run.index_failed = s.message().rfind("index ", 0) == 0;
+    return std::move(run);
+  };
   ScanOptions so;
   // Every file of a layer hashed.  With libcid's lazy hashing (a file whose
   // size no other inode has is hashed only when a twin appears) the LXC
@@ -32,14 +38,35 @@ IndexRun IndexTrees(Index* index, const std::vector<std::string>& trees, const s
   so.lazy = false;
   so.stop = stop;
   so.on_error = [&](const Status&) { run.file_errors++; };
-  for (const auto& t : trees) {
-    ScanStats st;
-    Status s = ScanTree(index, t, so, &st);
-    if (!s.ok()) {
-      run.error = s;
-      run.index_failed = s.message().rfind("index ", 0) == 0;
-      break;
+  // Which trees the index already describes, in order; the first that it
+  // does not and every one after it are scanned.  No index yet (or one of
+  // an older schema, which only a writer upgrades): scan them all.
+  size_t first_stale = 0;
+  auto ro = Index::Open(index_path, Index::Mode::kReadOnly);
+  if (ro.ok()) {
+    ScanOptions check = so;
+    check.check_only = true;
+    check.trust_root_signature = lower_layers;
+    for (; first_stale < trees.size(); first_stale++) {
+      ScanStats st;
+      Status s = ScanTree(ro->get(), trees[first_stale], check, &st);
+      if (!s.ok() || !st.current) break;  // an error is the scan's to report
     }
+    run.indexed = run.current = first_stale;
+    if ((stop && stop->load()) || first_stale == trees.size()) {
+      run.index = std::move(*ro);
+      return run;
+    }
+  }
+  auto rw = Index::Open(index_path, Index::Mode::kReadWrite);
+  if (!rw.ok()) return fail(rw.status());
+  run.wrote = true;
+  run.index = std::move(*rw);
+  if (ro.ok()) ro->reset();
+  for (size_t i = first_stale; i < trees.size(); i++) {
+    ScanStats st;
+    Status s = ScanTree(run.index.get(), trees[i], so, &st);
+    if (!s.ok()) return fail(s);
     run.hashed += st.hashed;
     if (st.interrupted) break;
     run.indexed++;
