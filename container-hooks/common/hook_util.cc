@@ -31,11 +31,13 @@ IndexRun IndexTrees(const std::string& index_path, const std::vector<std::string
     return std::move(run);
   };
   ScanOptions so;
-  // Every file of a layer hashed.  With libcid's lazy hashing (a file whose
-  // size no other inode has is hashed only when a twin appears) the LXC
-  // hook found 8 of the 9 duplicates lxc_hook_test expects; the cause is
-  // not found yet, so the hooks do not defer.
-  so.lazy = false;
+  // Lazy hashing (the default): a file whose size no other inode has is
+  // recorded by size and hashed once a twin appears, so a new layer of
+  // unique files costs a walk, not a read (550 real libraries: 0.16 s
+  // against 1.0 s).  It once looked wrong: lxc_hook_test found 8 duplicates
+  // where hashing everything found 9, the ninth being a log the first
+  // container had appended to since it was indexed (see scanner_test's
+  // LazyHashingAcrossRootsSeesATwinAsItIsNow).
   so.stop = stop;
   so.on_error = [&](const Status&) { run.file_errors++; };
   // Which trees the index already describes, in order; the first that it

@@ -6,6 +6,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <set>
 
 #include "cid/report.h"
@@ -619,6 +620,65 @@ TEST_F(ScannerTest, DuplicatesUnderRootsListOnlyTheirContents) {
   auto none = FindDuplicatesUnder(index_.get(), {*CanonicalPath(tree_ / "b"), "/nonexistent"}, 1000);
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty()) << "min_size applies";
+}
+
+// What lxc_hook_test met with lazy hashing (8 duplicates where hashing
+// everything said 9), as a regression test: two copies of a tree indexed
+// in separate scans as separate roots, and between the scans a service in
+// the first copy appends to its log.  Lazy hashing recorded the first log
+// by size and hashes it when the second copy's log of that size appears,
+// as it is by then: different, so no duplicate.  Hashing everything keeps
+// the first log's digest from before the append and reports a duplicate
+// that no longer exists (only FindCurrentDuplicates drops it).  Lazy
+// hashing was right; the test expected the stale answer.
+TEST_F(ScannerTest, LazyHashingAcrossRootsSeesATwinAsItIsNow) {
+  auto build = [](const TempDir& root) {
+    WriteFile(root / "bin/tool", std::string(3000, 't'));
+    WriteFile(root / "usr/lib/libx.so", std::string(5000, 'x'));
+    WriteFile(root / "etc/app.conf", "setting=1\n");
+    WriteFile(root / "var/log/app.log", "service log, line 1\n");
+  };
+  TempDir r1, r2;
+  build(r1);
+  build(r2);
+  auto run = [](Index* index, const std::string& root, bool lazy) {
+    ScanOptions o;
+    o.racy_ns = 0;
+    o.lazy = lazy;
+    ScanStats st;
+    Status s = ScanTree(index, root, o, &st);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return st;
+  };
+  TempDir d2;
+  auto all = Index::Open(d2 / "all.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(run(index_.get(), r1.path(), true).deferred, 4u) << "every size unique within the first copy";
+  EXPECT_EQ(run(all->get(), r1.path(), false).hashed, 4u);
+  {
+    std::ofstream log(r1 / "var/log/app.log", std::ios::app);
+    log << "service log, line 2\n";
+  }
+  ScanStats second = run(index_.get(), r2.path(), true);
+  EXPECT_EQ(second.hashed, 8u) << "the second copy's 4 files and the first's 4 recorded by size (its log as it is now)";
+  run(all->get(), r2.path(), false);
+  auto lazy = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(lazy.ok());
+  std::set<Digest> got;
+  for (const auto& g : *lazy) got.insert(g.digest);
+  EXPECT_EQ(got, (std::set<Digest>{VerityHasher::Of(std::string(3000, 't')), VerityHasher::Of(std::string(5000, 'x')),
+                                   VerityHasher::Of("setting=1\n")}));
+  auto p1 = index_->FindPath(*CanonicalPath(r1 / "var/log/app.log"));
+  ASSERT_TRUE(p1.ok() && p1->has_value());
+  EXPECT_EQ((*p1)->inode.digest, VerityHasher::Of("service log, line 1\nservice log, line 2\n"));
+  auto stale = FindDuplicates(all->get(), 1);
+  ASSERT_TRUE(stale.ok());
+  EXPECT_EQ(stale->size(), 4u) << "hashing everything keeps the first log as it was";
+  uint64_t dropped = 0;
+  auto current = FindCurrentDuplicates(all->get(), 1, &dropped);
+  ASSERT_TRUE(current.ok());
+  EXPECT_EQ(current->size(), got.size());
+  EXPECT_EQ(dropped, 1u);
 }
 
 }  // namespace
