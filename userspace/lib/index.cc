@@ -668,12 +668,18 @@ Status Index::ForEachRootInode(const std::function<void(int64_t, const InodeReco
 
 Status Index::ForEachDuplicate(uint64_t min_size,
                                const std::function<void(const InodeRecord&, const std::string&)>& fn) {
-  auto st = Prepare(
+  return DuplicateRows(
       "WITH g AS (SELECT digest FROM inodes WHERE size>=?1 AND length(digest)=32 "
       "GROUP BY digest HAVING count(*)>1) "
       "SELECT " CID_INODE_COLS ", p.path "
       "FROM g JOIN inodes i ON i.digest=g.digest JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
-      "ORDER BY i.digest, i.dev, i.ino, p.path");
+      "ORDER BY i.digest, i.dev, i.ino, p.path",
+      min_size, fn);
+}
+
+Status Index::DuplicateRows(const char* sql, uint64_t min_size,
+                            const std::function<void(const InodeRecord&, const std::string&)>& fn) {
+  auto st = Prepare(sql);
   if (!st.ok()) return st.status();
   StmtReset r{*st};
   sqlite3_bind_int64(*st, 1, S(min_size));
@@ -737,21 +743,14 @@ Status Index::ForEachDuplicateUnder(const std::vector<std::string>& roots, uint6
                                     const std::function<void(const InodeRecord&, const std::string&)>& fn) {
   Status s = SetScope(roots);
   if (!s.ok()) return s;
-  auto st = Prepare(
+  return DuplicateRows(
       "WITH d AS (SELECT DISTINCT digest FROM (" CID_SCOPED_INODES ")), "
       "g AS (SELECT digest FROM d "
       "  WHERE (SELECT count(*) FROM (SELECT 1 FROM inodes x WHERE x.digest=d.digest LIMIT 2))>1) "
       "SELECT " CID_INODE_COLS ", p.path "
       "FROM g CROSS JOIN inodes i ON i.digest=g.digest CROSS JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
-      "ORDER BY i.digest, i.dev, i.ino, p.path");
-  if (!st.ok()) return st.status();
-  StmtReset r{*st};
-  sqlite3_bind_int64(*st, 1, S(min_size));
-  int rc;
-  while ((rc = sqlite3_step(*st)) == SQLITE_ROW)
-    fn(ReadInode(*st, 0), reinterpret_cast<const char*>(sqlite3_column_text(*st, 7)));
-  if (rc != SQLITE_DONE) return Error("listing duplicates", rc);
-  return Status::OK();
+      "ORDER BY i.digest, i.dev, i.ino, p.path",
+      min_size, fn);
 }
 
 }  // namespace cid

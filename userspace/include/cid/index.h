@@ -187,6 +187,9 @@ class Index {
   Status Exec(const char* sql);
   // BEGIN IMMEDIATE, fn, then COMMIT, or ROLLBACK if fn fails.
   Status InTransaction(const std::function<Status()>& fn);
+  // Runs a duplicate listing (?1: min_size; inode columns, then the path).
+  Status DuplicateRows(const char* sql, uint64_t min_size,
+                       const std::function<void(const InodeRecord&, const std::string& path)>& fn);
   // Fills temp.scope with the ranges of the paths key `roots` cover.
   Status SetScope(const std::vector<std::string>& roots);
   Result<sqlite3_stmt*> Prepare(const char* sql);  // cached per SQL text
