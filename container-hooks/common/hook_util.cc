@@ -7,19 +7,19 @@
 
 namespace cid {
 
-Deadline::Deadline(std::chrono::milliseconds budget, std::atomic<bool>* flag)
-    : thread_([this, budget, flag] {
-        std::unique_lock<std::mutex> l(mu_);
-        if (!cv_.wait_for(l, budget, [this] { return done_; })) *flag = true;
-      }) {}
+Deadline::Deadline(std::chrono::milliseconds budget, std::atomic<bool>* flag) {
+  std::thread([s = shared_, budget, flag] {
+    std::unique_lock<std::mutex> l(s->mu);
+    if (!s->cv.wait_for(l, budget, [&s] { return s->done; })) *flag = true;
+  }).detach();
+}
 
 Deadline::~Deadline() {
   {
-    std::lock_guard<std::mutex> l(mu_);
-    done_ = true;
+    std::lock_guard<std::mutex> l(shared_->mu);
+    shared_->done = true;
   }
-  cv_.notify_all();
-  thread_.join();
+  shared_->cv.notify_all();
 }
 
 IndexRun IndexTrees(const std::string& index_path, const std::vector<std::string>& trees, bool lower_layers,

@@ -18,7 +18,11 @@
 
 namespace cid {
 
-// Sets *flag once `budget` has passed, unless destroyed first.
+// Sets *flag once `budget` has passed, unless destroyed first.  The timer
+// thread is not joined: on a loaded host, waiting for it to be scheduled
+// and exit cost the hook up to several ms at the end of every run.  It
+// writes *flag only under mu while done is false, so never after the
+// destructor returned; its state outlives it.
 class Deadline {
  public:
   Deadline(std::chrono::milliseconds budget, std::atomic<bool>* flag);
@@ -27,10 +31,12 @@ class Deadline {
   Deadline& operator=(const Deadline&) = delete;
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;  // guarded by mu_
-  std::thread thread_;
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;  // guarded by mu
+  };
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
 };
 
 struct IndexRun {
