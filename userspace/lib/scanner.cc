@@ -533,8 +533,11 @@ Status Scan::Run(const std::string& root_arg) {
   };
   cb.on_error = [this](const std::string& p, const Status& e) {
     unreadable_.insert(p);
+    if (options_.check_only) {
+      failed_ = batch_.WouldChange();  // leave it to a scan to keep the rows and say why
+      return;
+    }
     Report(e);
-    if (options_.check_only) failed_ = batch_.WouldChange();  // a scan would say so; leave it to one
   };
   WalkStats ws;
   if (S_ISDIR(st.st_mode)) {
