@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -37,13 +38,28 @@ int64_t RacyWindow(const ScanOptions& o, const FileStat& st) {
   return tick;
 }
 
+// RootRecord::signature of a root directory, or "" if its times are too
+// close to `start_ns` to vouch for anything written within them.
+std::string RootSignature(const ScanOptions& o, const struct stat& st, int64_t start_ns) {
+  if (!S_ISDIR(st.st_mode)) return "";
+  FileStat fs = FileStat::From(st);
+  if (std::max(fs.mtime_ns, fs.ctime_ns) >= start_ns - RacyWindow(o, fs)) return "";
+  return std::to_string(fs.dev) + ":" + std::to_string(fs.ino) + ":" + std::to_string(fs.mtime_ns) + ":" +
+         std::to_string(fs.ctime_ns);
+}
+
+// What a check (ScanOptions::check_only) stops with at its first write.
+constexpr char kWouldChange[] = "the index does not describe the tree as it is";
+
 // Batches index writes into transactions: begun at the first write,
-// committed after batch_writes writes or batch_time.
+// committed after batch_writes writes or batch_time.  A check writes
+// nothing: its first write fails with kWouldChange and stops it.
 class Batch {
  public:
   Batch(Index* index, const ScanOptions& o) : index_(index), options_(o) {}
 
   Status Write() {
+    if (options_.check_only) return WouldChange();
     if (!open_) {
       Status s = index_->Begin();
       if (!s.ok()) return s;
@@ -67,8 +83,14 @@ class Batch {
   ~Batch() {
     if (open_) index_->Rollback();
   }
+  Status WouldChange() {
+    would_change_ = true;
+    return Status::Changed(kWouldChange);
+  }
+  bool would_change() const { return would_change_; }
 
  private:
+  bool would_change_ = false;
   Index* index_;
   const ScanOptions& options_;
   bool open_ = false;
@@ -244,7 +266,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   if (!failed_.ok()) return;
   // Only an inode with several links can be met twice: the set of inodes
   // seen holds those alone.
-  if (st.nlink > 1 && !seen_.insert(key).second) {  // another name of an inode already handled  if (!seen_.insert(key).second) {  // another name of an inode already handled
+  if (st.nlink > 1 && !seen_.insert(key).second) {  // another name of an inode already handled
     stats_->hardlinks++;
     if (path_current) return;
     auto w = waiting_.find(key);
@@ -343,6 +365,10 @@ void Scan::Backfill(const InodeRecord& t) {
 }
 
 void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel) {
+  if (options_.check_only) {  // a file to read: the index is behind
+    failed_ = batch_.WouldChange();
+    return;
+  }
   sizes_queued_.insert(st.size);
   if (!pool_) {  // started at the first file to read: a rescan of an unchanged tree needs none
     unsigned workers = options_.workers ? options_.workers : std::max(1u, std::thread::hardware_concurrency());
@@ -469,17 +495,30 @@ Status Scan::Run(const std::string& root_arg) {
   if (auto own = CanonicalPath(index_->path()); own.ok())
     for (const char* suffix : {"", "-wal", "-shm", "-journal"}) own_files_.insert(*own + suffix);
 
-  // A short write transaction for the root; the tree is read outside any.
-  Status s = index_->Begin();
-  if (!s.ok()) return s;
-  auto id = index_->AddRoot(*root);
-  if (!id.ok()) {
-    index_->Rollback();
-    return id.status();
+  Status s;
+  if (options_.check_only) {
+    auto known = index_->FindRoot(*root);
+    if (!known.ok()) return known.status();
+    if (!known->has_value() || !(*known)->complete) return Status::OK();  // never scanned to its end
+    root_id_ = (*known)->id;
+    const std::string& sig = (*known)->signature;
+    if (options_.trust_root_signature && !sig.empty() && sig == RootSignature(options_, st, start_ns_)) {
+      stats_->current = true;
+      return Status::OK();
+    }
+  } else {
+    // A short write transaction for the root; the tree is read outside any.
+    s = index_->Begin();
+    if (!s.ok()) return s;
+    auto id = index_->AddRoot(*root);
+    if (!id.ok()) {
+      index_->Rollback();
+      return id.status();
+    }
+    root_id_ = *id;
+    s = index_->Commit();
+    if (!s.ok()) return s;
   }
-  root_id_ = *id;
-  s = index_->Commit();
-  if (!s.ok()) return s;
   root_path_ = *root;
 
 
@@ -494,6 +533,10 @@ Status Scan::Run(const std::string& root_arg) {
   };
   cb.on_error = [this](const std::string& p, const Status& e) {
     unreadable_.insert(p);
+    if (options_.check_only) {
+      failed_ = batch_.WouldChange();  // leave it to a scan to keep the rows and say why
+      return;
+    }
     Report(e);
   };
   WalkStats ws;
@@ -525,6 +568,17 @@ Status Scan::Run(const std::string& root_arg) {
   if (failed_.ok() && !s.ok()) failed_ = s;
   stats_->engine = pool_ ? pool_->engine_name() : "none";
   pool_.reset();
+  if (options_.check_only) {
+    if (batch_.would_change()) return Status::OK();
+    if (!failed_.ok()) return failed_;
+    if (user_stop && user_stop->load()) stop_ = true;
+    stats_->interrupted = stop_.load();
+    // Rows beyond the last walked path name files that are gone.
+    stats_->current = !stats_->interrupted && PeekRow() == nullptr && failed_.ok();
+    if (!failed_.ok()) return failed_;
+    stats_->seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    return Status::OK();
+  }
   if (!failed_.ok()) return failed_;
 
   // Set during the drain, the flag made the pool drop files it had not
@@ -550,6 +604,8 @@ Status Scan::Run(const std::string& root_arg) {
   }
   s = batch_.Write();
   if (s.ok()) s = index_->SetRootScanned(root_id_, !stats_->interrupted, NowNs());
+  // The root as the walk began: a change during the scan leaves a newer one.
+  if (s.ok()) s = index_->SetRootSignature(root_id_, stats_->interrupted ? "" : RootSignature(options_, st, start_ns_));
   if (s.ok()) s = batch_.Commit();
   if (!s.ok()) return s;
   Progress(true);
