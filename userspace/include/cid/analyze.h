@@ -109,9 +109,8 @@ struct Frame {
   uint64_t kcount = 0;   // mappings system-wide (/proc/kpagecount)
   uint64_t memcg = 0;    // inode of the charged memcg (/proc/kpagecgroup), 0 if none
   bool anon = false;     // anonymous(p) of equation 4.1; named(p) is !anon
-  bool hashed = false;   // content read and hashed
+  bool hashed = false;   // content known: read and hashed (or the zero page, known without reading)
   bool unreadable = false;  // present, but its contents could not be read: a content of its own
-  bool queued = false;   // (scan state) to be read
   bool Has(int bit) const { return (kflags >> bit) & 1; }
 };
 
@@ -122,6 +121,9 @@ struct Hash128Hasher {
 struct SnapshotOptions {
   bool stop = true;     // PTRACE_SEIZE + PTRACE_INTERRUPT every thread; false: live read
   bool verify = false;  // byte-compare every page whose hash was seen before
+  // Threads reading and hashing contents while the targets are stopped
+  // (0: one per CPU, at most 8).
+  unsigned threads = 0;
   // Only virtual addresses in [range_lo, range_hi) (page aligned).
   uint64_t range_lo = 0, range_hi = ~0ull;
   // Called now and then from the scan: pages hashed so far, pages to go.
@@ -131,8 +133,19 @@ struct SnapshotOptions {
   std::function<bool()> interrupted;
   // Test hook: called with every target stopped, before the first is read.
   std::function<void()> after_stop;
-  // Test hook: called before each process is read.
+  // Test hook: called before each process's page tables are read.
   std::function<void(pid_t)> before_process;
+};
+
+// Where a snapshot's time went, in seconds.  All but `after` pass with the
+// targets stopped (when they are stopped).
+struct SnapshotPhases {
+  double stop = 0;      // PTRACE_SEIZE + PTRACE_INTERRUPT of every thread
+  double pagemap = 0;   // /proc/PID/maps and pagemap of every target
+  double contents = 0;  // /proc/kpage* and every frame's contents read and hashed (threads in parallel)
+  double verify = 0;    // --verify: pages of equal hash read again and compared
+  double resume = 0;    // every thread detached
+  double after = 0;     // frame kinds, content numbers (targets running again)
 };
 
 struct Snapshot {
@@ -148,6 +161,8 @@ struct Snapshot {
   uint64_t bytes_compared = 0;  // --verify
   uint64_t hash_collisions = 0; // --verify: equal hash, different bytes (kept apart)
   uint64_t unreadable = 0;      // present pages whose contents could not be read
+  unsigned threads = 1;         // threads that read and hashed contents
+  SnapshotPhases phases;
   std::vector<std::string> notes;
   size_t dropped() const;
 };
