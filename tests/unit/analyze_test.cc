@@ -360,6 +360,31 @@ TEST(AnalyzeTest, TargetExitingMidScanIsDropped) {
   EXPECT_EQ(TaskStates(a.pid()).find('t'), std::string::npos);
 }
 
+// The first process to map a frame is the one its contents are read
+// through; if it exits after its page tables were read, the frames are
+// read through another process that maps them.
+TEST(AnalyzeTest, FramesOfATargetExitingBeforeContentsAreReadThroughAnother) {
+  REQUIRE_ROOT();
+  Helper h({"anon", "16", "3", "fork", "1"});
+  ASSERT_EQ(h.pids().size(), 2u);
+  SnapshotOptions o = Verify();
+  o.before_contents = [&] {
+    kill(h.pid(), SIGKILL);
+    for (int i = 0; i < 1000 && TaskStates(h.pid()).find('Z') == std::string::npos; i++) usleep(1000);
+  };
+  Snapshot s = Take(Targets({&h}), o);
+  EXPECT_EQ(s.dropped(), 1u);
+  EXPECT_TRUE(s.procs[0].dropped);
+  EXPECT_EQ(s.pages_hashed, 16u);  // every frame read, through the child
+  EXPECT_EQ(s.unreadable, 0u);
+  ASSERT_EQ(s.notes.size(), 1u);   // the dropped process, and nothing read with process_vm_readv
+  EXPECT_NE(s.notes[0].find("dropped"), std::string::npos) << s.notes[0];
+  Figures f = Compute(s);
+  EXPECT_EQ(f.processes, 1u);
+  EXPECT_EQ(f.mmap_fork, 16u);
+  EXPECT_EQ(f.cbps_shared, 16u);  // 16 distinct contents: read, not counted as unreadable
+}
+
 TEST(AnalyzeTest, GroupsAndCharge) {
   REQUIRE_ROOT();
   Helper a({"anon", "10", "1", "fork", "1"});

@@ -336,15 +336,24 @@ struct Location {
 // /proc/PID/mem descriptors of a few processes, for one thread.
 class MemFiles {
  public:
+  // The descriptor, or -1 with errno as open left it.
   int Get(pid_t pid) {
     if (fds_.size() >= 64 && !fds_.count(pid)) fds_.clear();  // bounded: fds are finite
     auto [it, fresh] = fds_.try_emplace(pid);
-    if (fresh) it->second = std::make_unique<Fd>(open(ProcPath(pid, "mem").c_str(), O_RDONLY | O_CLOEXEC));
-    return it->second->get();
+    if (fresh) {
+      it->second.fd = std::make_unique<Fd>(open(ProcPath(pid, "mem").c_str(), O_RDONLY | O_CLOEXEC));
+      it->second.err = errno;
+    }
+    errno = it->second.err;
+    return it->second.fd->get();
   }
 
  private:
-  std::map<pid_t, std::unique_ptr<Fd>> fds_;
+  struct Entry {
+    std::unique_ptr<Fd> fd;
+    int err = 0;
+  };
+  std::map<pid_t, Entry> fds_;
 };
 
 // Reads the targets' page tables (one thread), then their frames'
@@ -676,6 +685,10 @@ class Scanner {
         if (gone_[proc]) continue;  // read through another process later
         pid_t pid = snap_->procs[proc].pid;
         int fd = mems.Get(pid);
+        if (fd < 0 && (errno == ESRCH || errno == ENOENT || Dead(pid))) {
+          gone_[proc] = true;  // a zombie has no memory to open
+          continue;
+        }
         for (size_t i = item.begin; i < item.end && !gone_[proc];) {
           size_t j = i + 1;  // a run of consecutive addresses
           while (j < item.end && j - i < kRun && loc_[ids[j]].va == loc_[ids[j - 1]].va + kPage) j++;
@@ -850,6 +863,7 @@ Result<Snapshot> TakeSnapshot(const std::vector<Target>& targets, const Snapshot
     if (!s.ok()) return s;
   }
   snap.phases.pagemap = Now() - t;
+  if (opts.before_contents) opts.before_contents();
   t = Now();
   Status s = scanner.ReadFrames();
   if (!s.ok()) return s;

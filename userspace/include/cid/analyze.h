@@ -135,6 +135,8 @@ struct SnapshotOptions {
   std::function<void()> after_stop;
   // Test hook: called before each process's page tables are read.
   std::function<void(pid_t)> before_process;
+  // Test hook: called with every page table read, before any contents.
+  std::function<void()> before_contents;
 };
 
 // Where a snapshot's time went, in seconds.  All but `after` pass with the
