@@ -6,6 +6,8 @@
  *
  *   anon N SEED    N anonymous pages, page i filled from (SEED, i)
  *   zero N         N anonymous pages only read: each maps the zero page
+ *   sparse G K     G GiB of anonymous address space (MAP_NORESERVE), K pages
+ *                  of it written (page i filled from (77, i)), spread evenly
  *   thp N SEED     like anon, with MADV_HUGEPAGE (transparent huge pages where the kernel has one)
  *   map FILE       FILE mapped MAP_SHARED read-only, every page touched
  *   merge          prctl(PR_SET_MEMORY_MERGE): KSM may merge all its anonymous memory
@@ -92,6 +94,14 @@ int main(int argc, char **argv) {
 			volatile char *p = region(n * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
 			madvise((void *)p, n * PAGE, MADV_NOHUGEPAGE);
 			for (size_t k = 0; k < n; k++) (void)p[k * PAGE];
+		} else if (!strcmp(c, "sparse") && i + 2 < argc) {
+			size_t bytes = strtoul(argv[++i], NULL, 0) << 30;
+			size_t k = strtoul(argv[++i], NULL, 0);
+			char *p = region(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
+			for (size_t j = 0; j < k; j++) {
+				uint64_t *page = (uint64_t *)(p + (bytes / k * j & ~(PAGE - 1)));
+				for (size_t w = 0; w < PAGE / 8; w++) page[w] = mix(77 * 1000003ULL + j * PAGE / 8 + w);
+			}
 		} else if (!strcmp(c, "map") && i + 1 < argc) {
 			int fd = open(argv[++i], O_RDONLY);
 			struct stat st;

@@ -360,6 +360,22 @@ TEST(AnalyzeTest, TargetExitingMidScanIsDropped) {
   EXPECT_EQ(TaskStates(a.pid()).find('t'), std::string::npos);
 }
 
+// A mostly reserved address space (runtimes reserve gigabytes, sanitizers
+// terabytes): 512 GiB of anonymous mapping with 12 pages written.  Where
+// pagemap is read through PAGEMAP_SCAN (Linux 6.7) only the populated
+// ranges are read; either way the figures are exact.
+TEST(AnalyzeTest, SparseReservation) {
+  REQUIRE_ROOT();
+  Helper a({"sparse", "512", "12", "anon", "4", "1"});
+  Snapshot s = Take(Targets({&a}));
+  Figures f = Compute(s);
+  EXPECT_EQ(f.no_sharing, 16u);
+  EXPECT_EQ(f.mmap_fork, 16u);
+  EXPECT_EQ(f.cbps_shared, 16u);
+  EXPECT_EQ(f.anon_frames, 16u);
+  EXPECT_EQ(s.pages_hashed, 16u);
+}
+
 // The first process to map a frame is the one its contents are read
 // through; if it exits after its page tables were read, the frames are
 // read through another process that maps them.

@@ -22,6 +22,7 @@
 // flags, and a content number per frame.
 #include <dirent.h>
 #include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/ptrace.h>
 #include <sys/stat.h>
@@ -54,6 +55,19 @@ constexpr uint64_t kPage = 4096;
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwap = 1ull << 62;
 constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
+
+// PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h; Debian 12's headers
+// predate it): the ranges of a mapping that have present or swapped pages,
+// found by walking page tables, not by reading an entry per page.
+struct PageRegion {
+  uint64_t start, end, categories;
+};
+struct PmScanArg {
+  uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+  uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+constexpr uint64_t kPageIsPresent = 1 << 3, kPageIsSwapped = 1 << 4;
+constexpr unsigned long kPagemapScan = _IOWR('f', 16, PmScanArg);
 
 double Now() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
@@ -501,13 +515,60 @@ class Scanner {
   static constexpr size_t kRun = 64;        // pages per /proc/PID/mem read: 256 KiB, hashed while in cache
   static constexpr size_t kItem = 1024;     // pages per work item
   static constexpr uint64_t kChunk = 4096;  // frame-number table chunk
+  static constexpr uint64_t kScanAbove = 8192;  // pages: larger anonymous mappings use PAGEMAP_SCAN
 
-  // Calls f(va, entry) for the pagemap entry of every page of m within the
-  // snapshot's range; *gone if the process exited.
+  // Calls f(va, entry) for the pagemap entry of every present or swapped
+  // page of m within the snapshot's range; *gone if the process exited.
   Status WalkPagemap(pid_t pid, int fd, const Mapping& m, bool* gone,
                      const std::function<Status(uint64_t, uint64_t)>& f) {
     if (m.path == "[vsyscall]") return Status::OK();  // kernel address, one page for everybody
     uint64_t lo = std::max(m.start, opts_.range_lo), hi = std::min(m.end, opts_.range_hi);
+    if (lo >= hi) return Status::OK();
+    // Large anonymous mappings are often mostly reservations (language
+    // runtimes reserve gigabytes, sanitizers terabytes): ask the kernel
+    // where their pages are.  Only anonymous ones, because PAGEMAP_SCAN
+    // skips PFN maps, which are counted (as skipped) too.
+    bool anonymous = m.ino == 0 && (m.path.empty() || m.path == "[heap]" || m.path == "[stack]" ||
+                                    m.path.rfind("[anon:", 0) == 0);
+    if (anonymous && hi - lo >= kScanAbove * kPage && scan_works_) {
+      std::vector<PageRegion> regions(256);
+      for (uint64_t at = lo; at < hi;) {
+        PmScanArg arg{};
+        arg.size = sizeof(arg);
+        arg.start = at;
+        arg.end = hi;
+        arg.vec = reinterpret_cast<uintptr_t>(regions.data());
+        arg.vec_len = regions.size();
+        arg.category_anyof_mask = kPageIsPresent | kPageIsSwapped;
+        arg.return_mask = kPageIsPresent | kPageIsSwapped;
+        int n = ioctl(fd, kPagemapScan, &arg);
+        if (n < 0) {
+          if (errno == ENOTTY || errno == EINVAL || errno == EOPNOTSUPP) {
+            scan_works_ = false;  // before Linux 6.7: read every entry
+            break;
+          }
+          if (Dead(pid)) {
+            *gone = true;
+            return Status::OK();
+          }
+          return Status::FromErrno(ProcPath(pid, "pagemap") + " (PAGEMAP_SCAN)", errno);
+        }
+        for (int i = 0; i < n; i++) {
+          Status s = ReadEntries(pid, fd, regions[i].start, regions[i].end, gone, f);
+          if (!s.ok() || *gone) return s;
+        }
+        if (arg.walk_end <= at) break;
+        at = arg.walk_end;
+      }
+      if (scan_works_) return Status::OK();
+    }
+    return ReadEntries(pid, fd, lo, hi, gone, f);
+  }
+
+  // f(va, entry) for the present or swapped pages of [lo, hi), read from
+  // pagemap in batches.
+  Status ReadEntries(pid_t pid, int fd, uint64_t lo, uint64_t hi, bool* gone,
+                     const std::function<Status(uint64_t, uint64_t)>& f) {
     entries_.resize(kBatch);
     for (uint64_t va = lo; va < hi; va += kBatch * kPage) {
       if (opts_.interrupted && opts_.interrupted()) return Status::Busy("interrupted");
@@ -781,6 +842,7 @@ class Scanner {
   std::atomic<bool> pvr_used_{false};
   std::mutex notes_mu_;                  // guards snap_->notes, pages_hashed, unreadable during the workers
   bool kpage_done_ = false;
+  bool scan_works_ = true;               // PAGEMAP_SCAN (Linux 6.7)
 };
 
 uint64_t ResidentPages(pid_t pid) {
