@@ -47,6 +47,7 @@
 
 #include "cid/fd.h"
 #include "cid/analyze.h"
+#include "analyze_memory.h"
 
 namespace cid::analyze {
 namespace {
@@ -299,17 +300,6 @@ Hash128 Perturbed(Hash128 h, uint64_t k) {
   return h;
 }
 
-// Asks for transparent huge pages behind a large array (where THP is
-// "madvise"): with 4 KiB pages, faulting in the snapshot's own arrays cost
-// about a tenth of its time.
-template <class T>
-void HugeHint(const std::vector<T>& v) {
-  constexpr uintptr_t kHuge = 2 << 20;
-  uintptr_t b = reinterpret_cast<uintptr_t>(v.data()), e = b + v.capacity() * sizeof(T);
-  uintptr_t lo = (b + kHuge - 1) & ~(kHuge - 1), hi = e & ~(kHuge - 1);
-  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
-}
-
 // Content numbers: open addressing over the frames' XXH3 hashes, which are
 // uniform already (a node-based map cost a tenth of the snapshot).  A slot
 // holds a frame id; that frame has the slot's hash.
@@ -317,13 +307,8 @@ void NumberContents(Snapshot* snap) {
   const std::vector<Frame>& frames = snap->frames;
   size_t cap = 16;
   while (cap < frames.size() + frames.size() / 2) cap *= 2;
-  std::vector<uint32_t> slots;  // frame id + 1; 0: empty
-  slots.reserve(cap);
-  HugeHint(slots);
-  slots.resize(cap);
-  snap->content_of.reserve(frames.size());
-  HugeHint(snap->content_of);
-  snap->content_of.resize(frames.size());
+  std::vector<uint32_t> slots = HugeVector<uint32_t>(cap);  // frame id + 1; 0: empty
+  snap->content_of = HugeVector<uint32_t>(frames.size());
   for (uint32_t id = 0; id < frames.size(); id++) {
     const Hash128& h = frames[id].hash;
     for (size_t i = Hash128Hasher()(h) & (cap - 1);; i = (i + 1) & (cap - 1)) {
