@@ -591,7 +591,8 @@ int Main(int argc, char** argv) {
     j.String("comm", p.comm);
     j.String("cgroup", p.cgroup);
     if (!p.container.empty()) j.String("container", p.container);
-    j.Bool("dropped", p.dropped);
+    j.Bool("dropped", p.dropped && !p.excluded);
+    j.Bool("excluded", p.excluded);
     if (p.dropped) j.String("note", p.note);
     j.Uint("pages", p.pages.size());
     j.EndObject();
@@ -646,7 +647,7 @@ int Main(int argc, char** argv) {
   if (fflush(stdout) != 0 && errno == EPIPE) return kExitOk;
   if (s.dropped()) {
     for (const ProcessSnap& p : s.procs)
-      if (p.dropped) Error("pid " + std::to_string(p.pid) + " (" + p.comm + ") " + p.note + ": dropped");
+      if (p.dropped && !p.excluded) Error("pid " + std::to_string(p.pid) + " (" + p.comm + ") " + p.note + ": dropped");
     return kExitPartial;
   }
   return kExitOk;

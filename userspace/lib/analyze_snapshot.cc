@@ -373,10 +373,14 @@ class Scanner {
   // for every frame not seen before.  Sets p->dropped if it exited.
   Status ScanPageTables(uint32_t pi) {
     ProcessSnap* p = &snap_->procs[pi];
-    if (!ParseMaps(p->pid, &p->maps)) return Gone(p);
+    if (!ParseMaps(p->pid, &p->maps)) {
+      if (errno == EACCES || errno == EPERM) return Unreadable(p, "maps", errno);
+      return Gone(p);
+    }
     Fd pagemap(open(ProcPath(p->pid, "pagemap").c_str(), O_RDONLY | O_CLOEXEC));
     if (pagemap.get() < 0) {
       if (errno == ENOENT || errno == ESRCH) return Gone(p);
+      if (errno == EACCES || errno == EPERM) return Unreadable(p, "pagemap", errno);
       return Status::FromErrno(ProcPath(p->pid, "pagemap"), errno);
     }
     if (p->maps.empty()) return Gone(p);  // a zombie (or a process between exec and its first mapping)
@@ -645,6 +649,18 @@ class Scanner {
     return Status::OK();
   }
 
+  // A process whose page tables cannot be read: left out if it is a
+  // best-effort target, else the run fails.
+  Status Unreadable(ProcessSnap* p, const char* what, int err) {
+    Status s = Status::FromErrno(ProcPath(p->pid, what), err);
+    if (!p->best_effort) return s;
+    p->dropped = p->excluded = true;
+    p->maps.clear();
+    p->pages.clear();
+    p->note = "cannot be read (" + s.message() + "): not analyzed";
+    return Status::OK();
+  }
+
   void MarkGone() {
     for (size_t i = 0; i < snap_->procs.size(); i++)
       if (gone_[i] && !snap_->procs[i].dropped) Gone(&snap_->procs[i]);
@@ -847,7 +863,11 @@ std::string Comm(pid_t pid) {
 }  // namespace
 
 size_t Snapshot::dropped() const {
-  return std::count_if(procs.begin(), procs.end(), [](const ProcessSnap& p) { return p.dropped; });
+  return std::count_if(procs.begin(), procs.end(), [](const ProcessSnap& p) { return p.dropped && !p.excluded; });
+}
+
+size_t Snapshot::excluded() const {
+  return std::count_if(procs.begin(), procs.end(), [](const ProcessSnap& p) { return p.excluded; });
 }
 
 Result<Snapshot> TakeSnapshot(const std::vector<Target>& targets, const SnapshotOptions& opts) {
@@ -867,7 +887,17 @@ Result<Snapshot> TakeSnapshot(const std::vector<Target>& targets, const Snapshot
     ProcessSnap p;
     p.pid = t.pid;
     p.container = t.container;
+    p.best_effort = t.best_effort;
     p.comm = Comm(t.pid);
+    if (t.best_effort) {
+      // A process this one may not read (ptrace access mode) is not
+      // stopped either: left out before anything is tried on it.
+      Fd maps(open(ProcPath(t.pid, "maps").c_str(), O_RDONLY | O_CLOEXEC));
+      if (maps.get() < 0 && (errno == EACCES || errno == EPERM)) {
+        p.dropped = p.excluded = true;
+        p.note = "cannot be read (" + ProcPath(t.pid, "maps") + ": " + strerror(errno) + "): not analyzed";
+      }
+    }
     memcg.Resolve(t.pid, &p.cgroup, &p.memcg_ino);
     uint64_t resident = ResidentPages(t.pid);
     if (opts.range_lo == 0 && opts.range_hi == ~0ull) {
@@ -886,10 +916,14 @@ Result<Snapshot> TakeSnapshot(const std::vector<Target>& targets, const Snapshot
   if (opts.stop) {
     for (ProcessSnap& p : snap.procs) {
       if (opts.interrupted && opts.interrupted()) return Status::Busy("interrupted");
+      if (p.dropped) continue;
       Status s = stopper.Stop(p.pid);
       if (s.IsNotFound()) {
         p.dropped = true;
         p.note = "exited before it could be stopped";
+      } else if (!s.ok() && p.best_effort) {
+        p.dropped = p.excluded = true;  // its threads stopped so far resume with the rest
+        p.note = "cannot be stopped (" + s.message() + "): not analyzed";
       } else if (!s.ok()) {
         return s;
       }
@@ -950,7 +984,8 @@ Result<Snapshot> TakeSnapshot(const std::vector<Target>& targets, const Snapshot
   for (ProcessSnap& p : snap.procs) {
     if (p.dropped) {
       p.pages.clear();
-      snap.notes.push_back("pid " + std::to_string(p.pid) + " (" + p.comm + ") " + p.note + ": dropped");
+      snap.notes.push_back("pid " + std::to_string(p.pid) + " (" + p.comm + ") " + p.note +
+                           (p.excluded ? "" : ": dropped"));
       continue;
     }
     auto keep = std::remove_if(p.pages.begin(), p.pages.end(),

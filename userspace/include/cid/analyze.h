@@ -30,6 +30,9 @@ namespace cid::analyze {
 struct Target {
   pid_t pid = 0;
   std::string container;  // podman container name ("" if not chosen by container)
+  // --all: a process that cannot be stopped or read (another tracer, a
+  // protected process) is left out with a note instead of failing the run.
+  bool best_effort = false;
 };
 
 // Why a target could not be resolved, for distinct exit codes.
@@ -96,7 +99,9 @@ struct ProcessSnap {
   std::vector<PageRef> pages;  // every present page, in address order
   uint64_t swapped = 0;        // pages swapped out (not in any figure)
   uint64_t skipped = 0;        // present pages in regions without struct pages (PFN maps, vsyscall)
-  bool dropped = false;        // exited during the snapshot: in no figure
+  bool dropped = false;        // exited during the snapshot, or excluded: in no figure
+  bool excluded = false;       // a best-effort target that could not be stopped or read
+  bool best_effort = false;    // from Target
   std::string note;
 };
 
@@ -166,7 +171,8 @@ struct Snapshot {
   unsigned threads = 1;         // threads that read and hashed contents
   SnapshotPhases phases;
   std::vector<std::string> notes;
-  size_t dropped() const;
+  size_t dropped() const;   // targets that exited during the snapshot (not the excluded)
+  size_t excluded() const;
 };
 
 // Stops the targets (unless !opts.stop), reads everything, resumes them.
