@@ -11,6 +11,8 @@
  *   thp N SEED     like anon, with MADV_HUGEPAGE (transparent huge pages where the kernel has one)
  *   map FILE       FILE mapped MAP_SHARED read-only, every page touched
  *   merge          prctl(PR_SET_MEMORY_MERGE): KSM may merge all its anonymous memory
+ *   pageout        MADV_PAGEOUT on the region made last (swapped out where swap is on)
+ *   clock          clock_gettime through the vDSO, which maps its data pages ([vvar], a PFN map)
  *   threads K      K more threads, sleeping
  *   fork K         K children (after everything above), sleeping
  *   spin FILE      a thread writes an increasing count to FILE every 10 ms
@@ -28,6 +30,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef PR_SET_MEMORY_MERGE
@@ -36,6 +39,8 @@
 
 #define PAGE 4096UL
 static uintptr_t next_addr = 0x600000000000UL;
+static void *last_region;
+static size_t last_bytes;
 
 static void die(const char *what) {
 	perror(what);
@@ -45,6 +50,8 @@ static void die(const char *what) {
 static void *region(size_t bytes, int prot, int flags, int fd) {
 	void *p = mmap((void *)next_addr, bytes, prot, flags | MAP_FIXED_NOREPLACE, fd, 0);
 	if (p == MAP_FAILED) die("mmap");
+	last_region = p;
+	last_bytes = bytes;
 	next_addr += (bytes + (1UL << 30) - 1) & ~((1UL << 30) - 1); /* 1 GiB apart: separate VMAs */
 	return p;
 }
@@ -109,6 +116,14 @@ int main(int argc, char **argv) {
 			volatile char *p = region(st.st_size, PROT_READ, MAP_SHARED, fd);
 			for (off_t k = 0; k < st.st_size; k += PAGE) (void)p[k];
 			close(fd);
+		} else if (!strcmp(c, "pageout")) {
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+			if (!last_region || madvise(last_region, last_bytes, MADV_PAGEOUT) != 0) die("madvise(MADV_PAGEOUT)");
+		} else if (!strcmp(c, "clock")) {
+			struct timespec ts;
+			for (int k = 0; k < 3; k++) clock_gettime(CLOCK_MONOTONIC, &ts);
 		} else if (!strcmp(c, "merge")) {
 			if (prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) != 0) die("prctl(PR_SET_MEMORY_MERGE)");
 		} else if (!strcmp(c, "threads") && i + 1 < argc) {
