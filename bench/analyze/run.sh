@@ -35,6 +35,7 @@ trap cleanup EXIT
 MiB=256  # pages per MiB
 start() {
 	local out=$work/helper.${#pids[@]} line
+	: >"$out"  # exists before the background job gets to open it
 	"$HELPER" "$@" >"$out" 2>&1 &
 	disown
 	for _ in $(seq 3000); do
