@@ -65,24 +65,6 @@ static void rewrite_keep_mtime(const char *path, uint64_t seed)
 	free(buf);
 }
 
-/* Fresh twins a and b of size bytes of seed, both tagged; false if a tag failed. */
-static bool tagged_twins(const char *a, const char *b, uint64_t seed)
-{
-	unlink(a), unlink(b);
-	make_file(a, seed, size);
-	make_file(b, seed, size);
-	return tag_ok(a) && tag_ok(b);
-}
-
-static bool same_digest(const char *a, const char *b)
-{
-	struct cid_query qa, qb;
-
-	return !cid_query_path(a, &qa) && !cid_query_path(b, &qb) &&
-	       (qa.flags & CID_QUERY_TAGGED) && (qb.flags & CID_QUERY_TAGGED) &&
-	       !memcmp(qa.digest, qb.digest, sizeof(qa.digest));
-}
-
 /* Read path in full in a child; fail if it does not finish in secs. */
 static bool read_in_child(const char *path, uint64_t seed, int secs, bool map,
 			  const char *what)
@@ -138,7 +120,7 @@ static void case_fuse_change(const char *fdir, const char *bdir, const char *edi
 	make_file(e, 11, size);
 	if (!tag_ok(f) || !tag_ok(e))
 		return;
-	CHECK(same_digest(f, e), "FUSE file and ext4 twin have one content");
+	CHECK(same_content(f, e), "FUSE file and ext4 twin have one content");
 
 	/* 1. Nothing open: the next fill comes from the FUSE file. */
 	drop_caches();
@@ -214,7 +196,7 @@ static void case_fuse_lie(const char *fdir, const char *bdir, const char *edir)
 	msleep(600);
 	if (!tag_ok(f))
 		goto out;
-	if (!same_digest(f, e)) {
+	if (!same_content(f, e)) {
 		/* The server lied to the hash too: a content of its own. */
 		diag("the server's O_DIRECT reads lied as well: FUSE file not shared with the twin");
 	} else {
@@ -260,7 +242,7 @@ static void case_fuse_self(const char *fdir, const char *bdir)
 	make_file(b, 31, size);
 	if (!tag_ok(b) || !tag_ok(f))
 		return;
-	CHECK(same_digest(f, b), "FUSE file and its backing file have one content");
+	CHECK(same_content(f, b), "FUSE file and its backing file have one content");
 	for (round = 0; round < 2; round++) {
 		bool map = round == 1;
 
@@ -324,7 +306,7 @@ static void case_btrfs_snap(const char *mnt, const char *edir)
 	close(fd);
 	if (!tag_ok(snap))
 		return;
-	CHECK(!same_digest(orig, snap), "original and changed copy have different contents");
+	CHECK(!same_content(orig, snap), "original and changed copy have different contents");
 	{
 		char *twin = strdup(path_join(edir, "btrfs-twin"));
 
@@ -338,7 +320,7 @@ static void case_btrfs_snap(const char *mnt, const char *edir)
 		fd = open_ro(orig);
 		CHECK(verify_read(fd, size, 41, "tagged original, cold"), "the original keeps its bytes");
 		close(fd);
-		CHECK(same_digest(orig, twin), "the original shares with its ext4 twin");
+		CHECK(same_content(orig, twin), "the original shares with its ext4 twin");
 		CHECK(query_flags(orig) & CID_QUERY_SHARED, "the original is diverted");
 		unlink(twin);
 	}
@@ -353,7 +335,7 @@ static void case_nowait(const char *dir)
 	ssize_t n;
 	int fd;
 
-	if (!tagged_twins(a, b, 51))
+	if (!tagged_twins(a, b, 51, size))
 		return;
 	drop_caches();
 	fd = open_ro(a);
@@ -430,7 +412,7 @@ static void case_forcewrite(const char *dir)
 	int memfd, fd;
 	pid_t pid;
 
-	if (!tagged_twins(a, b, 71))
+	if (!tagged_twins(a, b, 71, size))
 		return;
 	ma = map_file(a, size, PROT_READ, MAP_PRIVATE, NULL);
 	mb = map_file(b, size, PROT_READ, MAP_SHARED, NULL);
@@ -502,7 +484,7 @@ static void case_splicepipe(const char *dir)
 	loff_t off = 0;
 	ssize_t n;
 
-	if (!tagged_twins(a, b, 81))
+	if (!tagged_twins(a, b, 81, size))
 		return;
 	if (pipe(p))
 		die("pipe: %m");
@@ -620,7 +602,7 @@ static void case_verity(const char *dir)
 	      "the content id is the file's fs-verity measurement");
 	if (!tag_ok(b))
 		return;
-	CHECK(same_digest(a, b), "a plain twin has the same content id");
+	CHECK(same_content(a, b), "a plain twin has the same content id");
 	{
 		void *ma = map_file(a, size, PROT_READ, MAP_SHARED, NULL);
 		void *mb = map_file(b, size, PROT_READ, MAP_SHARED, NULL);
@@ -657,7 +639,7 @@ static void case_unpriv(const char *dir)
 	pid_t pid;
 	int st, fd;
 
-	if (!tagged_twins(a, b, 111))
+	if (!tagged_twins(a, b, 111, size))
 		return;
 	chmod(a, 0644);
 	fd = open_ro(a);

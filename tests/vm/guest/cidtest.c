@@ -94,9 +94,7 @@ static int open_err(const char *path, int flags)
 /* Two (or more) identical tagged files in TDIR. */
 static bool make_twins(struct ctx *c, const char *a, const char *b, uint64_t s)
 {
-	make_file(T(a), s, SZ);
-	make_file(T(b), s, SZ);
-	return tag_ok(T(a)) & tag_ok(T(b));
+	return tagged_twins(T(a), T(b), s, SZ);
 }
 
 static bool expect_shared_pfns(const void *a, const void *b, const char *what)

@@ -448,6 +448,23 @@ int query_flags(const char *path)
 	return r ? r : (int)q.flags;
 }
 
+bool tagged_twins(const char *a, const char *b, uint64_t seed, uint64_t size)
+{
+	unlink(a), unlink(b);
+	make_file(a, seed, size);
+	make_file(b, seed, size);
+	return tag_ok(a) && tag_ok(b);
+}
+
+bool same_content(const char *a, const char *b)
+{
+	struct cid_query qa, qb;
+
+	return !cid_query_path(a, &qa) && !cid_query_path(b, &qb) &&
+	       (qa.flags & CID_QUERY_TAGGED) && (qb.flags & CID_QUERY_TAGGED) &&
+	       !memcmp(qa.digest, qb.digest, sizeof(qa.digest));
+}
+
 const char *qflags_str(int flags)
 {
 	static char buf[4][48];

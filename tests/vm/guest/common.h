@@ -93,6 +93,10 @@ bool tag_ok(const char *path);
 /* Returns the query flags of a new read-only open of path, -errno on error. */
 int query_flags(const char *path);
 const char *qflags_str(int flags);
+/* Fresh files a and b (unlinked first) of size bytes of seed, both tagged; false if a tag failed. */
+bool tagged_twins(const char *a, const char *b, uint64_t seed, uint64_t size);
+/* Both tagged, with one digest (new read-only opens of each queried). */
+bool same_content(const char *a, const char *b);
 
 /*
  * The digest CID_IOC_TAG reports: the fs-verity file digest (SHA-256 Merkle
