@@ -52,8 +52,14 @@ void copy_file(const char *src, const char *dst, mode_t mode);
 
 /* read() the whole fd from 0 in odd-sized chunks and verify; true if right. */
 bool verify_read(int fd, uint64_t size, uint64_t seed, const char *what);
+/* verify_read of a new read-only open of path. */
+bool verify_path(const char *path, uint64_t size, uint64_t seed);
 /* Verify a mapping of a file of size bytes, including zeros past EOF in the last page. */
 bool verify_map(const void *addr, uint64_t size, uint64_t seed, const char *what);
+/* A malloc'ed buffer of size bytes of the seed stream (one spare byte); dies on ENOMEM. */
+uint8_t *pattern_buf(uint64_t seed, uint64_t size);
+/* Reads path in full through a new read-only open and compares with want. */
+bool verify_file_bytes(const char *path, const uint8_t *want, uint64_t size);
 /* Read one byte of every page so every page is faulted in. */
 void touch_pages(const void *addr, uint64_t size);
 
