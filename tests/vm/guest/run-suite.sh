@@ -334,8 +334,11 @@ for fs in $FSLIST; do
 		for c in $OPS; do ops btrfs "$c" $M/btrfs/t; done
 		# detach compares the gauges with their values before it: start
 		# from a btrfs without tags, as on the others after their umount case.
-		umount $M/btrfs && mount -o loop -t btrfs $M/ext4/btrfs.img $M/btrfs &&
+		if umount $M/btrfs && mount -o loop -t btrfs $M/ext4/btrfs.img $M/btrfs; then
 			detach_case btrfs $M/btrfs/t $M/btrfs/t $M/btrfs
+		elif wanted detach; then
+			not_run "btrfs: $(desc detach)" "cannot mount the btrfs image again"
+		fi
 		mounted $M/btrfs && umount $M/btrfs
 		rm -f $M/ext4/btrfs.img
 		;;
