@@ -379,6 +379,7 @@ static void case_fuse_mapfail(const char *fdir, const char *bdir, const char *ed
 	unlink(b), unlink(e);
 	make_file(b, 15, size);
 	make_file(e, 15, size);
+	msleep(600);	/* the entry for the name of the file just replaced times out */
 	if (!tag_ok(f) || !tag_ok(e))
 		goto out;
 	fd = open_ro(f);
