@@ -749,19 +749,9 @@ static void case_iflags(void)
 	} else {
 		if (fresh("sim", seed, false) && set_iflag(W("sim"), -1, FS_IMMUTABLE_FL, true)) {
 			if (tag_ok(T("sim"))) {
-				uint8_t *ms = map_file(W("sim"), size, PROT_READ, MAP_SHARED, NULL);
-				uint8_t *mb = map_file(W("b"), size, PROT_READ, MAP_SHARED, NULL);
-				struct pfn_cmp pc;
-
 				CHECK(same_content(T("sim"), T("b")), "an immutable file tags to its twin's content");
-				touch_pages(ms, size);
-				touch_pages(mb, size);
-				pc = compare_pfns(ms, mb, size);
-				CHECK(pc.differ == 0 && pc.same > 0, "it shares its twin's frames (%lu same, %lu differ)",
-				      pc.same, pc.differ);
-				verify_map(ms, size, seed, "immutable tagged mapping");
-				munmap(ms, size);
-				munmap(mb, size);
+				frames_shared(W("sim"), W("b"), size, "the immutable tagged file and its twin");
+				verify_path(W("sim"), size, seed);
 				immutable_refuses("sim", "immutable, then tagged");
 			}
 			set_iflag(W("sim"), -1, FS_IMMUTABLE_FL, false);
@@ -942,19 +932,12 @@ static void case_layout(void)
 	drop_caches();
 	CHECK(verify_file_bytes(W("sp"), want, SPARSE_SIZE), "the sparse tagged file reads right cold");
 	CHECK(verify_file_bytes(W("dn"), want, SPARSE_SIZE), "its dense twin too");
+	frames_shared(W("sp"), W("dn"), SPARSE_SIZE, "sparse and dense twins");
 	{
 		uint8_t *ms = map_file(W("sp"), SPARSE_SIZE, PROT_READ, MAP_SHARED, NULL);
-		uint8_t *md = map_file(W("dn"), SPARSE_SIZE, PROT_READ, MAP_SHARED, NULL);
-		struct pfn_cmp pc;
 
-		touch_pages(ms, SPARSE_SIZE);
-		touch_pages(md, SPARSE_SIZE);
-		pc = compare_pfns(ms, md, SPARSE_SIZE);
-		CHECK(pc.differ == 0 && pc.same > 0, "sparse and dense twins share frames (%lu same, %lu differ)",
-		      pc.same, pc.differ);
 		CHECK(!memcmp(ms, want, SPARSE_SIZE), "the sparse mapping reads right");
 		munmap(ms, SPARSE_SIZE);
-		munmap(md, SPARSE_SIZE);
 	}
 	free(want);
 	seeks(W("sp"), after);

@@ -349,6 +349,21 @@ struct pfn_cmp compare_pfns(const void *a, const void *b, uint64_t size)
 	return r;
 }
 
+bool frames_shared(const char *a, const char *b, uint64_t size, const char *what)
+{
+	void *ma = map_file(a, size, PROT_READ, MAP_SHARED, NULL);
+	void *mb = map_file(b, size, PROT_READ, MAP_SHARED, NULL);
+	struct pfn_cmp c;
+
+	touch_pages(ma, size);
+	touch_pages(mb, size);
+	c = compare_pfns(ma, mb, size);
+	munmap(ma, size);
+	munmap(mb, size);
+	return CHECK(c.differ == 0 && c.same > 0, "%s share frames (%lu same, %lu differ)", what,
+		     c.same, c.differ);
+}
+
 unsigned long large_folio_pages(const void *addr, uint64_t size)
 {
 	int pm = open("/proc/self/pagemap", O_RDONLY);

@@ -76,6 +76,13 @@ uint64_t pfn_of_pid(pid_t pid, uint64_t addr);
 struct pfn_cmp { unsigned long same, differ, absent; };
 struct pfn_cmp compare_pfns(const void *a, const void *b, uint64_t size);
 
+/*
+ * Maps a and b (MAP_SHARED, size bytes), faults every page and checks
+ * that all present pages have the same frames (at least one); what names
+ * the pair in the message.
+ */
+bool frames_shared(const char *a, const char *b, uint64_t size, const char *what);
+
 /* Pages of [addr, addr + size) mapped from large (compound) folios. */
 unsigned long large_folio_pages(const void *addr, uint64_t size);
 
