@@ -110,7 +110,8 @@ not_run() {
 
 wanted() {
 	[ -z "$CID_CASES" ] && return 0
-	for w in $CID_CASES; do [ "$w" = "$1" ] && return 0; done
+	# Not "w": the filesystem blocks keep their work directory in it.
+	for wanted_case in $CID_CASES; do [ "$wanted_case" = "$1" ] && return 0; done
 	return 1
 }
 
