@@ -371,6 +371,16 @@ static void case_fuse_mapfail(const char *fdir, const char *bdir, const char *ed
 	diag("once the twin filled the content, the fault got %s", probe_str[r]);
 	CHECK(r == GOT_OLD, "the mapping shows the verified content the twin filled (got %s)",
 	      probe_str[r]);
+	for (uint64_t pg = 0; pg < 8; pg += 3) {
+		ssize_t n = pread(fd, buf, PAGE, pg * PAGE);
+		const char *got = n != PAGE ? "a short read" :
+				  check_pattern(buf, pg * PAGE, PAGE, 14) < 0 ? probe_str[GOT_NEW] :
+				  check_pattern(buf, pg * PAGE, PAGE, 13) < 0 ? probe_str[GOT_OLD] :
+				  probe_str[GOT_OTHER];
+
+		diag("after the twin's fill, read() of page %llu through the mapping's fd got %s",
+		     (unsigned long long)pg, got);
+	}
 	CHECK(verify_read(fd, size, 14, "the FUSE fd"), "read() gets the file's own bytes throughout");
 	munmap(shared, size), munmap(priv, size);
 	close(fd);

@@ -961,6 +961,28 @@ static void read_gauges(long long v[NGAUGES])
 		v[i] = cid_stat(gauges[i]);
 }
 
+/*
+ * The gauges once caches are dropped and they stopped moving: frees after
+ * an RCU grace period (digests, tags) trail drop_caches.  true if two
+ * readings 300 ms apart agreed within ten tries.
+ */
+static bool settled_gauges(long long v[NGAUGES])
+{
+	long long prev[NGAUGES];
+
+	drop_caches();
+	read_gauges(prev);
+	for (int tries = 0; tries < 10; tries++) {
+		msleep(300);
+		drop_caches();
+		read_gauges(v);
+		if (!memcmp(prev, v, sizeof(prev)))
+			return true;
+		memcpy(prev, v, sizeof(prev));
+	}
+	return false;
+}
+
 /* The source of the mount at mnt ("" if not mounted). */
 static const char *mount_source(const char *mnt)
 {
@@ -990,8 +1012,8 @@ static void case_detach(const char *mnt)
 	int fd, tries;
 	bool same;
 
-	drop_caches();
-	read_gauges(pre);
+	if (!settled_gauges(pre))
+		diag("the gauges did not settle before the case");
 	snprintf(dev, sizeof(dev), "%s", mount_source(mnt));
 	if (!CHECK(dev[0], "%s is not mounted", mnt))
 		return;
@@ -1035,14 +1057,8 @@ static void case_detach(const char *mnt)
 		unlink(T("a"));
 		unlink(T("b"));
 	}
-	for (tries = 0; tries < 10; tries++) {
-		drop_caches();
-		read_gauges(now);
-		same = !memcmp(pre, now, sizeof(pre));
-		if (same)
-			break;
-		msleep(200);
-	}
+	settled_gauges(now);
+	same = !memcmp(pre, now, sizeof(pre));
 	for (size_t i = 0; i < NGAUGES; i++)
 		CHECK(now[i] == pre[i], "/sys/kernel/mm/cid/%s: %lld before, %lld after", gauges[i],
 		      pre[i], now[i]);
