@@ -20,29 +20,15 @@ CIDCTL=${CIDCTL:-$BUILD/userspace/cidctl}
 [ -x "$CIDCTL" ] || { echo "demo: build first (make): no $CIDCTL" >&2; exit 1; }
 CACHE=${CID_CACHE:-$HOME/.cache/cid}/demo
 mkdir -p "$CACHE"
+. "$top/scripts/debian.sh"
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-
-mirror() {
-	if [ -n "${CID_DEMO_MIRROR:-}" ]; then echo "$CID_DEMO_MIRROR"; return; fi
-	local m
-	m=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)[[:space:]]*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 1p)
-	[ -n "$m" ] || m=$(awk '$1 == "deb" && $2 ~ /\/debian\/?$/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
-	echo "${m:-http://deb.debian.org/debian}"
-}
 
 base=$CACHE/bookworm-minbase
 kind="Debian 12 minbase rootfs (debootstrap)"
-if [ ! -d "$base" ]; then
-	if [ "$(id -u)" = 0 ] && command -v debootstrap >/dev/null; then
-		say "building a Debian 12 minbase tree once (debootstrap, $(mirror)) into $base"
-		rm -rf "$base.tmp"
-		if debootstrap --variant=minbase bookworm "$base.tmp" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1; then
-			mv "$base.tmp" "$base"
-		else
-			echo "demo: debootstrap failed (see $CACHE/debootstrap.log); using copies of /usr/lib instead" >&2
-			rm -rf "$base.tmp"
-		fi
-	fi
+if [ ! -d "$base" ] && [ "$(id -u)" = 0 ] && command -v debootstrap >/dev/null; then
+	say "building a Debian 12 minbase tree once (debootstrap, $(debian_mirror || echo 'no mirror')) into $base"
+	debian_tree "$base" "$CACHE/debootstrap.log" --variant=minbase ||
+		echo "demo: debootstrap failed (see $CACHE/debootstrap.log); using copies of /usr/lib instead" >&2
 fi
 if [ ! -d "$base" ]; then
 	base=$CACHE/usr-lib-sample
