@@ -31,7 +31,8 @@
 # (boots, each measuring everything once; figures are their medians;
 # default 3, --demo 1); CID_STUDY_SCENARIOS (default "ts zi"; add ct for
 # containers on overlayfs); CID_STUDY_CONFIGS (default "stock nm ksm
-# nmksm"); CID_STUDY_KSM_SCANS (ksmd full scans after the workload is ready,
+# nmksm"); CID_STUDY_PLAN (a file of "SCENARIO N CONFIG" lines to run
+# instead, without tags first); CID_STUDY_KSM_SCANS (ksmd full scans after the workload is ready,
 # default 2); CID_VM_MEM (default 4096), CID_VM_CPUS; CID_STUDY_OUT (the
 # results' path without extension).
 set -euo pipefail
@@ -98,8 +99,8 @@ step "Debian 12 tree: $tree"
 debian_tree "$tree" "$cache/debootstrap.log" --variant=minbase --include=python3,perl,redis-server,nginx-light ||
 	{ tail -n 5 "$cache/debootstrap.log" >&2; echo "study: debootstrap failed (log: $cache/debootstrap.log)" >&2; exit 12; }
 
-# What apt-get clean removes, as images built from such a tree do.
-rm -f "$tree"/var/cache/apt/archives/*.deb
+# What images built from such a tree remove: downloaded packages and lists.
+rm -rf "$tree"/var/cache/apt/archives/*.deb "$tree"/var/lib/apt/lists/*
 tree_mib=$(($(du -sk "$tree" | cut -f1) / 1024))
 tree_files=$(find "$tree" -type f | wc -l)
 
@@ -135,25 +136,32 @@ fi
 scenarios=${CID_STUDY_SCENARIOS:-ts zi}
 configs=${CID_STUDY_CONFIGS:-stock nm ksm nmksm}
 plan=$work/plan
-if [ $demo = 1 ]; then
+if [ -n "${CID_STUDY_PLAN:-}" ]; then
+	cp "$CID_STUDY_PLAN" "$plan"
+elif [ $demo = 1 ]; then
 	printf '%s\n' "zi 1 stock" "zi $users stock" "zi $users ksm" "zi $users nm" >"$plan"
 else
-	: >"$plan"
-	for pass in untagged tagged; do
-		for c in $configs; do
-			case $pass-$c in untagged-stock | untagged-ksm | tagged-nm | tagged-nmksm) ;; *) continue ;; esac
-			for sc in $scenarios; do
-				for n in $(seq 1 "$users"); do
-					# One user from one tree: terminal server and zero-install
-					# are the same; the terminal server's one tree is never
-					# tagged (named merging has nothing to merge there).
-					[ "$sc" != ts ] && [ "$n" = 1 ] && [ "$c" = stock ] && continue
-					[ "$sc" = ts ] && [ "$pass" = tagged ] && continue
-					echo "$sc $n $c" >>"$plan"
-				done
+	# The one-user base first, then the largest N first, so that a run cut
+	# short still has the figures the targets need.  One user of one tree
+	# is the same in every scenario (measured as ts 1).
+	want() { case " $configs " in *" $1 "*) return 0 ;; esac; return 1; }
+	{
+		echo "ts 1 stock"
+		for n in $(seq "$users" -1 2); do
+			for c in stock ksm; do
+				want $c || continue
+				for sc in $scenarios; do echo "$sc $n $c"; done
 			done
 		done
-	done
+		want ksm && echo "ts 1 ksm"
+		for n in $(seq "$users" -1 2); do
+			for c in nm nmksm; do
+				want $c || continue
+				# The terminal server's one tree is never tagged.
+				for sc in $scenarios; do [ "$sc" = ts ] || echo "$sc $n $c"; done
+			done
+		done
+	} >"$plan"
 fi
 
 # 6. The initramfs.
