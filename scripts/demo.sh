@@ -1,14 +1,17 @@
 #!/bin/bash
-# The demo: index real duplicated trees the way a container host holds them
-# and report what named merging would save.
+# The demo: index real duplicated trees the way a container host holds them,
+# report what named merging would save, and measure it on live processes
+# with cid-analyze.
 #
 # Builds a minimal Debian (debootstrap --variant=minbase bookworm) once into
 # $CID_CACHE/demo (default ~/.cache/cid/demo), copies it three times as if
 # each were another container's full-distro rootfs or image layer (distinct
 # inodes, identical content, a few files of each changed), scans them with a
 # private index, and prints `cidctl report`, the largest duplicates and
-# `cidctl status`.  Without root or debootstrap it uses copies of /usr/lib
-# instead.
+# `cidctl status`; then runs perl and bash from each copy (chroot) and shows
+# cid-analyze's figures for them: what the frames cost now and what named
+# merging would keep.  Without root or debootstrap it uses copies of
+# /usr/lib instead (and skips the processes).
 #
 #   CID_DEMO_MIRROR   Debian mirror (default: the first of apt's sources)
 #   KEEP=1            keep the container copies and the index afterwards
@@ -73,3 +76,23 @@ say "rescan (nothing changed: nothing is read again)"
 
 say "cidctl status"
 "$CIDCTL" status
+
+# Live processes: the same programs from each copy, as three containers
+# would run them.  Their frames now, and what named merging would keep.
+ANALYZE=${ANALYZE:-$BUILD/userspace/cid-analyze/cid-analyze}
+if [ "$(id -u)" = 0 ] && [ -x "$ANALYZE" ] && [ -x "$base/usr/bin/perl" ] && [ -x "$base/bin/bash" ]; then
+	say "cid-analyze: perl and bash running from each container's own copy"
+	pids=()
+	for c in web db ci; do
+		chroot "$work/containers/$c" /usr/bin/perl -e 'sleep 600' &
+		pids+=($!)
+		chroot "$work/containers/$c" /bin/bash -c 'sleep 600; :' &
+		pids+=($!)
+	done
+	sleep 1
+	"$ANALYZE" "${pids[@]}" || true
+	kill "${pids[@]}" 2>/dev/null || true
+	wait 2>/dev/null
+	echo "(named merging oracle: what these processes would need with identical files sharing frames;"
+	echo " achieved is 0 here: this kernel does not share page cache between different inodes)"
+fi
