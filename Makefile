@@ -8,7 +8,9 @@
 #   make vm-test-kasan  the project's kernel tests again on a KASAN build of the kernel
 #   make kernel-kasan   build that KASAN kernel only
 #   make bench     benchmarks; results land in bench/results/
-#   make demo      the main job: index real duplicated trees and report the savings
+#   make demo      the main job: three zero-install users of a real Debian tree in
+#                  QEMU on the patched kernel, stock vs KSM vs named merging
+#                  (bench/study/run.sh --demo; host-side demo where no kernel)
 #
 # Build outputs go to $(BUILD); the kernel's source and object trees are kept
 # in $(CID_CACHE) (the KASAN kernel's in $(CID_KASAN_CACHE)) so rebuilds from
@@ -44,7 +46,7 @@ export BUILD CID_CACHE JOBS
 all: userspace
 
 help:
-	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	scripts/deps.sh

@@ -1,89 +1,41 @@
 #!/bin/bash
-# The demo: index real duplicated trees the way a container host holds them
-# and report what named merging would save.
+# make demo: the short form of the study (bench/study/run.sh --demo).
 #
-# Builds a minimal Debian (debootstrap --variant=minbase bookworm) once into
-# $CID_CACHE/demo (default ~/.cache/cid/demo), copies it three times as if
-# each were another container's full-distro rootfs or image layer (distinct
-# inodes, identical content, a few files of each changed), scans them with a
-# private index, and prints `cidctl report`, the largest duplicates and
-# `cidctl status`.  Without root or debootstrap it uses copies of /usr/lib
-# instead.
+# Builds the patched benchmark kernel (kept tree: later runs rebuild
+# nothing), a Debian 12 tree with python3, perl, redis-server and nginx
+# (debootstrap once, cached), boots it in QEMU and runs three zero-install
+# users, each from their own copy of the tree, on the stock kernel, with
+# KSM, and with named merging; prints the frames each needs against one
+# user, what that means, and where the chart was written.
 #
-#   CID_DEMO_MIRROR   Debian mirror (default: the first of apt's sources)
-#   KEEP=1            keep the container copies and the index afterwards
-set -euo pipefail
+# Where the kernel cannot be built or booted, or no Debian tree can be made,
+# it says so and runs the host-side demo instead (scripts/demo-host.sh:
+# cidctl report on three copies of a tree, cid-analyze of live processes).
+#   CID_DEMO_HOST=1   the host-side demo only
+set -uo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 BUILD=${BUILD:-build}
 case $BUILD in /*) ;; *) BUILD=$top/$BUILD ;; esac
-CIDCTL=${CIDCTL:-$BUILD/userspace/cidctl}
-[ -x "$CIDCTL" ] || { echo "demo: build first (make): no $CIDCTL" >&2; exit 1; }
-CACHE=${CID_CACHE:-$HOME/.cache/cid}/demo
-mkdir -p "$CACHE"
+export BUILD
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
-
-mirror() {
-	if [ -n "${CID_DEMO_MIRROR:-}" ]; then echo "$CID_DEMO_MIRROR"; return; fi
-	local m
-	m=$(sed -n 's/^URIs:[[:space:]]*\([^[:space:]]*\/debian\)[[:space:]]*$/\1/p' /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 1p)
-	[ -n "$m" ] || m=$(awk '$1 == "deb" && $2 ~ /\/debian\/?$/ { print $2; exit }' /etc/apt/sources.list 2>/dev/null)
-	echo "${m:-http://deb.debian.org/debian}"
+fallback() {
+	say "$1: running the host-side demo instead (no kernel needed)"
+	exec "$top/scripts/demo-host.sh"
 }
+[ "${CID_DEMO_HOST:-0}" = 1 ] && fallback "CID_DEMO_HOST=1"
+[ "$(id -u)" = 0 ] || fallback "not root (debootstrap and cid-analyze need root)"
 
-base=$CACHE/bookworm-minbase
-kind="Debian 12 minbase rootfs (debootstrap)"
-if [ ! -d "$base" ]; then
-	if [ "$(id -u)" = 0 ] && command -v debootstrap >/dev/null; then
-		say "building a Debian 12 minbase tree once (debootstrap, $(mirror)) into $base"
-		rm -rf "$base.tmp"
-		if debootstrap --variant=minbase bookworm "$base.tmp" "$(mirror)" >"$CACHE/debootstrap.log" 2>&1; then
-			mv "$base.tmp" "$base"
-		else
-			echo "demo: debootstrap failed (see $CACHE/debootstrap.log); using copies of /usr/lib instead" >&2
-			rm -rf "$base.tmp"
-		fi
-	fi
-fi
-if [ ! -d "$base" ]; then
-	base=$CACHE/usr-lib-sample
-	kind="a sample of /usr/lib"
-	if [ ! -d "$base" ]; then
-		say "copying a sample of /usr/lib into $base"
-		mkdir -p "$base.tmp"
-		find /usr/lib -xdev -type f -size -8M -readable 2>/dev/null | LC_ALL=C sort | sed -n '1,8000p' >"$CACHE/list"
-		tar -cf - -T "$CACHE/list" 2>/dev/null | tar -xf - -C "$base.tmp"
-		mv "$base.tmp" "$base"
-	fi
-fi
-
-work=$CACHE/run
-rm -rf "$work"
-mkdir -p "$work/containers"
-cleanup() { if [ "${KEEP:-0}" = 1 ]; then echo "kept: $work"; else rm -rf "$work"; fi; }
-trap cleanup EXIT
-
-say "three containers, each a full copy of $kind"
-for c in web db ci; do
-	cp -a "$base" "$work/containers/$c"
-	# Each container changes a little: its own hostname and config.
-	mkdir -p "$work/containers/$c/etc"
-	echo "$c" >"$work/containers/$c/etc/hostname"
-	echo "# $c configuration" >>"$work/containers/$c/etc/environment" 2>/dev/null || true
-	du -sh "$work/containers/$c" | sed 's/^/  /'
-done
-
-IDX=$work/index.db
-say "cidctl scan --index $IDX containers/*"
-"$CIDCTL" scan --index "$IDX" "$work/containers/"*
-
-say "cidctl report"
-"$CIDCTL" report --index "$IDX"
-
-say "cidctl dups --min-size 1M | head -20"
-"$CIDCTL" dups --index "$IDX" --min-size 1M 2>/dev/null | sed -n '1,20p'
-
-say "rescan (nothing changed: nothing is read again)"
-"$CIDCTL" scan --index "$IDX" "$work/containers/"*
-
-say "cidctl status"
-"$CIDCTL" status
+start=$(date +%s)
+"$top/bench/study/run.sh" --demo
+rc=$?
+case $rc in
+0)
+	out=${CID_STUDY_OUT:-$BUILD/study/demo}
+	say "make demo took $(($(date +%s) - start)) s"
+	echo "table: $out.txt   figures: $out.json   chart: $out.svg"
+	;;
+10) fallback "the patched kernel could not be built (log: $BUILD/study/kernel-build.log)" ;;
+11) fallback "the patched kernel did not boot under QEMU, or it lacks named merging (console: $BUILD/study/console.1.log)" ;;
+12) fallback "no Debian tree could be built (log: ${CID_STUDY_CACHE:-${CID_CACHE:-$HOME/.cache/cid}/study}/debootstrap.log)" ;;
+*) exit "$rc" ;;
+esac

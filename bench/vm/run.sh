@@ -37,13 +37,11 @@ work=$BUILD/bench-vm
 mkdir -p "$work" "$(dirname "$out")"
 work=$(cd "$work" && pwd)
 
-# The benchmark kernel: the test kernel without its debugging options, in
-# a kept tree of its own (the first build takes as long as make kernel's).
+# The benchmark kernel (tests/vm/lib.sh: the test kernel without its
+# debugging options, in a kept tree of its own).
 kbuild=$BUILD/bench-kernel
 vm_log "building the benchmark kernel (log: $work/kernel-build.log)"
-CID_CACHE=${CID_BENCH_CACHE:-$HOME/.cache/cid-bench} BUILD=$kbuild \
-	CID_KERNEL_CONFIG="$top/kernel/config/cid-test.config $top/kernel/config/cid-bench.config" \
-	kernel/build.sh >"$work/kernel-build.log" 2>&1 ||
+vm_bench_kernel "$work/kernel-build.log" ||
 	{ tail -n 30 "$work/kernel-build.log" >&2; vm_die "building the benchmark kernel failed (log: $work/kernel-build.log)"; }
 kernel=$kbuild/kernel/bzImage
 # The patches the bzImage was built with (written by kernel/build.sh).

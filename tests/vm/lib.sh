@@ -28,6 +28,20 @@ vm_add_binary() {
 	fi
 }
 
+# vm_bench_kernel LOG: build the benchmark kernel, the series with
+# kernel/config/cid-test.config + cid-bench.config (-O2; no lockdep,
+# DEBUG_VM or DEBUG_LIST), in a kept tree of its own
+# ($CID_BENCH_CACHE, default ~/.cache/cid-bench; the first build takes as
+# long as make kernel's) into $BUILD/bench-kernel/kernel/bzImage.  The
+# build's output goes to LOG; returns kernel/build.sh's status.
+vm_bench_kernel() {
+	local log=$1 top
+	top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+	CID_CACHE=${CID_BENCH_CACHE:-$HOME/.cache/cid-bench} BUILD=${BUILD:-build}/bench-kernel \
+		CID_KERNEL_CONFIG="$top/kernel/config/cid-test.config $top/kernel/config/cid-bench.config" \
+		"$top/kernel/build.sh" >"$log" 2>&1
+}
+
 # vm_base_root ROOT: busybox, /init and the directory skeleton.
 vm_base_root() {
 	local root=$1 here
