@@ -245,6 +245,8 @@ int CmdScan(int argc, char** argv) {
           .Uint("removed", st.removed)
           .Uint("racy", st.racy)
           .Uint("deferred", st.deferred)
+          .Uint("fingerprinted", st.fingerprinted)
+          .Uint("partial_unique", st.partial_unique)
           .Bool("interrupted", st.interrupted)
           .Double("seconds", st.seconds)
           .String("engine", st.engine)
@@ -253,9 +255,10 @@ int CmdScan(int argc, char** argv) {
       char rate[32] = "";
       if (st.hashed_bytes > 0) snprintf(rate, sizeof(rate), ", %.2f GB/s", gbps);
       printf("%s: %" PRIu64 " files (%" PRIu64 " inodes), %" PRIu64 " hashed (%s%s), %" PRIu64 " of unique size, %" PRIu64
+             " of unique first and last 4 KiB, %" PRIu64
              " unchanged, %" PRIu64 " removed, %" PRIu64 " errors, %" PRIu64 " changed while read; %.2f s [%s]%s\n",
              st.root.c_str(), st.files, st.inodes, st.hashed, HumanBytes(st.hashed_bytes).c_str(), rate, st.deferred,
-             st.unchanged,
+             st.partial_unique, st.unchanged,
              st.removed, st.errors, st.changed, st.seconds, st.engine.c_str(), st.interrupted ? " INTERRUPTED" : "");
     }
     if ((st.errors || st.changed) && exit_code == kExitOk) exit_code = kExitPartial;

@@ -8,6 +8,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cid/partial.h"
 #include "cid/safe_open.h"
 #include "cid/walker.h"
 
@@ -91,6 +92,8 @@ class Scan {
   void OnFile(const std::string& path, const FileStat& st);
   void AddPath(const std::string& path, const FileStat& st);
   Status Record(HashOutcome&& o);
+  Status RecordPartial(HashOutcome&& o);
+  Status RecordFailure(const InodeKey& key, const HashOutcome& o);
   Status Drain(bool wait);
   void Report(const Status& s) {
     if (options_.on_error) options_.on_error(s);
@@ -103,8 +106,8 @@ class Scan {
   bool MergeUpTo(const std::string& path, PathRecord* row);
   Status RemoveRow(const PathRecord& row);
   void Throttle();
-  void Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel);
-  void Backfill(const InodeRecord& row);
+  void Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel, bool partial);
+  void Backfill(const InodeRecord& row, bool partial);
   // Whether a path lies in (or is) something the walk could not read:
   // its rows are kept.  One lookup per ancestor.
   bool Hidden(const std::string& path) const {
@@ -144,6 +147,9 @@ class Scan {
   // Paths waiting for their inode's digest (the first path is the one hashed).
   std::unordered_map<InodeKey, std::vector<std::string>, InodeKeyHash> waiting_;
   std::unordered_set<InodeKey, InodeKeyHash> backfill_;  // queued inodes recorded by size in an earlier pass
+  // Requests out for a partial fingerprint, kept to hash the file whole if
+  // the fingerprint matches another's.
+  std::unordered_map<InodeKey, HashRequest, InodeKeyHash> partial_reqs_;
   std::unordered_set<uint64_t> sizes_queued_;  // sizes of files queued for hashing in this scan
   std::unique_ptr<RootFds> roots_;             // for backfills outside this root
   std::unordered_set<std::string> unreadable_;  // paths the walk could not read
@@ -281,7 +287,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     // Lazy hashing (as fclones and rmlint do): content can only be
     // duplicated by a file of the same size.  A file whose size no other
     // indexed inode has is recorded with its size alone; when a second
-    // inode of that size appears, both are hashed.
+    // inode of that size appears, both are compared.
     auto twins = index_->FindInodesOfSize(st.size, 4);
     if (!twins.ok()) {
       failed_ = twins.status();
@@ -291,7 +297,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     for (const InodeRecord& t : *twins) {
       if (t.dev == st.dev && t.ino == st.ino) continue;
       alone = false;
-      if (!t.hashed) Backfill(t);
+      if (!t.hashed && !t.has_partial) Backfill(t, /*partial=*/true);
     }
     if (alone && !sizes_queued_.count(st.size)) {
       InodeRecord rec{st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns, Digest{}};
@@ -304,15 +310,24 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
       stats_->deferred++;
       return;
     }
+    // Then by their first and last 4 KiB (cid/partial.h): only files whose
+    // partial fingerprints agree are hashed whole.  A file the partial pass
+    // would read whole is hashed at once.
+    if (st.size > kPartialWhole) {
+      waiting_[key].push_back(path);
+      Queue(path, st, anchor_fd_, path.substr(anchor_len_), /*partial=*/true);
+      return;
+    }
   }
   waiting_[key].push_back(path);
-  Queue(path, st, anchor_fd_, path.substr(anchor_len_));
+  Queue(path, st, anchor_fd_, path.substr(anchor_len_), /*partial=*/false);
 }
 
-// Queues an inode recorded earlier by its size alone, now that another
-// inode of that size appeared: it is opened by one of its indexed names,
-// beneath that name's root.
-void Scan::Backfill(const InodeRecord& t) {
+// Queues an inode recorded earlier by its size alone (or by its size and
+// partial fingerprint), now that another inode of that size (and
+// fingerprint) appeared: for its fingerprint (partial) or to be hashed.  It
+// is opened by one of its indexed names, beneath that name's root.
+void Scan::Backfill(const InodeRecord& t, bool partial) {
   InodeKey key{t.dev, t.ino};
   if (waiting_.count(key) || backfill_.count(key)) return;  // already queued
   auto names = index_->PathsOfInode(t.dev, t.ino, 1);
@@ -339,10 +354,10 @@ void Scan::Backfill(const InodeRecord& t) {
   expect.ino = t.ino;
   expect.size = t.size;
   backfill_.insert(key);
-  Queue(name, expect, where->first, where->second);
+  Queue(name, expect, where->first, where->second, partial && t.size > kPartialWhole);
 }
 
-void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel) {
+void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel, bool partial) {
   sizes_queued_.insert(st.size);
   if (!pool_) {  // started at the first file to read: a rescan of an unchanged tree needs none
     unsigned workers = options_.workers ? options_.workers : std::max(1u, std::thread::hardware_concurrency());
@@ -353,6 +368,8 @@ void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::s
   HashRequest req{path, st, 0};
   req.dir_fd = dir_fd;
   req.rel = std::move(rel);
+  req.partial_only = partial;
+  if (partial) partial_reqs_[InodeKey{st.dev, st.ino}] = req;  // to hash it whole if its fingerprint matches
   pool_->Add(std::move(req));
   Throttle();
   if (++walked_since_drain_ >= 64) {
@@ -362,27 +379,9 @@ void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::s
   }
 }
 
-Status Scan::Record(HashOutcome&& o) {
-  // Keyed by the inode the walk saw: a file replaced since has another.
-  InodeKey key{o.expected.dev, o.expected.ino};
-  if (o.interrupted) {  // abandoned on the stop flag: whatever the index had stays
-    waiting_.erase(key);
-    backfill_.erase(key);
-    return Status::OK();
-  }
-  if (backfill_.erase(key)) {  // an inode recorded by size earlier: its names are in the index already
-    if (!o.status.ok()) return Status::OK();  // left unhashed; its own tree's next scan sees to it
-    Status s = batch_.Write();
-    if (!s.ok()) return s;
-    stats_->hashed++;
-    stats_->hashed_bytes += o.st.size;
-    stats_->mapped_bytes += o.mapped_bytes;
-    InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
-    rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
-    s = index_->PutInode(rec);
-    if (!s.ok()) return s;
-    return batch_.MaybeCommit();
-  }
+// A walked file could not be read, or changed while it was: not recorded,
+// and any older row for its names no longer describes them.
+Status Scan::RecordFailure(const InodeKey& key, const HashOutcome& o) {
   std::vector<std::string> paths;
   auto w = waiting_.find(key);
   if (w != waiting_.end()) {
@@ -393,26 +392,123 @@ Status Scan::Record(HashOutcome&& o) {
   }
   Status s = batch_.Write();
   if (!s.ok()) return s;
-  if (!o.status.ok()) {
-    // Not recorded; any older row for these names no longer describes them.
-    if (o.status.IsChanged()) stats_->changed++;
-    else stats_->errors++;
-    Report(o.status);
-    for (const auto& p : paths) {
-      s = index_->DeletePath(p);
-      if (!s.ok()) return s;
-    }
+  if (o.status.IsChanged()) stats_->changed++;
+  else stats_->errors++;
+  Report(o.status);
+  for (const auto& p : paths) {
+    s = index_->DeletePath(p);
+    if (!s.ok()) return s;
+  }
+  return batch_.MaybeCommit();
+}
+
+Status Scan::Record(HashOutcome&& o) {
+  // Keyed by the inode the walk saw: a file replaced since has another.
+  InodeKey key{o.expected.dev, o.expected.ino};
+  if (o.interrupted) {  // abandoned on the stop flag: whatever the index had stays
+    waiting_.erase(key);
+    backfill_.erase(key);
+    partial_reqs_.erase(key);
+    return Status::OK();
+  }
+  if (o.partial_only) return RecordPartial(std::move(o));
+  if (backfill_.erase(key)) {  // an inode recorded by size earlier: its names are in the index already
+    if (!o.status.ok()) return Status::OK();  // left unhashed; its own tree's next scan sees to it
+    Status s = batch_.Write();
+    if (!s.ok()) return s;
+    stats_->hashed++;
+    stats_->hashed_bytes += o.st.size;
+    stats_->mapped_bytes += o.mapped_bytes;
+    InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
+    rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
+    rec.has_partial = true;
+    rec.partial = o.partial;
+    s = index_->PutInode(rec);
+    if (!s.ok()) return s;
     return batch_.MaybeCommit();
   }
+  if (!o.status.ok()) return RecordFailure(key, o);
+  std::vector<std::string> paths;
+  auto w = waiting_.find(key);
+  if (w != waiting_.end()) {
+    paths = std::move(w->second);
+    waiting_.erase(w);
+  } else {
+    paths.push_back(o.path);
+  }
+  Status s = batch_.Write();
+  if (!s.ok()) return s;
   stats_->hashed++;
   stats_->hashed_bytes += o.st.size;
   stats_->mapped_bytes += o.mapped_bytes;
   InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
   rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
+  rec.has_partial = true;
+  rec.partial = o.partial;
   if (rec.racy) stats_->racy++;
   s = index_->PutInode(rec);
   for (size_t i = 0; s.ok() && i < paths.size(); i++) s = index_->PutPath(paths[i], root_id_, rec.dev, rec.ino);
   if (!s.ok()) return s;
+  return batch_.MaybeCommit();
+}
+
+// A partial fingerprint came back.  If an indexed inode of the same size has
+// the same fingerprint (or one not known), this file is hashed whole, and
+// so is that inode if it was recorded by its fingerprint alone; otherwise
+// it is recorded by size and fingerprint, without a digest.  Files whose
+// fingerprints are still being taken compare with this one when theirs
+// come back, so every pair meets once.
+Status Scan::RecordPartial(HashOutcome&& o) {
+  InodeKey key{o.expected.dev, o.expected.ino};
+  auto r = partial_reqs_.find(key);
+  if (r == partial_reqs_.end()) abort();  // every partial request is kept until its outcome
+  HashRequest req = std::move(r->second);
+  partial_reqs_.erase(r);
+  bool backfill = backfill_.count(key) != 0;
+  if (!o.status.ok()) {
+    if (backfill) {  // left as it was; its own tree's next scan sees to it
+      backfill_.erase(key);
+      return Status::OK();
+    }
+    return RecordFailure(key, o);
+  }
+  stats_->fingerprinted++;
+  auto matches = index_->FindInodesOfSizeAndPartial(o.st.size, o.partial, 4);
+  if (!matches.ok()) return matches.status();
+  bool matched = false;
+  for (const InodeRecord& m : *matches) {
+    if (m.dev == key.dev && m.ino == key.ino) continue;
+    // A row by size alone has its fingerprint being taken (queued when
+    // this file was walked): it compares with this one when it comes back.
+    if (!m.hashed && !m.has_partial) continue;
+    matched = true;
+    if (!m.hashed) Backfill(m, /*partial=*/false);
+  }
+  if (matched) {  // hash it whole; its names stay waiting (or in backfill_)
+    req.partial_only = false;
+    pool_->Add(std::move(req));
+    return Status::OK();
+  }
+  Status s = batch_.Write();
+  if (!s.ok()) return s;
+  stats_->partial_unique++;
+  InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, Digest{}};
+  rec.hashed = false;
+  rec.has_partial = true;
+  rec.partial = o.partial;
+  rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
+  s = index_->PutInode(rec);
+  if (!s.ok()) return s;
+  if (backfill) {
+    backfill_.erase(key);
+  } else {
+    auto w = waiting_.find(key);
+    if (w != waiting_.end()) {
+      for (size_t i = 0; s.ok() && i < w->second.size(); i++) s = index_->PutPath(w->second[i], root_id_, rec.dev, rec.ino);
+      waiting_.erase(w);
+    }
+    if (!s.ok()) return s;
+  }
   return batch_.MaybeCommit();
 }
 
@@ -444,6 +540,9 @@ Status Scan::Drain(bool wait) {
     if (wait) {  // never hold the write lock across a wait for hashing
       Status s = batch_.Commit();
       if (!s.ok()) return s;
+      // Only outcomes taken here queue more work (RecordPartial): with
+      // none out, nothing more can come.
+      if (pool_->pending() == 0) pool_->Close();
     }
     more = pool_->Take(&out, wait);
     for (auto& o : out) {
@@ -516,11 +615,11 @@ Status Scan::Run(const std::string& root_arg) {
   stats_->pseudo_fs = ws.pseudo_fs;
   if (user_stop && user_stop->load()) stop_ = true;
 
-  if (pool_) {
+  if (pool_ && stop_) {
     pool_->Close();
-    if (stop_) pool_->Cancel();
+    pool_->Cancel();
   }
-  Status d = Drain(true);
+  Status d = Drain(true);  // closes the pool once nothing is left (a fingerprint may queue a hash)
   if (failed_.ok() && !d.ok()) failed_ = d;
   if (failed_.ok() && !s.ok()) failed_ = s;
   stats_->engine = pool_ ? pool_->engine_name() : "none";

@@ -49,8 +49,12 @@ struct ScanOptions {
   int64_t racy_ns = -1;
   // Lazy hashing: a file whose size no other indexed inode has cannot have
   // a duplicate yet; it is recorded with its size only (InodeRecord::hashed
-  // false) and hashed when a second inode of its size is indexed.
-  // false: hash every file (cidctl scan --hash-all).
+  // false) and looked at when a second inode of its size is indexed.  Of
+  // files with size twins, those over kPartialWhole bytes are first split
+  // by their partial fingerprint (cid/partial.h: first and last 4 KiB); a
+  // file whose fingerprint no twin shares is recorded with it, unhashed,
+  // and hashed when one appears.  false: hash every file (cidctl scan
+  // --hash-all).
   bool lazy = true;
 
   static constexpr unsigned kDefaultQueueDepth = 32;
@@ -71,9 +75,11 @@ struct ScanStats {
   uint64_t special = 0;     // devices, FIFOs, sockets: skipped
   uint64_t pseudo_fs = 0;   // proc, sysfs, ... mounts: not entered
   uint64_t removed = 0;     // paths that are gone from the tree
-  uint64_t racy = 0;
+  uint64_t racy = 0;         // hashed, but too close to the scan's start: hashed again next time
   uint64_t deferred = 0;    // recorded by size alone when walked (lazy hashing); a twin met later
-                            // in the walk has them hashed after all (counted in hashed too)        // hashed, but too close to the scan's start: hashed again next time
+                            // in the walk has them hashed after all (counted in hashed too)
+  uint64_t fingerprinted = 0;   // partial fingerprints taken (first and last 4 KiB, cid/partial.h)
+  uint64_t partial_unique = 0;  // of those, recorded by size and fingerprint alone: no twin matched
   bool interrupted = false;
   double seconds = 0;
   std::string engine;       // "io_uring", "pread", or "none" if nothing was read
