@@ -381,6 +381,7 @@ Result<sqlite3_stmt*> Index::Prepare(const char* sql) {
 }
 
 Status Index::Begin() { return Exec("BEGIN IMMEDIATE"); }
+Status Index::BeginRead() { return Exec("BEGIN DEFERRED"); }
 Status Index::Commit() { return Exec("COMMIT"); }
 Status Index::Rollback() { return Exec("ROLLBACK"); }
 

@@ -38,43 +38,157 @@ int64_t RacyWindow(const ScanOptions& o, const FileStat& st) {
   return tick;
 }
 
-// Batches index writes into transactions: begun at the first write,
-// committed after batch_writes writes or batch_time.
+// A scan's index writes, buffered in memory and applied in one short
+// transaction once batch_writes of them are waiting or the oldest has
+// waited batch_time, and before every wait for hashing.  The write lock is
+// held only while a batch is applied (a few ms for 4096 rows), never while
+// the walk or the hashing goes on; and a B-tree page that many rows of a
+// batch touch (the size and digest indexes take rows all over) goes to the
+// WAL once per batch instead of once per short transaction.  The scan's
+// own lookups see the buffered rows through the overlay below.  What a
+// stopped or killed scan had not applied is lost, as an uncommitted
+// transaction would be; the next scan does it again.
 class Batch {
  public:
   Batch(Index* index, const ScanOptions& o) : index_(index), options_(o) {}
-
-  Status Write() {
-    if (!open_) {
-      Status s = index_->Begin();
-      if (!s.ok()) return s;
-      open_ = true;
-      started_ = Clock::now();
-      writes_ = 0;
-    }
-    writes_++;
-    return Status::OK();
+  ~Batch() {
+    if (reading_) index_->Rollback();
   }
+  Batch(const Batch&) = delete;
+  Batch& operator=(const Batch&) = delete;
+
+  void PutInode(const InodeRecord& r) {
+    Note();
+    InodeKey k{r.dev, r.ino};
+    ops_.push_back(Op{Op::kInode, r, {}, 0});
+    inodes_.insert_or_assign(k, r);
+    sizes_[r.size].push_back(k);
+  }
+  void PutPath(const std::string& path, int64_t root_id, uint64_t dev, uint64_t ino) {
+    Note();
+    InodeRecord r;
+    r.dev = dev;
+    r.ino = ino;
+    ops_.push_back(Op{Op::kPath, r, path, root_id});
+    paths_[InodeKey{dev, ino}].push_back(path);
+  }
+  void DeletePath(const std::string& path) {
+    Note();
+    ops_.push_back(Op{Op::kDeletePath, InodeRecord{}, path, 0});
+  }
+
   Status MaybeCommit() {
-    if (open_ && (writes_ >= options_.batch_writes || Clock::now() - started_ >= options_.batch_time))
+    if ((!ops_.empty() && (ops_.size() >= options_.batch_writes || Clock::now() - first_ >= options_.batch_time)) ||
+        (reading_ && Clock::now() - read_since_ >= options_.batch_time))
       return Commit();
     return Status::OK();
   }
+  // Applies everything buffered in one transaction.
   Status Commit() {
-    if (!open_) return Status::OK();
-    open_ = false;
-    return index_->Commit();
+    if (reading_) {  // the lookups' snapshot ends here
+      reading_ = false;
+      Status e = index_->Commit();
+      if (!e.ok()) return e;
+    }
+    if (ops_.empty()) return Status::OK();
+    Status s = index_->Begin();
+    for (size_t i = 0; s.ok() && i < ops_.size(); i++) {
+      const Op& op = ops_[i];
+      switch (op.kind) {
+        case Op::kInode: s = index_->PutInode(op.inode); break;
+        case Op::kPath: s = index_->PutPath(op.path, op.root_id, op.inode.dev, op.inode.ino); break;
+        case Op::kDeletePath: s = index_->DeletePath(op.path); break;
+      }
+    }
+    if (s.ok()) s = index_->Commit();
+    if (!s.ok()) {
+      index_->Rollback();
+      return s;
+    }
+    ops_.clear();
+    inodes_.clear();
+    sizes_.clear();
+    paths_.clear();
+    return Status::OK();
   }
-  ~Batch() {
-    if (open_) index_->Rollback();
+
+  // The index's answers with the buffered writes applied.
+  Result<std::optional<InodeRecord>> FindInode(uint64_t dev, uint64_t ino) {
+    auto it = inodes_.find(InodeKey{dev, ino});
+    if (it != inodes_.end()) return std::optional<InodeRecord>(it->second);
+    if (Status r = Read(); !r.ok()) return r;
+    return index_->FindInode(dev, ino);
+  }
+  // Inodes of `size` (and, if partial is given, whose fingerprint is it or
+  // not known), up to about `limit` of them.
+  Result<std::vector<InodeRecord>> FindBySize(uint64_t size, const std::optional<uint64_t>& partial, unsigned limit) {
+    auto b = sizes_.find(size);
+    unsigned extra = b == sizes_.end() ? 0 : static_cast<unsigned>(b->second.size());
+    if (Status r = Read(); !r.ok()) return r;
+    auto rows = partial ? index_->FindInodesOfSizeAndPartial(size, *partial, limit + extra)
+                        : index_->FindInodesOfSize(size, limit + extra);
+    if (!rows.ok() || inodes_.empty()) return rows;
+    auto fits = [&](const InodeRecord& r) {
+      return r.size == size && (!partial || !r.has_partial || r.partial == *partial);
+    };
+    std::vector<InodeRecord> out;
+    std::unordered_set<InodeKey, InodeKeyHash> taken;
+    for (const InodeRecord& r : *rows) {
+      InodeKey k{r.dev, r.ino};
+      auto it = inodes_.find(k);
+      const InodeRecord& now = it == inodes_.end() ? r : it->second;
+      if (fits(now) && taken.insert(k).second) out.push_back(now);
+    }
+    if (b != sizes_.end())
+      for (const InodeKey& k : b->second) {
+        const InodeRecord& now = inodes_.at(k);
+        if (fits(now) && taken.insert(k).second) out.push_back(now);
+      }
+    return out;
+  }
+  Result<std::vector<std::string>> PathsOfInode(uint64_t dev, uint64_t ino) {
+    auto it = paths_.find(InodeKey{dev, ino});
+    if (it != paths_.end()) return it->second;
+    if (Status r = Read(); !r.ok()) return r;
+    return index_->PathsOfInode(dev, ino, 1);
   }
 
  private:
+  struct Op {
+    enum Kind { kInode, kPath, kDeletePath } kind;
+    InodeRecord inode;  // kInode; dev and ino for kPath
+    std::string path;
+    int64_t root_id;
+  };
+  void Note() {
+    if (ops_.empty()) first_ = Clock::now();
+  }
+  // The lookups between two batches share one read transaction: each
+  // statement on its own would take and drop WAL read locks (two fcntl
+  // calls) every time.  Readers never block writers in WAL mode; a batch
+  // (and every wait for hashing) ends it.
+  Status Read() {
+    if (reading_) return Status::OK();
+    Status s = index_->BeginRead();
+    if (s.ok()) {
+      reading_ = true;
+      read_since_ = Clock::now();
+    }
+    return s;
+  }
+
   Index* index_;
   const ScanOptions& options_;
-  bool open_ = false;
-  uint64_t writes_ = 0;
-  Clock::time_point started_;
+  std::vector<Op> ops_;  // in order
+  Clock::time_point first_;
+  bool reading_ = false;  // a read transaction is open for lookups
+  Clock::time_point read_since_;
+  // The overlay: the last buffered row of each inode, the inodes buffered
+  // by size (an inode may be listed under a size it no longer has), the
+  // names buffered for each inode.
+  std::unordered_map<InodeKey, InodeRecord, InodeKeyHash> inodes_;
+  std::unordered_map<uint64_t, std::vector<InodeKey>> sizes_;
+  std::unordered_map<InodeKey, std::vector<std::string>, InodeKeyHash> paths_;
 };
 
 class Scan {
@@ -174,9 +288,8 @@ void Scan::Progress(bool force) {
 
 // Records one more name of an inode whose row is current.
 void Scan::AddPath(const std::string& path, const FileStat& st) {
-  Status s = batch_.Write();
-  if (s.ok()) s = index_->PutPath(path, root_id_, st.dev, st.ino);
-  if (s.ok()) s = batch_.MaybeCommit();
+  batch_.PutPath(path, root_id_, st.dev, st.ino);
+  Status s = batch_.MaybeCommit();
   if (!s.ok()) failed_ = s;
 }
 
@@ -221,9 +334,7 @@ bool Scan::MergeUpTo(const std::string& path, PathRecord* row) {
 // walk could not read.
 Status Scan::RemoveRow(const PathRecord& row) {
   if (Hidden(row.path)) return Status::OK();
-  Status s = batch_.Write();
-  if (s.ok()) s = index_->DeletePath(row.path);
-  if (!s.ok()) return s;
+  batch_.DeletePath(row.path);
   orphan_candidates_.push_back(InodeKey{row.inode.dev, row.inode.ino});
   stats_->removed++;
   return batch_.MaybeCommit();
@@ -273,7 +384,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   // another tree): no need to read it again.  Only inodes with several
   // links can have one; a renamed file is simply read again, which spares
   // a first scan one query per file.
-  auto found = st.nlink > 1 ? index_->FindInode(st.dev, st.ino) : std::optional<InodeRecord>();
+  auto found = st.nlink > 1 ? batch_.FindInode(st.dev, st.ino) : std::optional<InodeRecord>();
   if (!found.ok()) {
     failed_ = found.status();
     return;
@@ -288,7 +399,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     // duplicated by a file of the same size.  A file whose size no other
     // indexed inode has is recorded with its size alone; when a second
     // inode of that size appears, both are compared.
-    auto twins = index_->FindInodesOfSize(st.size, 4);
+    auto twins = batch_.FindBySize(st.size, std::nullopt, 4);
     if (!twins.ok()) {
       failed_ = twins.status();
       return;
@@ -302,10 +413,9 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
     if (alone && !sizes_queued_.count(st.size)) {
       InodeRecord rec{st.dev, st.ino, st.size, st.mtime_ns, st.ctime_ns, Digest{}};
       rec.hashed = false;
-      Status w = batch_.Write();
-      if (w.ok()) w = index_->PutInode(rec);
-      if (w.ok()) w = index_->PutPath(path, root_id_, st.dev, st.ino);
-      if (w.ok()) w = batch_.MaybeCommit();
+      batch_.PutInode(rec);
+      batch_.PutPath(path, root_id_, st.dev, st.ino);
+      Status w = batch_.MaybeCommit();
       if (!w.ok()) failed_ = w;
       stats_->deferred++;
       return;
@@ -330,7 +440,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
 void Scan::Backfill(const InodeRecord& t, bool partial) {
   InodeKey key{t.dev, t.ino};
   if (waiting_.count(key) || backfill_.count(key)) return;  // already queued
-  auto names = index_->PathsOfInode(t.dev, t.ino, 1);
+  auto names = batch_.PathsOfInode(t.dev, t.ino);
   if (!names.ok()) {
     failed_ = names.status();
     return;
@@ -390,15 +500,10 @@ Status Scan::RecordFailure(const InodeKey& key, const HashOutcome& o) {
   } else {
     paths.push_back(o.path);
   }
-  Status s = batch_.Write();
-  if (!s.ok()) return s;
   if (o.status.IsChanged()) stats_->changed++;
   else stats_->errors++;
   Report(o.status);
-  for (const auto& p : paths) {
-    s = index_->DeletePath(p);
-    if (!s.ok()) return s;
-  }
+  for (const auto& p : paths) batch_.DeletePath(p);
   return batch_.MaybeCommit();
 }
 
@@ -414,8 +519,6 @@ Status Scan::Record(HashOutcome&& o) {
   if (o.partial_only) return RecordPartial(std::move(o));
   if (backfill_.erase(key)) {  // an inode recorded by size earlier: its names are in the index already
     if (!o.status.ok()) return Status::OK();  // left unhashed; its own tree's next scan sees to it
-    Status s = batch_.Write();
-    if (!s.ok()) return s;
     stats_->hashed++;
     stats_->hashed_bytes += o.st.size;
     stats_->mapped_bytes += o.mapped_bytes;
@@ -423,8 +526,7 @@ Status Scan::Record(HashOutcome&& o) {
     rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
     rec.has_partial = true;
     rec.partial = o.partial;
-    s = index_->PutInode(rec);
-    if (!s.ok()) return s;
+    batch_.PutInode(rec);
     return batch_.MaybeCommit();
   }
   if (!o.status.ok()) return RecordFailure(key, o);
@@ -436,8 +538,6 @@ Status Scan::Record(HashOutcome&& o) {
   } else {
     paths.push_back(o.path);
   }
-  Status s = batch_.Write();
-  if (!s.ok()) return s;
   stats_->hashed++;
   stats_->hashed_bytes += o.st.size;
   stats_->mapped_bytes += o.mapped_bytes;
@@ -446,9 +546,8 @@ Status Scan::Record(HashOutcome&& o) {
   rec.has_partial = true;
   rec.partial = o.partial;
   if (rec.racy) stats_->racy++;
-  s = index_->PutInode(rec);
-  for (size_t i = 0; s.ok() && i < paths.size(); i++) s = index_->PutPath(paths[i], root_id_, rec.dev, rec.ino);
-  if (!s.ok()) return s;
+  batch_.PutInode(rec);
+  for (const auto& p : paths) batch_.PutPath(p, root_id_, rec.dev, rec.ino);
   return batch_.MaybeCommit();
 }
 
@@ -473,7 +572,7 @@ Status Scan::RecordPartial(HashOutcome&& o) {
     return RecordFailure(key, o);
   }
   stats_->fingerprinted++;
-  auto matches = index_->FindInodesOfSizeAndPartial(o.st.size, o.partial, 4);
+  auto matches = batch_.FindBySize(o.st.size, o.partial, 4);
   if (!matches.ok()) return matches.status();
   bool matched = false;
   for (const InodeRecord& m : *matches) {
@@ -489,25 +588,21 @@ Status Scan::RecordPartial(HashOutcome&& o) {
     pool_->Add(std::move(req));
     return Status::OK();
   }
-  Status s = batch_.Write();
-  if (!s.ok()) return s;
   stats_->partial_unique++;
   InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, Digest{}};
   rec.hashed = false;
   rec.has_partial = true;
   rec.partial = o.partial;
   rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
-  s = index_->PutInode(rec);
-  if (!s.ok()) return s;
+  batch_.PutInode(rec);
   if (backfill) {
     backfill_.erase(key);
   } else {
     auto w = waiting_.find(key);
     if (w != waiting_.end()) {
-      for (size_t i = 0; s.ok() && i < w->second.size(); i++) s = index_->PutPath(w->second[i], root_id_, rec.dev, rec.ino);
+      for (const auto& p : w->second) batch_.PutPath(p, root_id_, rec.dev, rec.ino);
       waiting_.erase(w);
     }
-    if (!s.ok()) return s;
   }
   return batch_.MaybeCommit();
 }
@@ -641,16 +736,22 @@ Status Scan::Run(const std::string& root_arg) {
     }
     if (!failed_.ok()) return failed_;
   }
-  if (!orphan_candidates_.empty()) {
-    s = batch_.Write();
-    if (!s.ok()) return s;
-    auto n = index_->DeleteInodesIfOrphan(orphan_candidates_);
-    if (!n.ok()) return n.status();
-  }
-  s = batch_.Write();
-  if (s.ok()) s = index_->SetRootScanned(root_id_, !stats_->interrupted, NowNs());
-  if (s.ok()) s = batch_.Commit();
+  s = batch_.Commit();
+  if (s.ok()) s = index_->Begin();
   if (!s.ok()) return s;
+  if (!orphan_candidates_.empty()) {
+    auto n = index_->DeleteInodesIfOrphan(orphan_candidates_);
+    if (!n.ok()) {
+      index_->Rollback();
+      return n.status();
+    }
+  }
+  s = index_->SetRootScanned(root_id_, !stats_->interrupted, NowNs());
+  if (s.ok()) s = index_->Commit();
+  if (!s.ok()) {
+    index_->Rollback();
+    return s;
+  }
   Progress(true);
   stats_->seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return Status::OK();

@@ -123,7 +123,10 @@ class Index {
 
   const std::string& path() const { return path_; }
 
-  Status Begin();
+  Status Begin();  // a write transaction (BEGIN IMMEDIATE)
+  // A read transaction (BEGIN DEFERRED): the statements until Commit() see
+  // one snapshot and take the WAL read lock once, not each.
+  Status BeginRead();
   Status Commit();
   Status Rollback();
 

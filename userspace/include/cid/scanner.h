@@ -29,11 +29,13 @@ struct ScanOptions {
   unsigned workers = 0;  // hashing threads; 0: one per online CPU
   EngineFactory engine;  // empty: DefaultEngineFactory(kDefaultQueueDepth)
   HasherOptions hasher;
-  uint64_t batch_writes = 4096;                      // commit after this many writes
-  // or after this long: the write lock is never held longer (other
-  // clients wait at most this), and it is released before every blocking
-  // wait for hashing, so hashing a large file never holds it.
-  std::chrono::milliseconds batch_time{50};
+  // Index writes are buffered in memory and applied in one short
+  // transaction once this many are waiting, or the oldest has waited
+  // batch_time, and before every blocking wait for hashing: the write lock
+  // is held only while a batch is applied (a few ms for 4096 rows), never
+  // across the walk or the hashing of a file.
+  uint64_t batch_writes = 4096;
+  std::chrono::milliseconds batch_time{1000};
   const std::atomic<bool>* stop = nullptr;           // set to stop early
   std::function<void(const Status&)> on_error;       // unreadable or changed files
   std::function<void(const ScanProgress&)> on_progress;  // about 10 times a second
