@@ -514,7 +514,9 @@ void HashPool::Done(HashOutcome&& o) {
 bool HashPool::Take(std::vector<HashOutcome>* out, bool wait) {
   std::unique_lock<std::mutex> l(mu_);
   if (wait)
-    done_cv_.wait(l, [this] { return !outcomes_.empty() || (closed_ && in_progress_ == 0); });
+    // Nothing out (a stop may have dropped the rest) ends the wait too:
+    // only the caller adds work, so none can come until it does.
+    done_cv_.wait(l, [this] { return !outcomes_.empty() || in_progress_ == 0; });
   while (!outcomes_.empty()) {
     out->push_back(std::move(outcomes_.front()));
     outcomes_.pop_front();

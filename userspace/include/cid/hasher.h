@@ -129,7 +129,7 @@ class HashPool {
   void Close();   // no more requests
   void Cancel();  // drop requests not yet started (they are never reported)
   // Appends finished outcomes.  With wait, blocks until there is at least
-  // one or every request is done.  Returns true while more may come, false
+  // one or none is outstanding.  Returns true while more may come, false
   // once the pool is closed and everything added has been taken.
   bool Take(std::vector<HashOutcome>* out, bool wait);
   size_t pending() const;
