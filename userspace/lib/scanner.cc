@@ -208,6 +208,8 @@ class Scan {
   Status Record(HashOutcome&& o);
   Status RecordPartial(HashOutcome&& o);
   Status RecordFailure(const InodeKey& key, const HashOutcome& o);
+  std::vector<std::string> TakeWaiting(const InodeKey& key, const std::string& path);
+  InodeRecord RowOf(const HashOutcome& o) const;
   Status Drain(bool wait);
   void Report(const Status& s) {
     if (options_.on_error) options_.on_error(s);
@@ -489,17 +491,30 @@ void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::s
   }
 }
 
+// The names waiting for an inode's outcome (or the one it was hashed by).
+std::vector<std::string> Scan::TakeWaiting(const InodeKey& key, const std::string& path) {
+  auto w = waiting_.find(key);
+  if (w == waiting_.end()) return {path};
+  std::vector<std::string> paths = std::move(w->second);
+  waiting_.erase(w);
+  return paths;
+}
+
+// The row for what a hasher saw; racy if its times were too close to the
+// scan's start.
+InodeRecord Scan::RowOf(const HashOutcome& o) const {
+  InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
+  rec.hashed = !o.partial_only;
+  rec.has_partial = true;
+  rec.partial = o.partial;
+  rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
+  return rec;
+}
+
 // A walked file could not be read, or changed while it was: not recorded,
 // and any older row for its names no longer describes them.
 Status Scan::RecordFailure(const InodeKey& key, const HashOutcome& o) {
-  std::vector<std::string> paths;
-  auto w = waiting_.find(key);
-  if (w != waiting_.end()) {
-    paths = std::move(w->second);
-    waiting_.erase(w);
-  } else {
-    paths.push_back(o.path);
-  }
+  std::vector<std::string> paths = TakeWaiting(key, o.path);
   if (o.status.IsChanged()) stats_->changed++;
   else stats_->errors++;
   Report(o.status);
@@ -522,29 +537,15 @@ Status Scan::Record(HashOutcome&& o) {
     stats_->hashed++;
     stats_->hashed_bytes += o.st.size;
     stats_->mapped_bytes += o.mapped_bytes;
-    InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
-    rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
-    rec.has_partial = true;
-    rec.partial = o.partial;
-    batch_.PutInode(rec);
+    batch_.PutInode(RowOf(o));
     return batch_.MaybeCommit();
   }
   if (!o.status.ok()) return RecordFailure(key, o);
-  std::vector<std::string> paths;
-  auto w = waiting_.find(key);
-  if (w != waiting_.end()) {
-    paths = std::move(w->second);
-    waiting_.erase(w);
-  } else {
-    paths.push_back(o.path);
-  }
+  std::vector<std::string> paths = TakeWaiting(key, o.path);
   stats_->hashed++;
   stats_->hashed_bytes += o.st.size;
   stats_->mapped_bytes += o.mapped_bytes;
-  InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, o.digest};
-  rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
-  rec.has_partial = true;
-  rec.partial = o.partial;
+  InodeRecord rec = RowOf(o);
   if (rec.racy) stats_->racy++;
   batch_.PutInode(rec);
   for (const auto& p : paths) batch_.PutPath(p, root_id_, rec.dev, rec.ino);
@@ -589,20 +590,12 @@ Status Scan::RecordPartial(HashOutcome&& o) {
     return Status::OK();
   }
   stats_->partial_unique++;
-  InodeRecord rec{o.st.dev, o.st.ino, o.st.size, o.st.mtime_ns, o.st.ctime_ns, Digest{}};
-  rec.hashed = false;
-  rec.has_partial = true;
-  rec.partial = o.partial;
-  rec.racy = std::max(o.st.mtime_ns, o.st.ctime_ns) >= start_ns_ - RacyWindow(options_, o.st);
+  InodeRecord rec = RowOf(o);
   batch_.PutInode(rec);
   if (backfill) {
     backfill_.erase(key);
   } else {
-    auto w = waiting_.find(key);
-    if (w != waiting_.end()) {
-      for (const auto& p : w->second) batch_.PutPath(p, root_id_, rec.dev, rec.ino);
-      waiting_.erase(w);
-    }
+    for (const auto& p : TakeWaiting(key, o.path)) batch_.PutPath(p, root_id_, rec.dev, rec.ino);
   }
   return batch_.MaybeCommit();
 }
