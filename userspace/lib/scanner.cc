@@ -3,6 +3,10 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <condition_variable>
+#include <deque>
+#include <mutex>
+#include <optional>
 #include <thread>
 #include <unordered_map>
 #include <unordered_set>
@@ -190,6 +194,71 @@ class Batch {
   std::unordered_map<uint64_t, std::vector<InodeKey>> sizes_;
   std::unordered_map<InodeKey, std::vector<std::string>, InodeKeyHash> paths_;
 };
+
+// Runs a walk on its own thread and hands what it finds, in order and in
+// chunks, to the calling thread, which calls cb's on_file and on_error: the
+// walk's getdents and fstatat then overlap the index work per file (a first
+// scan's main thread was busy 64% of the time, the hashing threads 18%).
+// The walk stops when *cb.stop is set, as in the calling thread.
+Status WalkInThread(const std::function<Status(const WalkCallbacks&, WalkStats*)>& walk, const WalkCallbacks& cb,
+                    WalkStats* ws) {
+  struct Item {
+    std::string path;
+    FileStat st;
+    std::optional<Status> error;
+  };
+  constexpr size_t kChunk = 256, kMaxChunks = 32;
+  std::mutex mu;
+  std::condition_variable cv;
+  std::deque<std::vector<Item>> chunks;  // guarded by mu
+  bool done = false, abandoned = false;  // guarded by mu
+  Status result;
+  auto push = [&](std::vector<Item>* chunk) {
+    std::unique_lock<std::mutex> l(mu);
+    cv.wait(l, [&] { return chunks.size() < kMaxChunks || abandoned; });
+    if (!abandoned) chunks.push_back(std::move(*chunk));
+    chunk->clear();
+    cv.notify_all();
+  };
+  std::thread walker([&] {
+    std::vector<Item> chunk;
+    WalkCallbacks proxy;
+    proxy.stop = cb.stop;
+    proxy.on_file = [&](const std::string& p, const FileStat& st) {
+      chunk.push_back(Item{p, st, std::nullopt});
+      if (chunk.size() >= kChunk) push(&chunk);
+    };
+    proxy.on_error = [&](const std::string& p, const Status& e) { chunk.push_back(Item{p, FileStat{}, e}); };
+    Status r = walk(proxy, ws);
+    if (!chunk.empty()) push(&chunk);
+    std::lock_guard<std::mutex> l(mu);
+    result = r;
+    done = true;
+    cv.notify_all();
+  });
+  while (true) {
+    std::vector<Item> chunk;
+    {
+      std::unique_lock<std::mutex> l(mu);
+      cv.wait(l, [&] { return !chunks.empty() || done; });
+      if (chunks.empty()) break;
+      chunk = std::move(chunks.front());
+      chunks.pop_front();
+      cv.notify_all();
+    }
+    for (Item& it : chunk) {
+      if (it.error) cb.on_error(it.path, *it.error);
+      else cb.on_file(it.path, it.st);
+    }
+  }
+  {
+    std::lock_guard<std::mutex> l(mu);
+    abandoned = true;
+    cv.notify_all();
+  }
+  walker.join();
+  return result;
+}
 
 class Scan {
  public:
@@ -688,7 +757,7 @@ Status Scan::Run(const std::string& root_arg) {
     anchor_fd_ = OpenRootDir(*root);
     if (anchor_fd_ < 0) return Status::FromErrno(*root, -anchor_fd_);
     anchor_len_ = *root == "/" ? 1 : root->size() + 1;
-    s = WalkFd(anchor_fd_, *root, cb, &ws);
+    s = WalkInThread([&](const WalkCallbacks& c, WalkStats* w) { return WalkFd(anchor_fd_, *root, c, w); }, cb, &ws);
   } else {
     size_t slash = root->rfind('/');
     std::string parent = slash == 0 ? "/" : root->substr(0, slash);
