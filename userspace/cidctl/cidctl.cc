@@ -549,8 +549,9 @@ Result<std::optional<Digest>> IndexedDigest(Index* index, const std::string& pat
     return Status::Changed(path + ": changed since the index recorded it (inode, size, mtime or ctime); "
                            "scan it again, or tag with --no-verify-index");
   if (!(*rec)->inode.hashed)
-    return Status::InvalidArgument(path + ": the index has it by size only (no other indexed file has its size, "
-                                   "so it has nothing to share with yet); tag with --no-verify-index to tag it anyway");
+    return Status::InvalidArgument(path + ": the index has it unhashed (no other indexed file has its size, or its "
+                                   "first and last 4 KiB, so it has nothing to share with yet); tag with "
+                                   "--no-verify-index to tag it anyway");
   return std::optional<Digest>((*rec)->inode.digest);
 }
 
