@@ -6,6 +6,7 @@
 #   make kernel    build the patched Linux 6.12 test kernel (kept object tree + ccache)
 #   make vm-test   boot the patched kernel under QEMU and run the kernel test suite
 #   make vm-test-kasan  the project's kernel tests again on a KASAN build of the kernel
+#   make kernel-kasan   build that KASAN kernel only
 #   make bench     benchmarks; results land in bench/results/
 #   make demo      the main job: index real duplicated trees and report the savings
 #
@@ -38,12 +39,12 @@ KASAN_GUEST_FS ?= ext4 ovl fuse btrfs
 
 export BUILD CID_CACHE JOBS
 
-.PHONY: all userspace deps test unit-test kernel vm-test vm-test-kasan bench demo clean distclean help
+.PHONY: all userspace deps test unit-test kernel kernel-kasan vm-test vm-test-kasan bench demo clean distclean help
 
 all: userspace
 
 help:
-	@sed -n '3,14p' Makefile | sed 's/^# \{0,1\}//'
+	@sed -n '3,12p' Makefile | sed 's/^# \{0,1\}//'
 
 deps:
 	scripts/deps.sh
@@ -66,10 +67,12 @@ kernel:
 vm-test: kernel userspace
 	tests/vm/run.sh
 
-vm-test-kasan: userspace
+kernel-kasan:
 	CID_CACHE=$(CID_KASAN_CACHE) BUILD=$(BUILD)/kasan \
 	  CID_KERNEL_CONFIG="$(CURDIR)/kernel/config/cid-test.config $(CURDIR)/kernel/config/cid-kasan.config" \
 	  kernel/build.sh
+
+vm-test-kasan: kernel-kasan userspace
 	BUILD=$(BUILD)/kasan CID_VM_CIDCTL_FROM=$(BUILD) CID_VM_SUITES='$(KASAN_SUITES)' \
 	  CID_VM_GUEST_FS='$(KASAN_GUEST_FS)' \
 	  CID_VM_CMDLINE="acpi=noirq no5lvl $(CID_VM_CMDLINE)" tests/vm/run.sh

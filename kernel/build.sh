@@ -6,7 +6,7 @@
 #
 # Layout under ${CID_CACHE:-$HOME/.cache/cid}/linux/ (kept between runs):
 #   base/   pristine Debian linux-source-6.12, extracted once
-#   src/    base + top-level Kconfig (as mm/Kconfig.cid) + kernel/patches/series
+#   src/    base + kernel/patches/series
 #   obj/    the O= object tree, built with CC="ccache gcc"
 #   touched.list  files of src/ that differ from base/ (last successful sync)
 #
@@ -14,6 +14,11 @@
 # a file in src/ is rewritten only when its content changes, so make sees
 # new mtimes only where something really changed: a one-line patch edit
 # rebuilds in seconds.  Any reject or fuzz fails the build, naming the patch.
+#
+# The feature's Kconfig entries have one source of truth, the top-level
+# Kconfig; patch 0001 adds them to the tree as mm/Kconfig.cid (and later
+# patches change them there).  After the whole series is applied, the tree's
+# mm/Kconfig.cid must be byte-identical to it, or the build fails: edit both.
 #
 # Outputs: ${BUILD:-build}/kernel/{bzImage,config,series,srctree,objtree}
 # (series: the patches applied to the tree the bzImage was built from).
@@ -109,7 +114,6 @@ awk '
 list=$scratch/.list
 {
 	cat "$linux/touched.list"
-	echo mm/Kconfig.cid
 	for p in "${series[@]}"; do patch_paths "$patches/$p"; done
 } | sort -u >"$list"
 
@@ -121,8 +125,6 @@ while IFS= read -r f; do
 		cp -p "$base/$f" "$tree/$f"
 	fi
 done <"$list"
-cp "$top/Kconfig" "$tree/mm/Kconfig.cid" 2>/dev/null ||
-	{ mkdir -p "$tree/mm" && cp "$top/Kconfig" "$tree/mm/Kconfig.cid"; }
 
 for p in "${series[@]}"; do
 	# --fuzz=0: a hunk that would need fuzz is a reject.
@@ -137,6 +139,19 @@ for p in "${series[@]}"; do
 		if grep -qi 'offset' <<<"$plog"; then warn "patch $p applies with an offset; refresh it"; fi
 	fi
 done
+
+# The top-level Kconfig is the source of truth for what the whole series
+# puts in mm/Kconfig.cid.  A prefix of the series (check-series.sh) may
+# still carry an earlier version of the entries.
+if cmp -s <(printf '%s\n' "${series[@]}") <(sed -e 's/#.*//' -e 's/[[:space:]]*$//' -e '/^$/d' "$patches/series"); then
+	if [ ! -f "$tree/mm/Kconfig.cid" ]; then
+		die "the series does not add mm/Kconfig.cid, but $top/Kconfig holds the feature's Kconfig entries (patch 0001 must add it)"
+	fi
+	if ! cmp -s "$top/Kconfig" "$tree/mm/Kconfig.cid"; then
+		diff -u "$top/Kconfig" "$tree/mm/Kconfig.cid" | sed 's/^/  /' >&2 || true
+		die "mm/Kconfig.cid as the series leaves it differs from $top/Kconfig (the source of truth): make the patch that adds or changes mm/Kconfig.cid produce it byte for byte"
+	fi
+fi
 
 # 3. Sync the scratch result into src/, touching only changed files.
 changed=0
@@ -180,13 +195,9 @@ else
 	kmake -s olddefconfig
 fi
 
-# Kconfig files that the tree actually reads: every Kconfig* except
-# mm/Kconfig.cid until some patch sources it.
+# Kconfig files of the tree (mm/Kconfig.cid only once a patch added it).
 kconfig_files() {
-	find "$src" -name 'Kconfig*' -not -path "$src/mm/Kconfig.cid"
-	if grep -rqsE --include='Kconfig*' '^[[:space:]]*source[[:space:]]+"?mm/Kconfig\.cid' "$src"; then
-		echo "$src/mm/Kconfig.cid"
-	fi
+	find "$src" -name 'Kconfig*'
 }
 symbols() {
 	[ -f "$scratch/symbols" ] || kconfig_files |

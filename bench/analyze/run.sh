@@ -35,6 +35,7 @@ trap cleanup EXIT
 MiB=256  # pages per MiB
 start() {
 	local out=$work/helper.${#pids[@]} line
+	: >"$out"  # exists before the background job gets to open it
 	"$HELPER" "$@" >"$out" 2>&1 &
 	disown
 	for _ in $(seq 3000); do
@@ -79,6 +80,8 @@ run_best() {
 
 run_best "$work/stop.json" "$ANALYZE" --json "${pids[@]}"
 t_stop=$best c_stop=$best_cpu
+run_best "$work/stop1.json" "$ANALYZE" --json --threads 1 "${pids[@]}"
+t_stop1=$best c_stop1=$best_cpu
 run_best "$work/live.json" "$ANALYZE" --json --no-stop "${pids[@]}"
 t_live=$best c_live=$best_cpu
 run_best "$work/verify.json" "$ANALYZE" --json --verify "${pids[@]}"
@@ -103,19 +106,25 @@ for p in "${pids[@]}"; do maps=$((maps + $(wc -l <"/proc/$p/maps"))); done
 	echo "load average before/after: $(cut -d' ' -f1-3 /proc/loadavg)"
 	echo "targets: ${#pids[@]} processes, $((rss / MiB)) MiB resident (RSS), $frames distinct frames ($((frames / MiB)) MiB), $maps mappings"
 	printf '%-34s %8s %8s %10s %12s %10s\n' "" "wall s" "CPU s" "pages" "pages/s" "stopped s"
-	for k in stop live verify; do
+	for k in stop stop1 live verify; do
 		eval "t=\$t_$k c=\$c_$k"
 		read -r h sc st <<<"$(python3 -c '
 import json, sys
 s = json.load(open(sys.argv[1]))["snapshot"]
 print(s["pages_hashed"], s["scan_seconds"], s["stopped_seconds"])' "$work/$k.json")"
-		case $k in stop) what="cid-analyze (targets stopped)" ;; live) what="cid-analyze --no-stop" ;; verify) what="cid-analyze --verify (stopped)" ;; esac
+		case $k in stop) what="cid-analyze (targets stopped)" ;; stop1) what="cid-analyze --threads 1 (stopped)" ;; live) what="cid-analyze --no-stop" ;; verify) what="cid-analyze --verify (stopped)" ;; esac
 		printf '%-34s %8.3f %8.2f %10d %12.0f %10.3f\n' "$what" "$t" "$c" "$h" "$(echo "$h / $sc" | bc -l)" "$st"
 	done
 	printf '%-34s %8.3f %8.2f %10s %12s %10s\n' "smem -c 'pid uss pss rss'" "$t_smem" "$c_smem" "-" "-" "-"
+	python3 -c '
+import json, sys
+s = json.load(open(sys.argv[1]))["snapshot"]
+p = s["phases"]
+print("stopped run, %d threads: stop %.3f s, page tables %.3f s, frame flags + contents %.3f s, resume %.3f s; after resuming %.3f s" % (s["threads"], p["stop"], p["pagemap"], p["contents"], p["resume"], p["after"]))
+' "$work/stop.json"
 	echo "stopped per GiB of frames: $(printf '%.3f' "$(echo "$stopped * 262144 / $frames" | bc -l)") s (target: well under 1 s)"
 	echo "CPU time per GiB of frames, stopped snapshot: $(printf '%.3f' "$(echo "$c_stop * 262144 / $frames" | bc -l)") s (the whole run, process start to exit)"
-	echo "cid-analyze (stopped) took $(printf "%.2f" "$(echo "$t_stop / $t_smem" | bc -l)")x the wall time of smem, which reads smaps and hashes nothing"
+	echo "cid-analyze (stopped) took $(printf "%.2f" "$(echo "$t_stop / $t_smem" | bc -l)")x the wall time of smem and $(printf "%.2f" "$(echo "$c_stop / $c_smem" | bc -l)")x its CPU time; smem reads smaps and hashes nothing"
 	echo "totals over the ${#pids[@]} processes ($smem_n in smem's output), KiB:"
 	printf '  %-6s cid-analyze %12.1f   smem %10d   difference %8.1f\n' PSS "$pss_kib" "$smem_pss" "$(echo "$pss_kib - $smem_pss" | bc -l)"
 	printf '  %-6s cid-analyze %12d   smem %10d   difference %8d\n' USS "$uss_kib" "$smem_uss" "$((uss_kib - smem_uss))"

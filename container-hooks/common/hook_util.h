@@ -7,6 +7,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -17,7 +18,11 @@
 
 namespace cid {
 
-// Sets *flag once `budget` has passed, unless destroyed first.
+// Sets *flag once `budget` has passed, unless destroyed first.  The timer
+// thread is not joined: on a loaded host, waiting for it to be scheduled
+// and exit cost the hook up to several ms at the end of every run.  It
+// writes *flag only under mu while done is false, so never after the
+// destructor returned; its state outlives it.
 class Deadline {
  public:
   Deadline(std::chrono::milliseconds budget, std::atomic<bool>* flag);
@@ -26,23 +31,37 @@ class Deadline {
   Deadline& operator=(const Deadline&) = delete;
 
  private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  bool done_ = false;  // guarded by mu_
-  std::thread thread_;
+  struct Shared {
+    std::mutex mu;
+    std::condition_variable cv;
+    bool done = false;  // guarded by mu
+  };
+  std::shared_ptr<Shared> shared_ = std::make_shared<Shared>();
 };
 
 struct IndexRun {
   size_t indexed = 0;        // trees indexed to the end, in order
+  size_t current = 0;        // of those, trees the index already described (no scan, nothing written)
   uint64_t hashed = 0;       // files hashed
   uint64_t file_errors = 0;  // unreadable or changed files
   Status error;              // a tree could not be indexed at all
   bool index_failed = false; // ... because the index failed
+  bool wrote = false;        // the index was opened for writing
+  std::unique_ptr<Index> index;  // open on the index, for what follows
 };
 
 // Indexes `trees` in order until *stop is set; the tree being indexed then
-// keeps what was committed and the rest is left for cidd.
-IndexRun IndexTrees(Index* index, const std::vector<std::string>& trees, const std::atomic<bool>* stop);
+// keeps what was committed and the rest is left for cidd.  The common case
+// at container start, trees the index already describes as they are, is
+// answered by a check (ScanOptions::check_only) on a read-only connection:
+// no file read, nothing written, no transaction and no sync.  The index is
+// opened for writing only when a tree must be scanned.  `lower_layers`:
+// the trees are committed overlay lower layers, which container storage
+// never changes, and a root directory unchanged since its last complete
+// scan is trusted without a walk (ScanOptions::trust_root_signature; cidd,
+// which the hook hands every layer to, walks them in the background).
+IndexRun IndexTrees(const std::string& index_path, const std::vector<std::string>& trees, bool lower_layers,
+                    const std::atomic<bool>* stop);
 
 // strtol of a whole string within [min, max].
 bool ParseLong(const char* s, long min, long max, long* out);

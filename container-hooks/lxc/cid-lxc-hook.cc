@@ -122,15 +122,14 @@ int Run(const Options& o, const std::string& name, const std::string& type) {
   summary["rootfs"] = rootfs;
 
   std::string index_path = o.index.empty() ? DefaultIndexPath() : o.index;
-  auto index = Index::Open(index_path, Index::Mode::kReadWrite);
-  if (!index.ok()) return finish(kIndexFailed, index.status().message());
   std::atomic<bool> stop{false};
   Deadline deadline(std::chrono::milliseconds(o.budget_ms), &stop);
-  IndexRun run = IndexTrees(index->get(), {rootfs}, &stop);
+  IndexRun run = IndexTrees(index_path, {rootfs}, /*lower_layers=*/false, &stop);
   if (!run.error.ok()) return finish(run.index_failed ? kIndexFailed : kBadRootfs, run.error.message());
   bool pending = run.indexed == 0;
   summary["indexed"] = !pending;
   summary["files_hashed"] = run.hashed;
+  summary["index_written"] = run.wrote;
 
   bool kernel = KernelHasNamedMerging();
   TreePolicy policy;
@@ -146,7 +145,7 @@ int Run(const Options& o, const std::string& name, const std::string& type) {
     sh.eligible = [&policy](const std::string& p) { return policy.Eligible(p); };
     sh.stop = &stop;
     sh.on_error = [](const Status& s) { fprintf(stderr, "cid-lxc-hook: %s\n", s.message().c_str()); };
-    Status s = ShareDuplicates(index->get(), {rootfs}, sh, &ss);
+    Status s = ShareDuplicates(run.index.get(), {rootfs}, sh, &ss);
     if (!s.ok()) return finish(kShareFailed, s.message());
     pending = ss.stopped;
   }

@@ -274,9 +274,6 @@ class Hook {
     summary_["layers"] = layers;
 
     std::string index_path = o_.index.empty() ? DefaultIndexPath() : o_.index;
-    auto index = Index::Open(index_path, Index::Mode::kReadWrite);
-    if (!index.ok()) return Failure{kIndexFailed, index.status().message()};
-
     // Every lower layer seen is remembered, so that --hardlink can link a
     // later container's layers with this one's.
     std::string registry = DefaultLayerRegistryPath(index_path);
@@ -286,10 +283,12 @@ class Hook {
 
     std::atomic<bool> stop{false};
     Deadline deadline(std::chrono::milliseconds(o_.budget_ms), &stop);
-    IndexRun run = IndexTrees(index->get(), layers, &stop);
+    IndexRun run = IndexTrees(index_path, layers, /*lower_layers=*/true, &stop);
     if (!run.error.ok()) return Failure{run.index_failed ? kIndexFailed : kBadLayer, run.error.message()};
     size_t scanned = run.indexed;
     summary_["layers_indexed"] = scanned;
+    summary_["layers_current"] = run.current;
+    summary_["index_written"] = run.wrote;
     summary_["files_hashed"] = run.hashed;
     summary_["file_errors"] = run.file_errors;
 
@@ -315,7 +314,7 @@ class Hook {
       sh.stop = &stop;
       if (mode == ShareMode::kHardlink) sh.link_layers = LinkableLayers(registry, layers, {*mount}, storage_root);
       sh.on_error = [&](const Status& s) { fprintf(stderr, "cid-oci-hook: %s\n", s.message().c_str()); };
-      Status s = ShareDuplicates(index->get(), layers, sh, &ss);
+      Status s = ShareDuplicates(run.index.get(), layers, sh, &ss);
       if (!s.ok()) return Failure{kShareFailed, "container " + c.id + ": " + s.message()};
       pending = ss.stopped;
     }
@@ -323,6 +322,7 @@ class Hook {
     summary_["duplicated_files"] = ss.files;
     summary_["duplicated_bytes"] = ss.duplicated_bytes;
     summary_["tagged"] = ss.tagged;
+    summary_["already_tagged"] = ss.already_tagged;
     summary_["hardlinked"] = ss.links.linked;
     summary_["hardlink_differ"] = ss.links.differ;
     summary_["pending"] = pending;

@@ -6,9 +6,13 @@
  *
  *   anon N SEED    N anonymous pages, page i filled from (SEED, i)
  *   zero N         N anonymous pages only read: each maps the zero page
+ *   sparse G K     G GiB of anonymous address space (MAP_NORESERVE), K pages
+ *                  of it written (page i filled from (77, i)), spread evenly
  *   thp N SEED     like anon, with MADV_HUGEPAGE (transparent huge pages where the kernel has one)
  *   map FILE       FILE mapped MAP_SHARED read-only, every page touched
  *   merge          prctl(PR_SET_MEMORY_MERGE): KSM may merge all its anonymous memory
+ *   pageout        MADV_PAGEOUT on the region made last (swapped out where swap is on)
+ *   clock          clock_gettime through the vDSO, which maps its data pages ([vvar], a PFN map)
  *   threads K      K more threads, sleeping
  *   fork K         K children (after everything above), sleeping
  *   spin FILE      a thread writes an increasing count to FILE every 10 ms
@@ -26,6 +30,7 @@
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef PR_SET_MEMORY_MERGE
@@ -34,6 +39,8 @@
 
 #define PAGE 4096UL
 static uintptr_t next_addr = 0x600000000000UL;
+static void *last_region;
+static size_t last_bytes;
 
 static void die(const char *what) {
 	perror(what);
@@ -43,6 +50,8 @@ static void die(const char *what) {
 static void *region(size_t bytes, int prot, int flags, int fd) {
 	void *p = mmap((void *)next_addr, bytes, prot, flags | MAP_FIXED_NOREPLACE, fd, 0);
 	if (p == MAP_FAILED) die("mmap");
+	last_region = p;
+	last_bytes = bytes;
 	next_addr += (bytes + (1UL << 30) - 1) & ~((1UL << 30) - 1); /* 1 GiB apart: separate VMAs */
 	return p;
 }
@@ -92,6 +101,14 @@ int main(int argc, char **argv) {
 			volatile char *p = region(n * PAGE, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1);
 			madvise((void *)p, n * PAGE, MADV_NOHUGEPAGE);
 			for (size_t k = 0; k < n; k++) (void)p[k * PAGE];
+		} else if (!strcmp(c, "sparse") && i + 2 < argc) {
+			size_t bytes = strtoul(argv[++i], NULL, 0) << 30;
+			size_t k = strtoul(argv[++i], NULL, 0);
+			char *p = region(bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1);
+			for (size_t j = 0; j < k; j++) {
+				uint64_t *page = (uint64_t *)(p + (bytes / k * j & ~(PAGE - 1)));
+				for (size_t w = 0; w < PAGE / 8; w++) page[w] = mix(77 * 1000003ULL + j * PAGE / 8 + w);
+			}
 		} else if (!strcmp(c, "map") && i + 1 < argc) {
 			int fd = open(argv[++i], O_RDONLY);
 			struct stat st;
@@ -99,6 +116,14 @@ int main(int argc, char **argv) {
 			volatile char *p = region(st.st_size, PROT_READ, MAP_SHARED, fd);
 			for (off_t k = 0; k < st.st_size; k += PAGE) (void)p[k];
 			close(fd);
+		} else if (!strcmp(c, "pageout")) {
+#ifndef MADV_PAGEOUT
+#define MADV_PAGEOUT 21
+#endif
+			if (!last_region || madvise(last_region, last_bytes, MADV_PAGEOUT) != 0) die("madvise(MADV_PAGEOUT)");
+		} else if (!strcmp(c, "clock")) {
+			struct timespec ts;
+			for (int k = 0; k < 3; k++) clock_gettime(CLOCK_MONOTONIC, &ts);
 		} else if (!strcmp(c, "merge")) {
 			if (prctl(PR_SET_MEMORY_MERGE, 1, 0, 0, 0) != 0) die("prctl(PR_SET_MEMORY_MERGE)");
 		} else if (!strcmp(c, "threads") && i + 1 < argc) {

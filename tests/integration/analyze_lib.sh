@@ -24,6 +24,7 @@ helper() {
 	local name=$1 out line
 	shift
 	out=$WORK/helper.$name
+	: >"$out"  # exists before the background job gets to open it
 	"$ANALYZE_HELPER" "$@" >"$out" 2>&1 &
 	disown
 	for _ in $(seq 500); do

@@ -75,7 +75,19 @@ expect_eq "mode on this kernel" "$(json "$w/last.json" 'j["mode"]')" \
 "$CIDCTL" report --index "$w/index.db" --json >"$w/report.json"
 expect_eq "upper layer not indexed" "$(json "$w/report.json" 'len([t for t in j["trees"] if "/U/" in t["root"]])')" 0
 expect_eq "files in the index" "$(json "$w/report.json" 'j["total"]["files"]')" 3
+expect_eq "second run: layers already current" "$(json "$w/last.json" 'j["layers_current"]')" 2
+expect_eq "second run: index only read" "$(json "$w/last.json" 'j["index_written"]')" False
 ok "golden stack: both lowers indexed through l/ links, 1 duplicated content reported, rerun reads the index only"
+
+# A layer that changed is scanned again (on a read-write connection).
+cp "$o/L1/diff/shared.bin" "$o/L2/diff/again.bin"
+"$CID_OCI_HOOK" --fail-closed --budget-ms 60000 --index "$w/index.db" --mountinfo "$w/mountinfo" \
+	--socket "$w/no-cidd.sock" --log "$w/log" <"$w/state.json" 2>"$w/err" || { cat "$w/err" >&2; fail "changed layer"; }
+tail -1 "$w/log" >"$w/last.json"
+expect_eq "changed layer: index written" "$(json "$w/last.json" 'j["index_written"]')" True
+expect_eq "changed layer: L1 still current" "$(json "$w/last.json" 'j["layers_current"]')" 1
+expect_eq "changed layer: new copy found" "$(json "$w/last.json" 'j["duplicated_files"]')" 3
+ok "a file added to a layer: the hook rescans that layer and finds the new copy"
 
 # Escaped ':' and ',' in a layer path, as the mount table shows them.
 mkdir -p "$o/L3,x:y/diff"

@@ -82,11 +82,13 @@ tail -1 "$L/hook.log" >"$L/two.json"
 expect_eq "stage" "$(json "$L/two.json" 'j["stage"]')" pre-start
 expect_eq "rootfs" "$(json "$L/two.json" 'j["rootfs"]')" "$R2"
 expect_eq "mode" "$(json "$L/two.json" 'j["mode"]')" "$([ -d /sys/kernel/mm/cid ] && echo tag || echo report)"
-# Duplicated in r2: busybox, 5 libraries, app.log, app.conf, fresh.bin.
-expect_eq "duplicated files" "$(json "$L/two.json" 'j["duplicated_files"]')" 9
+# Duplicated in r2: busybox, 5 libraries, app.conf, fresh.bin.  Not
+# app.log: cid-one's service appended to r1's before cid-two started (an
+# index that kept r1's log as first hashed would still count it).
+expect_eq "duplicated files" "$(json "$L/two.json" 'j["duplicated_files"]')" 8
 expect_eq "eligible (busybox, usr/lib)" "$(json "$L/two.json" 'j["eligible"]')" 6
-expect_eq "left alone (var/, etc/, too young)" "$(json "$L/two.json" 'j["ineligible"]')" 3
-ok "lxc-execute with the hook as lxc.hook.pre-start: both rootfs indexed, 6 of 9 duplicates pass the policy, the service writing its duplicated log works"
+expect_eq "left alone (etc/, too young)" "$(json "$L/two.json" 'j["ineligible"]')" 2
+ok "lxc-execute with the hook as lxc.hook.pre-start: both rootfs indexed, 6 of 8 duplicates pass the policy, the service writing its duplicated log works"
 
 LXC_ROOTFS_PATH="dir:$R2" "$H" --index "$L/index.db" --socket "$L/none.sock" --log "$L/custom.log" \
 	--exclude 'usr/*' --exclude 'var/*' --include 'etc/*.conf' --min-age 0 cid-two lxc mount 2>"$L/err" ||

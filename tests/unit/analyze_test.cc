@@ -360,6 +360,105 @@ TEST(AnalyzeTest, TargetExitingMidScanIsDropped) {
   EXPECT_EQ(TaskStates(a.pid()).find('t'), std::string::npos);
 }
 
+// A mostly reserved address space (runtimes reserve gigabytes, sanitizers
+// terabytes): 512 GiB of anonymous mapping with 12 pages written.  Where
+// pagemap is read through PAGEMAP_SCAN (Linux 6.7) only the populated
+// ranges are read; either way the figures are exact.
+TEST(AnalyzeTest, SparseReservation) {
+  REQUIRE_ROOT();
+  Helper a({"sparse", "512", "12", "anon", "4", "1"});
+  Snapshot s = Take(Targets({&a}));
+  Figures f = Compute(s);
+  EXPECT_EQ(f.no_sharing, 16u);
+  EXPECT_EQ(f.mmap_fork, 16u);
+  EXPECT_EQ(f.cbps_shared, 16u);
+  EXPECT_EQ(f.anon_frames, 16u);
+  EXPECT_EQ(s.pages_hashed, 16u);
+}
+
+bool SwapOn() {
+  std::ifstream in("/proc/swaps");
+  int lines = 0;
+  for (std::string l; std::getline(in, l);) lines++;
+  return lines > 1;  // a header, then one line per swap area
+}
+
+// Pages swapped out are in no figure, counted apart (pagemap's swap bit).
+TEST(AnalyzeTest, SwappedOutPages) {
+  REQUIRE_ROOT();
+  if (!SwapOn()) GTEST_SKIP() << "no swap area active (/proc/swaps): no page can be swapped out";
+  Helper a({"anon", "8", "1", "anon", "32", "2", "pageout"});
+  Snapshot s = Take(Targets({&a}));
+  Figures f = Compute(s);
+  ASSERT_GT(f.swapped, 0u) << "MADV_PAGEOUT swapped nothing out";
+  EXPECT_LE(f.swapped, 32u);
+  EXPECT_EQ(f.mmap_fork, 8u + (32u - f.swapped));  // the rest of the 32 may have stayed
+  EXPECT_EQ(s.pages_hashed, f.mmap_fork);
+  EXPECT_EQ(s.unreadable, 0u);
+}
+
+// Present pages of the process's PFN maps ("pf" in smaps' VmFlags).
+uint64_t PresentPagesInPfnMaps(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps");
+  int pm = open(("/proc/" + std::to_string(pid) + "/pagemap").c_str(), O_RDONLY);
+  uint64_t lo = 0, hi = 0, n = 0;
+  for (std::string line; std::getline(in, line);) {
+    unsigned long long a, b;
+    if (sscanf(line.c_str(), "%llx-%llx ", &a, &b) == 2 && line.find(':') > line.find(' ')) {
+      lo = a;
+      hi = b;
+    } else if (line.rfind("VmFlags:", 0) == 0 && (line + " ").find(" pf ") != std::string::npos) {
+      for (uint64_t va = lo; va < hi && pm >= 0; va += 4096) {
+        uint64_t e = 0;
+        if (pread(pm, &e, 8, static_cast<off_t>(va / 4096 * 8)) == 8 && (e >> 63)) n++;
+      }
+    }
+  }
+  if (pm >= 0) close(pm);
+  return n;
+}
+
+// Pages of PFN maps (VM_PFNMAP: the vDSO's data pages, device memory) are
+// in no figure and never read: counted as skipped.
+TEST(AnalyzeTest, PfnMappedPagesAreSkipped) {
+  REQUIRE_ROOT();
+  Helper a({"clock", "anon", "4", "1"});
+  uint64_t pfn_pages = PresentPagesInPfnMaps(a.pid());
+  if (pfn_pages == 0)
+    GTEST_SKIP() << "no PFN-mapped page present in a process here (this clock source maps no vDSO data page)";
+  auto r = TakeSnapshot(Targets({&a}), SnapshotOptions());  // the whole address space
+  ASSERT_TRUE(r.ok()) << r.status().message();
+  Figures f = Compute(*r);
+  EXPECT_EQ(f.skipped, pfn_pages);
+  EXPECT_EQ(r->unreadable, 0u);
+  EXPECT_GE(f.mmap_fork, 4u);
+}
+
+// The first process to map a frame is the one its contents are read
+// through; if it exits after its page tables were read, the frames are
+// read through another process that maps them.
+TEST(AnalyzeTest, FramesOfATargetExitingBeforeContentsAreReadThroughAnother) {
+  REQUIRE_ROOT();
+  Helper h({"anon", "16", "3", "fork", "1"});
+  ASSERT_EQ(h.pids().size(), 2u);
+  SnapshotOptions o = Verify();
+  o.before_contents = [&] {
+    kill(h.pid(), SIGKILL);
+    for (int i = 0; i < 1000 && TaskStates(h.pid()).find('Z') == std::string::npos; i++) usleep(1000);
+  };
+  Snapshot s = Take(Targets({&h}), o);
+  EXPECT_EQ(s.dropped(), 1u);
+  EXPECT_TRUE(s.procs[0].dropped);
+  EXPECT_EQ(s.pages_hashed, 16u);  // every frame read, through the child
+  EXPECT_EQ(s.unreadable, 0u);
+  ASSERT_EQ(s.notes.size(), 1u);   // the dropped process, and nothing read with process_vm_readv
+  EXPECT_NE(s.notes[0].find("dropped"), std::string::npos) << s.notes[0];
+  Figures f = Compute(s);
+  EXPECT_EQ(f.processes, 1u);
+  EXPECT_EQ(f.mmap_fork, 16u);
+  EXPECT_EQ(f.cbps_shared, 16u);  // 16 distinct contents: read, not counted as unreadable
+}
+
 TEST(AnalyzeTest, GroupsAndCharge) {
   REQUIRE_ROOT();
   Helper a({"anon", "10", "1", "fork", "1"});

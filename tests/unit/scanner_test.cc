@@ -6,6 +6,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <fstream>
 #include <set>
 
 #include "cid/report.h"
@@ -491,6 +492,193 @@ TEST_F(ScannerTest, CorruptIndexStopsTheScanWithItsName) {
   auto idx = Index::Open(path, Index::Mode::kReadWrite);
   ASSERT_FALSE(idx.ok());
   EXPECT_NE(idx.status().message().find(path), std::string::npos);
+}
+
+
+// check_only: whether the index describes a tree as it is, answered from a
+// read-only connection (a write there would fail), reading no file.
+TEST_F(ScannerTest, CheckOnlySaysWhetherTheIndexIsCurrentAndWritesNothing) {
+  WriteFile(tree_ / "a", "alpha");
+  WriteFile(tree_ / "d/b", "beta");
+  auto check = [&](bool trust = false) {
+    auto ro = Index::Open(db_ / "index.db", Index::Mode::kReadOnly);
+    EXPECT_TRUE(ro.ok()) << ro.status().ToString();
+    ScanOptions o;
+    o.racy_ns = 0;
+    o.check_only = true;
+    o.trust_root_signature = trust;
+    ScanStats st;
+    Status s = ScanTree(ro->get(), tree_.path(), o, &st);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    EXPECT_EQ(st.hashed, 0u);
+    return st.current;
+  };
+  EXPECT_FALSE(check()) << "a root never scanned";
+  Scan();
+  EXPECT_TRUE(check());
+  EXPECT_TRUE(check(true));
+  WriteFile(tree_ / "d/b", "BETA!");  // written in place, in a subdirectory
+  EXPECT_FALSE(check()) << "a changed file";
+  Scan();
+  EXPECT_TRUE(check());
+  WriteFile(tree_ / "d/new", "new");
+  EXPECT_FALSE(check()) << "a new file";
+  Scan();
+  EXPECT_TRUE(check());
+  ASSERT_EQ(unlink((tree_ / "a").c_str()), 0);
+  EXPECT_FALSE(check()) << "a file gone (its row is the last one)";
+  Scan();
+  EXPECT_TRUE(check());
+  ASSERT_EQ(rename((tree_ / "d/new").c_str(), (tree_ / "d/renamed").c_str()), 0);
+  EXPECT_FALSE(check()) << "a renamed file";
+  Scan();
+  EXPECT_TRUE(check());
+  // A row hashed too close to its scan's start is hashed again: not current.
+  WriteFile(tree_ / "d/fresh", "fresh");
+  ScanOptions racy;
+  racy.racy_ns = 3600ll * 1000000000;
+  EXPECT_EQ(Scan(racy).racy, 1u);
+  EXPECT_FALSE(check()) << "a racy row";
+  // Nothing was ever written by the checks: the last scan's rows stand.
+  Scan();
+  EXPECT_TRUE(check());
+  EXPECT_EQ(DigestOf("d/b"), VerityHasher::Of("BETA!"));
+}
+
+// trust_root_signature: a root directory unchanged since its last complete
+// scan is taken as is (what committed overlay layers allow); any change of
+// the root itself, or a signature recorded within the racy window, walks.
+TEST_F(ScannerTest, TrustedRootSignatureSkipsTheWalkUntilTheRootChanges) {
+  WriteFile(tree_ / "a", "alpha");
+  WriteFile(tree_ / "d/b", "beta");
+  auto check = [&](bool trust) {
+    ScanOptions o;
+    o.racy_ns = 0;
+    o.check_only = true;
+    o.trust_root_signature = trust;
+    ScanStats st;
+    EXPECT_TRUE(ScanTree(index_.get(), tree_.path(), o, &st).ok());
+    return st.current;
+  };
+  Scan();
+  auto root = index_->FindRoot(tree_.path());
+  ASSERT_TRUE(root.ok() && root->has_value());
+  EXPECT_FALSE((*root)->signature.empty());
+  WriteFile(tree_ / "d/b", "BETA!");
+  EXPECT_TRUE(check(true)) << "below an unchanged root, a file written in place is not looked for";
+  EXPECT_FALSE(check(false));
+  Scan();
+  WriteFile(tree_ / "c", "a new name in the root");
+  EXPECT_FALSE(check(true)) << "the root directory changed";
+  Scan();
+  EXPECT_TRUE(check(true));
+  // A root whose times are within the racy window of the scan gets no
+  // signature, so the next check walks.
+  ScanOptions racy;
+  racy.racy_ns = 3600ll * 1000000000;
+  Scan(racy);
+  root = index_->FindRoot(tree_.path());
+  ASSERT_TRUE(root.ok() && root->has_value());
+  EXPECT_TRUE((*root)->signature.empty());
+}
+
+// Duplicates of a set of roots: only the contents with a copy beneath one
+// of them (with every copy, wherever it is), never a sibling whose name
+// merely starts with a root's; the counting query agrees with the listing.
+TEST_F(ScannerTest, DuplicatesUnderRootsListOnlyTheirContents) {
+  WriteFile(tree_ / "a/x", "shared by a and b");
+  WriteFile(tree_ / "b/x", "shared by a and b");
+  WriteFile(tree_ / "a-sibling/y", "shared by a-sibling and c");
+  WriteFile(tree_ / "c/y", "shared by a-sibling and c");
+  WriteFile(tree_ / "a/z1", "twice in a");
+  WriteFile(tree_ / "a/z2", "twice in a");
+  Scan();
+  std::string a = *CanonicalPath(tree_ / "a");
+  auto groups = FindDuplicatesUnder(index_.get(), {a}, 1);
+  ASSERT_TRUE(groups.ok()) << groups.status().ToString();
+  ASSERT_EQ(groups->size(), 2u);
+  std::set<Digest> got;
+  for (const auto& g : *groups) {
+    got.insert(g.digest);
+    EXPECT_EQ(g.inodes.size(), 2u);
+  }
+  EXPECT_EQ(got, (std::set<Digest>{VerityHasher::Of("shared by a and b"), VerityHasher::Of("twice in a")}));
+  uint64_t groups_n = 0, here = 0, total = 0;
+  Status s = index_->ForEachDuplicateCountUnder({a}, 1, [&](uint64_t size, uint64_t h, uint64_t t) {
+    groups_n++;
+    here += h;
+    total += t;
+    EXPECT_GT(size, 0u);
+  });
+  ASSERT_TRUE(s.ok()) << s.ToString();
+  EXPECT_EQ(groups_n, 2u);
+  EXPECT_EQ(here, 3u) << "a/x, a/z1, a/z2";
+  EXPECT_EQ(total, 4u);
+  auto all = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 3u);
+  auto none = FindDuplicatesUnder(index_.get(), {*CanonicalPath(tree_ / "b"), "/nonexistent"}, 1000);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty()) << "min_size applies";
+}
+
+// What lxc_hook_test met with lazy hashing (8 duplicates where hashing
+// everything said 9), as a regression test: two copies of a tree indexed
+// in separate scans as separate roots, and between the scans a service in
+// the first copy appends to its log.  Lazy hashing recorded the first log
+// by size and hashes it when the second copy's log of that size appears,
+// as it is by then: different, so no duplicate.  Hashing everything keeps
+// the first log's digest from before the append and reports a duplicate
+// that no longer exists (only FindCurrentDuplicates drops it).  Lazy
+// hashing was right; the test expected the stale answer.
+TEST_F(ScannerTest, LazyHashingAcrossRootsSeesATwinAsItIsNow) {
+  auto build = [](const TempDir& root) {
+    WriteFile(root / "bin/tool", std::string(3000, 't'));
+    WriteFile(root / "usr/lib/libx.so", std::string(5000, 'x'));
+    WriteFile(root / "etc/app.conf", "setting=1\n");
+    WriteFile(root / "var/log/app.log", "service log, line 1\n");
+  };
+  TempDir r1, r2;
+  build(r1);
+  build(r2);
+  auto run = [](Index* index, const std::string& root, bool lazy) {
+    ScanOptions o;
+    o.racy_ns = 0;
+    o.lazy = lazy;
+    ScanStats st;
+    Status s = ScanTree(index, root, o, &st);
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return st;
+  };
+  TempDir d2;
+  auto all = Index::Open(d2 / "all.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(run(index_.get(), r1.path(), true).deferred, 4u) << "every size unique within the first copy";
+  EXPECT_EQ(run(all->get(), r1.path(), false).hashed, 4u);
+  {
+    std::ofstream log(r1 / "var/log/app.log", std::ios::app);
+    log << "service log, line 2\n";
+  }
+  ScanStats second = run(index_.get(), r2.path(), true);
+  EXPECT_EQ(second.hashed, 8u) << "the second copy's 4 files and the first's 4 recorded by size (its log as it is now)";
+  run(all->get(), r2.path(), false);
+  auto lazy = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(lazy.ok());
+  std::set<Digest> got;
+  for (const auto& g : *lazy) got.insert(g.digest);
+  EXPECT_EQ(got, (std::set<Digest>{VerityHasher::Of(std::string(3000, 't')), VerityHasher::Of(std::string(5000, 'x')),
+                                   VerityHasher::Of("setting=1\n")}));
+  auto p1 = index_->FindPath(*CanonicalPath(r1 / "var/log/app.log"));
+  ASSERT_TRUE(p1.ok() && p1->has_value());
+  EXPECT_EQ((*p1)->inode.digest, VerityHasher::Of("service log, line 1\nservice log, line 2\n"));
+  auto stale = FindDuplicates(all->get(), 1);
+  ASSERT_TRUE(stale.ok());
+  EXPECT_EQ(stale->size(), 4u) << "hashing everything keeps the first log as it was";
+  uint64_t dropped = 0;
+  auto current = FindCurrentDuplicates(all->get(), 1, &dropped);
+  ASSERT_TRUE(current.ok());
+  EXPECT_EQ(current->size(), got.size());
+  EXPECT_EQ(dropped, 1u);
 }
 
 }  // namespace

@@ -74,8 +74,12 @@ chmod 0755 "$root/selftests/on-disk.sh"
 
 # 2. cidctl from the userspace build, if any.
 from=${CID_VM_CIDCTL_FROM:-$BUILD}
-cidctl=$(find "$from" \( -path "$from/vm" -o -path "$from/bench-vm" -o -path "$from/kasan" \) -prune -o \
-	-type f -name cidctl -perm -u+x -print 2>/dev/null | head -1)
+# built NAME: the first executable NAME of the userspace build, if any.
+built() {
+	find "$from" \( -path "$from/vm" -o -path "$from/bench-vm" -o -path "$from/kasan" \) -prune -o \
+		-type f -name "$1" -perm -u+x -print 2>/dev/null | head -1
+}
+cidctl=$(built cidctl)
 if [ -n "$cidctl" ]; then
 	vm_add_binary "$root" "$cidctl" /usr/bin/cidctl
 	vm_log "including $cidctl as /usr/bin/cidctl"
@@ -87,15 +91,29 @@ fi
 
 # cid-analyze against the kernel: achieved sharing equals the oracle for
 # tagged twins (dynamically linked; its libraries come along).
-ana=$(find "$from" \( -path "$from/vm" -o -path "$from/bench-vm" -o -path "$from/kasan" \) -prune -o \
-	-type f -name cid-analyze -perm -u+x -print 2>/dev/null | head -1)
-hlp=$(find "$from" \( -path "$from/vm" -o -path "$from/bench-vm" -o -path "$from/kasan" \) -prune -o \
-	-type f -name analyze_helper -perm -u+x -print 2>/dev/null | head -1)
+ana=$(built cid-analyze)
+hlp=$(built analyze_helper)
 if [ -n "$cidctl" ] && [ -n "$ana" ] && [ -n "$hlp" ]; then
 	vm_add_binary "$root" "$ana" /usr/bin/cid-analyze
 	vm_add_binary "$root" "$hlp" /usr/bin/analyze_helper
 	cp tests/integration/guest/analyze_named.sh "$root/selftests/analyze_named.sh"
 	add_suite cid-analyze 300 "/selftests/on-disk.sh /dev/vdc ext4 sh -c 'sh /selftests/analyze_named.sh \"\$PWD\"'"
+fi
+
+# cid-oci-hook and cidd against the kernel (tests/integration/guest/hook_kernel.sh):
+# an overlay over two layer copies and a runtime's state JSON; the hook and
+# then cidd tag the duplicates, the merged view's copy and its twin map the
+# same frames (analyze_helper reads pagemap), cidctl top shows the container.
+# A few seconds of guest time.
+hook=$(built cid-oci-hook)
+cidd=$(built cidd)
+if [ -n "$cidctl" ] && [ -n "$hook" ] && [ -n "$cidd" ]; then
+	vm_add_binary "$root" "$hook" /usr/bin/cid-oci-hook
+	vm_add_binary "$root" "$cidd" /usr/bin/cidd
+	[ -z "$hlp" ] || vm_add_binary "$root" "$hlp" /usr/bin/analyze_helper
+	cp tests/integration/guest/hook_kernel.sh tests/integration/guest/hook_state.json "$root/selftests/"
+	add_suite hooks 120 \
+		"/selftests/on-disk.sh /dev/vdc ext4 sh -c 'sh /selftests/hook_kernel.sh \"\$PWD\" /selftests/hook_state.json'"
 fi
 
 # btrfs-progs for the suite's btrfs cases (an image on the ext4 disk).

@@ -75,6 +75,7 @@ const char kUsage[] =
     "  --no-stop              read live without stopping (inconsistent, never blocks them)\n"
     "  --verify               byte-compare pages of equal hash\n"
     "  --range LO-HI          only virtual addresses LO..HI (hex)\n"
+    "  --threads N            threads reading and hashing contents (default: one per CPU, at most 8)\n"
     "output:\n"
     "  --base SNAPSHOT        relative figures against this saved snapshot's mmap/fork\n"
     "  --save SNAPSHOT        save this snapshot's JSON (a NAME or a FILE.json)\n"
@@ -413,12 +414,13 @@ void HoldForTest() {
 int Main(int argc, char** argv) {
   if (argc > 1 && !strcmp(argv[1], "table")) return TableOrChart(argc, argv, false);
   if (argc > 1 && !strcmp(argv[1], "chart")) return TableOrChart(argc, argv, true);
-  enum { kCgroup = 256, kContainer, kPodmanArg, kAll, kNoStop, kVerify, kRange, kBase, kSave, kJson, kSvg, kPng, kGroups };
+  enum { kCgroup = 256, kContainer, kPodmanArg, kAll, kNoStop, kVerify, kRange, kThreads, kBase, kSave, kJson, kSvg, kPng, kGroups };
   static const option longopts[] = {
       {"cgroup", required_argument, nullptr, kCgroup}, {"container", required_argument, nullptr, kContainer},
       {"podman-arg", required_argument, nullptr, kPodmanArg}, {"all", no_argument, nullptr, kAll},
       {"no-stop", no_argument, nullptr, kNoStop}, {"verify", no_argument, nullptr, kVerify},
-      {"range", required_argument, nullptr, kRange}, {"base", required_argument, nullptr, kBase},
+      {"range", required_argument, nullptr, kRange}, {"threads", required_argument, nullptr, kThreads},
+      {"base", required_argument, nullptr, kBase},
       {"save", required_argument, nullptr, kSave}, {"json", no_argument, nullptr, kJson},
       {"svg", required_argument, nullptr, kSvg}, {"png", required_argument, nullptr, kPng},
       {"groups", no_argument, nullptr, kGroups}, {"help", no_argument, nullptr, 'h'}, {nullptr, 0, nullptr, 0}};
@@ -441,6 +443,16 @@ int Main(int argc, char** argv) {
           return kExitUsage;
         }
         break;
+      case kThreads: {
+        char* end;
+        long n = strtol(optarg, &end, 10);
+        if (*end || n < 1 || n > 64) {
+          Error("--threads " + std::string(optarg) + ": want a number from 1 to 64");
+          return kExitUsage;
+        }
+        opts.threads = static_cast<unsigned>(n);
+        break;
+      }
       case kBase: base_name = optarg; break;
       case kSave: save = optarg; break;
       case kJson: json = true; break;
@@ -554,6 +566,15 @@ int Main(int argc, char** argv) {
   j.Uint("hash_collisions", s.hash_collisions);
   j.Uint("unreadable", s.unreadable);
   j.Bool("kpagecgroup", s.have_kpagecgroup);
+  j.Uint("threads", s.threads);
+  j.BeginObject("phases");  // seconds; all but "after" with the targets stopped
+  j.Double("stop", s.phases.stop);
+  j.Double("pagemap", s.phases.pagemap);
+  j.Double("contents", s.phases.contents);
+  j.Double("verify", s.phases.verify);
+  j.Double("resume", s.phases.resume);
+  j.Double("after", s.phases.after);
+  j.EndObject();
   j.EndObject();
   WriteFigures(j, "figures", f);
   if (!base_name.empty()) {
@@ -570,7 +591,8 @@ int Main(int argc, char** argv) {
     j.String("comm", p.comm);
     j.String("cgroup", p.cgroup);
     if (!p.container.empty()) j.String("container", p.container);
-    j.Bool("dropped", p.dropped);
+    j.Bool("dropped", p.dropped && !p.excluded);
+    j.Bool("excluded", p.excluded);
     if (p.dropped) j.String("note", p.note);
     j.Uint("pages", p.pages.size());
     j.EndObject();
@@ -625,7 +647,7 @@ int Main(int argc, char** argv) {
   if (fflush(stdout) != 0 && errno == EPIPE) return kExitOk;
   if (s.dropped()) {
     for (const ProcessSnap& p : s.procs)
-      if (p.dropped) Error("pid " + std::to_string(p.pid) + " (" + p.comm + ") " + p.note + ": dropped");
+      if (p.dropped && !p.excluded) Error("pid " + std::to_string(p.pid) + " (" + p.comm + ") " + p.note + ": dropped");
     return kExitPartial;
   }
   return kExitOk;

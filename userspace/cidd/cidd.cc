@@ -342,19 +342,17 @@ class Daemon {
     std::string domain = req.contains("domain") && req["domain"].is_string() ? req["domain"].get<std::string>() : "";
     bool hardlink = req.value("hardlink", false);
     bool writable = req.value("writable", false);
+    std::optional<ContainerRow> c;
     if (req.contains("container") && req["container"].is_string()) {
-      ContainerRow c{req["container"], req.contains("name") && req["name"].is_string() ? req["name"].get<std::string>() : "",
-                     domain, paths};
-      if (Status s = state_->PutContainer(c); !s.ok()) return {{"ok", false}, {"error", s.message()}};
+      c = ContainerRow{req["container"],
+                       req.contains("name") && req["name"].is_string() ? req["name"].get<std::string>() : "", domain,
+                       paths};
     }
-    uint64_t added = 0;
-    for (const auto& p : paths) {
-      auto r = state_->Enqueue(p, domain, hardlink, writable);
-      if (!r.ok()) return {{"ok", false}, {"error", r.status().message()}};
-      added += *r;
-    }
+    // One transaction: the hook waits for this answer at container start.
+    auto added = state_->Announce(c ? &*c : nullptr, paths, domain, hardlink, writable);
+    if (!added.ok()) return {{"ok", false}, {"error", added.status().message()}};
     Wake();
-    return {{"ok", true}, {"queued", added}};
+    return {{"ok", true}, {"queued", *added}};
   }
 
   void Wake() {

@@ -77,6 +77,12 @@ Result<std::unique_ptr<StateDb>> StateDb::Open(const std::string& path) {
 StateDb::~StateDb() { sqlite3_close(db_); }
 
 Result<bool> StateDb::Enqueue(const std::string& path, const std::string& domain, bool hardlink, bool writable) {
+  std::lock_guard<std::mutex> l(mu_);
+  return EnqueueLocked(path, domain, hardlink, writable);
+}
+
+Result<bool> StateDb::EnqueueLocked(const std::string& path, const std::string& domain, bool hardlink,
+                                    bool writable) {
   Stmt s(db_, "INSERT OR IGNORE INTO queue(path, domain, hardlink, writable) VALUES(?, ?, ?, ?)");
   if (!s.ok()) return Error("enqueue");
   s.Text(1, path).Text(2, domain).Int(3, hardlink).Int(4, writable);
@@ -85,6 +91,7 @@ Result<bool> StateDb::Enqueue(const std::string& path, const std::string& domain
 }
 
 Result<std::optional<QueueItem>> StateDb::Next() {
+  std::lock_guard<std::mutex> l(mu_);
   Stmt s(db_, "SELECT id, path, domain, hardlink, writable, attempts FROM queue ORDER BY id LIMIT 1");
   if (!s.ok()) return Error("queue");
   int rc = s.Step();
@@ -95,12 +102,14 @@ Result<std::optional<QueueItem>> StateDb::Next() {
 }
 
 Status StateDb::Done(int64_t id) {
+  std::lock_guard<std::mutex> l(mu_);
   Stmt s(db_, "DELETE FROM queue WHERE id = ?");
   if (!s.ok() || s.Int(1, id).Step() != SQLITE_DONE) return Error("dequeue");
   return Status::OK();
 }
 
 Status StateDb::Retry(int64_t id) {
+  std::lock_guard<std::mutex> l(mu_);
   // A new id puts it at the end of the queue.
   Stmt s(db_, "UPDATE queue SET attempts = attempts + 1, id = (SELECT MAX(id) + 1 FROM queue) WHERE id = ?");
   if (!s.ok() || s.Int(1, id).Step() != SQLITE_DONE) return Error("requeue");
@@ -108,6 +117,7 @@ Status StateDb::Retry(int64_t id) {
 }
 
 Result<std::vector<QueueItem>> StateDb::Queue() {
+  std::lock_guard<std::mutex> l(mu_);
   Stmt s(db_, "SELECT id, path, domain, hardlink, writable, attempts FROM queue ORDER BY id");
   if (!s.ok()) return Error("queue");
   std::vector<QueueItem> out;
@@ -120,6 +130,31 @@ Result<std::vector<QueueItem>> StateDb::Queue() {
 }
 
 Status StateDb::PutContainer(const ContainerRow& c) {
+  std::lock_guard<std::mutex> l(mu_);
+  return PutContainerLocked(c);
+}
+
+Result<uint64_t> StateDb::Announce(const ContainerRow* c, const std::vector<std::string>& paths,
+                                   const std::string& domain, bool hardlink, bool writable) {
+  std::lock_guard<std::mutex> l(mu_);
+  Status s = Exec("BEGIN IMMEDIATE");
+  if (!s.ok()) return s;
+  uint64_t added = 0;
+  if (c) s = PutContainerLocked(*c);
+  for (size_t i = 0; s.ok() && i < paths.size(); i++) {
+    auto r = EnqueueLocked(paths[i], domain, hardlink, writable);
+    if (!r.ok()) s = r.status();
+    else added += *r;
+  }
+  if (s.ok()) s = Exec("COMMIT");
+  if (!s.ok()) {
+    Exec("ROLLBACK");
+    return s;
+  }
+  return added;
+}
+
+Status StateDb::PutContainerLocked(const ContainerRow& c) {
   Stmt s(db_, "INSERT OR REPLACE INTO containers(id, name, domain, layers) VALUES(?, ?, ?, ?)");
   if (!s.ok()) return Error("container");
   s.Text(1, c.id).Text(2, c.name).Text(3, c.domain).Text(4, nlohmann::json(c.layers).dump());
@@ -128,6 +163,7 @@ Status StateDb::PutContainer(const ContainerRow& c) {
 }
 
 Result<std::vector<ContainerRow>> StateDb::Containers() {
+  std::lock_guard<std::mutex> l(mu_);
   Stmt s(db_, "SELECT id, name, domain, layers FROM containers ORDER BY id");
   if (!s.ok()) return Error("containers");
   std::vector<ContainerRow> out;
@@ -145,6 +181,7 @@ Result<std::vector<ContainerRow>> StateDb::Containers() {
 }
 
 Result<uint32_t> StateDb::DomainId(const std::string& name) {
+  std::lock_guard<std::mutex> l(mu_);
   {
     Stmt ins(db_, "INSERT OR IGNORE INTO domains(name) VALUES(?)");
     if (!ins.ok() || ins.Text(1, name).Step() != SQLITE_DONE) return Error("domain");

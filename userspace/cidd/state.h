@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <string>
 #include <vector>
@@ -49,6 +50,11 @@ class StateDb {
   Result<std::vector<QueueItem>> Queue();
 
   Status PutContainer(const ContainerRow& c);
+  // A hook's announcement in one transaction (one sync, not one per row):
+  // the container, if given, and every path enqueued.  Returns how many
+  // paths were added.
+  Result<uint64_t> Announce(const ContainerRow* c, const std::vector<std::string>& paths, const std::string& domain,
+                            bool hardlink, bool writable);
   Result<std::vector<ContainerRow>> Containers();
 
   // The kernel domain id of a name: ids 1, 2, ... in order of first use,
@@ -59,9 +65,15 @@ class StateDb {
   StateDb(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
   Status Exec(const char* sql);
   Status Error(const char* what) const;
+  Result<bool> EnqueueLocked(const std::string& path, const std::string& domain, bool hardlink, bool writable);
+  Status PutContainerLocked(const ContainerRow& c);
 
   const std::string path_;
-  sqlite3* db_;
+  // Every method holds mu_ while it uses db_ (the control and worker
+  // threads share it), so another thread's statement never lands inside
+  // Announce's transaction.
+  std::mutex mu_;
+  sqlite3* db_;  // guarded by mu_
 };
 
 }  // namespace cid

@@ -37,6 +37,7 @@
 #include <unordered_map>
 
 #include "cid/analyze.h"
+#include "analyze_memory.h"
 
 namespace cid::analyze {
 namespace {
@@ -57,10 +58,10 @@ class Calculator {
  public:
   explicit Calculator(const Snapshot& snap)
       : snap_(snap),
-        mappings_(snap.frames.size()),
-        inodes_(snap.frames.size()),
-        first_(snap.frames.size()),
-        per_content_(snap.contents) {
+        mappings_(HugeVector<uint32_t>(snap.frames.size())),
+        inodes_(HugeVector<uint32_t>(snap.frames.size())),
+        first_(HugeVector<Inode>(snap.frames.size())),
+        per_content_(HugeVector<PerContent>(snap.contents)) {
     // Frames charged to each memcg, among the frames the kept processes map.
     std::vector<bool> seen(snap.frames.size());
     for (const ProcessSnap& p : snap.procs) {

@@ -204,7 +204,7 @@ TargetResult AllUserProcesses() {
       kthreads++;
       continue;
     }
-    r.targets.push_back({p, ""});
+    r.targets.push_back({p, "", /*best_effort=*/true});
   }
   r.notes.push_back(std::to_string(kthreads) + " kernel threads skipped");
   return r;

@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS paths(
 CREATE INDEX IF NOT EXISTS paths_by_inode ON paths(dev, ino);
 )sql";
 
+// Added to version 2 indexes by any writer; older ones ignore it.
+const char kRootSigs[] = "CREATE TABLE IF NOT EXISTS root_sigs(root_id INTEGER PRIMARY KEY, sig TEXT NOT NULL)";
+
 Status MakeDirs(const std::string& dir) {
   if (dir.empty()) return Status::OK();
   struct stat st;
@@ -316,6 +319,10 @@ Status Index::Init(Mode mode) {
     });
     if (!s.ok()) return s;
   }
+  // Root signatures (see index.h): created by any writer, in place, so an
+  // index of this schema made before them gains the table too.
+  s = Exec(kRootSigs);
+  if (!s.ok()) return s;
   return AddPartialColumn();
 }
 
@@ -431,6 +438,39 @@ Result<std::vector<RootRecord>> Index::Roots() {
   }
   if (rc != SQLITE_DONE) return Error("listing roots", rc);
   return out;
+}
+
+Status Index::SetRootSignature(int64_t root_id, const std::string& signature) {
+  auto st = signature.empty() ? Prepare("DELETE FROM root_sigs WHERE root_id=?1")
+                              : Prepare("INSERT OR REPLACE INTO root_sigs(root_id, sig) VALUES(?1, ?2)");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_int64(*st, 1, root_id);
+  if (!signature.empty()) sqlite3_bind_text(*st, 2, signature.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(*st);
+  if (rc != SQLITE_DONE) return Error("recording a root's signature", rc);
+  return Status::OK();
+}
+
+Result<std::optional<RootRecord>> Index::FindRoot(const std::string& root) {
+  auto st = Prepare(
+      "SELECT r.id, r.path, r.scanned_ns, r.complete, s.sig FROM roots r LEFT JOIN root_sigs s ON s.root_id=r.id "
+      "WHERE r.path=?1");
+  // An index no writer of this version has opened yet has no root_sigs.
+  if (!st.ok()) st = Prepare("SELECT id, path, scanned_ns, complete, NULL FROM roots WHERE path=?1");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_text(*st, 1, root.c_str(), -1, SQLITE_TRANSIENT);
+  int rc = sqlite3_step(*st);
+  if (rc == SQLITE_DONE) return std::optional<RootRecord>();
+  if (rc != SQLITE_ROW) return Error("reading a root", rc);
+  RootRecord rr;
+  rr.id = sqlite3_column_int64(*st, 0);
+  rr.path = reinterpret_cast<const char*>(sqlite3_column_text(*st, 1));
+  rr.scanned_ns = sqlite3_column_int64(*st, 2);
+  rr.complete = sqlite3_column_int(*st, 3) != 0;
+  if (const unsigned char* sig = sqlite3_column_text(*st, 4)) rr.signature = reinterpret_cast<const char*>(sig);
+  return std::optional<RootRecord>(std::move(rr));
 }
 
 Status Index::LoadTree(const std::string& root, std::unordered_map<std::string, PathRecord>* out) {
@@ -660,6 +700,7 @@ Result<uint64_t> Index::ForgetRoot(const std::string& root) {
     removed += gone.size();
     if (gone.empty()) break;
   }
+  if (Status s = SetRootSignature(id, ""); !s.ok()) return s;
   auto drop = Prepare("DELETE FROM roots WHERE id=?1");
   if (!drop.ok()) return drop.status();
   StmtReset r{*drop};
@@ -696,12 +737,18 @@ Status Index::ForEachRootInode(const std::function<void(int64_t, const InodeReco
 
 Status Index::ForEachDuplicate(uint64_t min_size,
                                const std::function<void(const InodeRecord&, const std::string&)>& fn) {
-  auto st = Prepare(
+  return DuplicateRows(
       "WITH g AS (SELECT digest FROM inodes WHERE size>=?1 AND length(digest)=32 "
       "GROUP BY digest HAVING count(*)>1) "
       "SELECT " CID_INODE_COLS ", p.path "
       "FROM g JOIN inodes i ON i.digest=g.digest JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
-      "ORDER BY i.digest, i.dev, i.ino, p.path");
+      "ORDER BY i.digest, i.dev, i.ino, p.path",
+      min_size, fn);
+}
+
+Status Index::DuplicateRows(const char* sql, uint64_t min_size,
+                            const std::function<void(const InodeRecord&, const std::string&)>& fn) {
+  auto st = Prepare(sql);
   if (!st.ok()) return st.status();
   StmtReset r{*st};
   sqlite3_bind_int64(*st, 1, S(min_size));
@@ -710,6 +757,69 @@ Status Index::ForEachDuplicate(uint64_t min_size,
     fn(ReadInode(*st, 0), reinterpret_cast<const char*>(sqlite3_column_text(*st, 7)));
   if (rc != SQLITE_DONE) return Error("listing duplicates", rc);
   return Status::OK();
+}
+
+Status Index::SetScope(const std::vector<std::string>& roots) {
+  // The roots as ranges of the paths key, in a table of the connection's
+  // own temp schema (writable on a read-only connection too): each root
+  // itself, and what sorts between "root/" and "root0" ('0' follows '/').
+  Status s = Exec(
+      "CREATE TEMP TABLE IF NOT EXISTS scope(lo TEXT NOT NULL, hi TEXT NOT NULL); DELETE FROM temp.scope;");
+  if (!s.ok()) return s;
+  auto ins = Prepare("INSERT INTO temp.scope(lo, hi) VALUES(?1, ?2)");
+  if (!ins.ok()) return ins.status();
+  for (const std::string& root : roots) {
+    std::string base = root == "/" ? "" : root;
+    for (const auto& [lo, hi] : {std::pair{root, root + "\x01"}, std::pair{base + "/", base + "0"}}) {
+      StmtReset r{*ins};
+      sqlite3_bind_text(*ins, 1, lo.c_str(), static_cast<int>(lo.size()), SQLITE_TRANSIENT);
+      sqlite3_bind_text(*ins, 2, hi.c_str(), static_cast<int>(hi.size()), SQLITE_TRANSIENT);
+      int rc = sqlite3_step(*ins);
+      if (rc != SQLITE_DONE) return Error("listing the roots to look in", rc);
+    }
+  }
+  return Status::OK();
+}
+
+// The contents (digest, size) with an inode named beneath temp.scope, and
+// that inode; CROSS JOIN fixes the loop order (SQLite keeps it): the
+// roots' paths first, by range of the primary key, then the inode.  Left
+// to itself, the planner walks the whole digest index.
+#define CID_SCOPED_INODES                                                                        \
+  "SELECT DISTINCT i.digest, i.size, i.dev, i.ino FROM temp.scope r "                            \
+  "CROSS JOIN paths p ON p.path>=r.lo AND p.path<r.hi CROSS JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino " \
+  "WHERE i.size>=?1 AND length(i.digest)=32"
+
+Status Index::ForEachDuplicateCountUnder(const std::vector<std::string>& roots, uint64_t min_size,
+                                         const std::function<void(uint64_t, uint64_t, uint64_t)>& fn) {
+  Status s = SetScope(roots);
+  if (!s.ok()) return s;
+  auto st = Prepare(
+      "WITH m AS (" CID_SCOPED_INODES "), "
+      "c AS (SELECT digest, size, count(*) AS here FROM m GROUP BY digest) "
+      "SELECT size, here, (SELECT count(*) FROM inodes x WHERE x.digest=c.digest) AS total FROM c WHERE total>1");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_int64(*st, 1, S(min_size));
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW)
+    fn(U(sqlite3_column_int64(*st, 0)), U(sqlite3_column_int64(*st, 1)), U(sqlite3_column_int64(*st, 2)));
+  if (rc != SQLITE_DONE) return Error("counting duplicates", rc);
+  return Status::OK();
+}
+
+Status Index::ForEachDuplicateUnder(const std::vector<std::string>& roots, uint64_t min_size,
+                                    const std::function<void(const InodeRecord&, const std::string&)>& fn) {
+  Status s = SetScope(roots);
+  if (!s.ok()) return s;
+  return DuplicateRows(
+      "WITH d AS (SELECT DISTINCT digest FROM (" CID_SCOPED_INODES ")), "
+      "g AS (SELECT digest FROM d "
+      "  WHERE (SELECT count(*) FROM (SELECT 1 FROM inodes x WHERE x.digest=d.digest LIMIT 2))>1) "
+      "SELECT " CID_INODE_COLS ", p.path "
+      "FROM g CROSS JOIN inodes i ON i.digest=g.digest CROSS JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
+      "ORDER BY i.digest, i.dev, i.ino, p.path",
+      min_size, fn);
 }
 
 }  // namespace cid

@@ -171,7 +171,7 @@ Status LinkDuplicates(Index* index, const LinkOptions& o, LinkStats* stats) {
   auto beneath = [&](const std::string& p) {
     return std::any_of(o.layers.begin(), o.layers.end(), [&](const std::string& l) { return PathBeneath(p, l); });
   };
-  auto groups = FindDuplicates(index, 1);
+  auto groups = FindDuplicatesUnder(index, o.layers, 1);
   if (!groups.ok()) return groups.status();
   Fd jfd;
   if (!o.dry_run) {

@@ -53,11 +53,13 @@ void SortGroups(std::vector<DupGroup>* groups) {
   });
 }
 
-}  // namespace
+using DupRowFn = std::function<void(const InodeRecord&, const std::string& path)>;
 
-Result<std::vector<DupGroup>> FindDuplicates(Index* index, uint64_t min_size) {
+// Groups the rows of Index::ForEachDuplicate(Under), which come ordered by
+// digest, dev, ino, path.
+Result<std::vector<DupGroup>> GroupDuplicates(const std::function<Status(const DupRowFn&)>& each) {
   std::vector<DupGroup> groups;
-  Status s = index->ForEachDuplicate(min_size, [&](const InodeRecord& r, const std::string& path) {
+  Status s = each([&](const InodeRecord& r, const std::string& path) {
     if (groups.empty() || groups.back().digest != r.digest) {
       groups.emplace_back();
       groups.back().digest = r.digest;
@@ -74,6 +76,17 @@ Result<std::vector<DupGroup>> FindDuplicates(Index* index, uint64_t min_size) {
                groups.end());
   SortGroups(&groups);
   return groups;
+}
+
+}  // namespace
+
+Result<std::vector<DupGroup>> FindDuplicates(Index* index, uint64_t min_size) {
+  return GroupDuplicates([&](const DupRowFn& fn) { return index->ForEachDuplicate(min_size, fn); });
+}
+
+Result<std::vector<DupGroup>> FindDuplicatesUnder(Index* index, const std::vector<std::string>& roots,
+                                                  uint64_t min_size) {
+  return GroupDuplicates([&](const DupRowFn& fn) { return index->ForEachDuplicateUnder(roots, min_size, fn); });
 }
 
 Result<std::vector<DupGroup>> FindCurrentDuplicates(Index* index, uint64_t min_size, uint64_t* stale_paths) {

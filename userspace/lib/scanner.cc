@@ -3,6 +3,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <mutex>
@@ -42,6 +43,19 @@ int64_t RacyWindow(const ScanOptions& o, const FileStat& st) {
   return tick;
 }
 
+// RootRecord::signature of a root directory, or "" if its times are too
+// close to `start_ns` to vouch for anything written within them.
+std::string RootSignature(const ScanOptions& o, const struct stat& st, int64_t start_ns) {
+  if (!S_ISDIR(st.st_mode)) return "";
+  FileStat fs = FileStat::From(st);
+  if (std::max(fs.mtime_ns, fs.ctime_ns) >= start_ns - RacyWindow(o, fs)) return "";
+  return std::to_string(fs.dev) + ":" + std::to_string(fs.ino) + ":" + std::to_string(fs.mtime_ns) + ":" +
+         std::to_string(fs.ctime_ns);
+}
+
+// What a check (ScanOptions::check_only) stops with at its first write.
+constexpr char kWouldChange[] = "the index does not describe the tree as it is";
+
 // A scan's index writes, buffered in memory and applied in one short
 // transaction once batch_writes of them are waiting or the oldest has
 // waited batch_time, and before every wait for hashing.  The write lock is
@@ -52,6 +66,10 @@ int64_t RacyWindow(const ScanOptions& o, const FileStat& st) {
 // own lookups see the buffered rows through the overlay below.  What a
 // stopped or killed scan had not applied is lost, as an uncommitted
 // transaction would be; the next scan does it again.
+//
+// A check (ScanOptions::check_only) writes nothing: a Put or Delete only
+// notes that the scan would write, and the MaybeCommit or Commit that
+// follows fails with kWouldChange, which stops the scan.
 class Batch {
  public:
   Batch(Index* index, const ScanOptions& o) : index_(index), options_(o) {}
@@ -62,6 +80,7 @@ class Batch {
   Batch& operator=(const Batch&) = delete;
 
   void PutInode(const InodeRecord& r) {
+    if (Checking()) return;
     Note();
     InodeKey k{r.dev, r.ino};
     ops_.push_back(Op{Op::kInode, r, {}, 0});
@@ -69,6 +88,7 @@ class Batch {
     sizes_[r.size].push_back(k);
   }
   void PutPath(const std::string& path, int64_t root_id, uint64_t dev, uint64_t ino) {
+    if (Checking()) return;
     Note();
     InodeRecord r;
     r.dev = dev;
@@ -77,11 +97,13 @@ class Batch {
     paths_[InodeKey{dev, ino}].push_back(path);
   }
   void DeletePath(const std::string& path) {
+    if (Checking()) return;
     Note();
     ops_.push_back(Op{Op::kDeletePath, InodeRecord{}, path, 0});
   }
 
   Status MaybeCommit() {
+    if (would_change_) return WouldChange();
     if ((!ops_.empty() && (ops_.size() >= options_.batch_writes || Clock::now() - first_ >= options_.batch_time)) ||
         (reading_ && Clock::now() - read_since_ >= options_.batch_time))
       return Commit();
@@ -94,6 +116,7 @@ class Batch {
       Status e = index_->Commit();
       if (!e.ok()) return e;
     }
+    if (would_change_) return WouldChange();
     if (ops_.empty()) return Status::OK();
     Status s = index_->Begin();
     for (size_t i = 0; s.ok() && i < ops_.size(); i++) {
@@ -156,6 +179,11 @@ class Batch {
     if (Status r = Read(); !r.ok()) return r;
     return index_->PathsOfInode(dev, ino, 1);
   }
+  Status WouldChange() {
+    would_change_ = true;
+    return Status::Changed(kWouldChange);
+  }
+  bool would_change() const { return would_change_; }
 
  private:
   struct Op {
@@ -166,6 +194,11 @@ class Batch {
   };
   void Note() {
     if (ops_.empty()) first_ = Clock::now();
+  }
+  // A check records that it would write, and writes nothing.
+  bool Checking() {
+    if (options_.check_only) would_change_ = true;
+    return options_.check_only;
   }
   // The lookups between two batches share one read transaction: each
   // statement on its own would take and drop WAL read locks (two fcntl
@@ -183,6 +216,7 @@ class Batch {
 
   Index* index_;
   const ScanOptions& options_;
+  bool would_change_ = false;  // check_only: a write was asked for
   std::vector<Op> ops_;  // in order
   Clock::time_point first_;
   bool reading_ = false;  // a read transaction is open for lookups
@@ -432,7 +466,7 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   if (!failed_.ok()) return;
   // Only an inode with several links can be met twice: the set of inodes
   // seen holds those alone.
-  if (st.nlink > 1 && !seen_.insert(key).second) {  // another name of an inode already handled  if (!seen_.insert(key).second) {  // another name of an inode already handled
+  if (st.nlink > 1 && !seen_.insert(key).second) {  // another name of an inode already handled
     stats_->hardlinks++;
     if (path_current) return;
     auto w = waiting_.find(key);
@@ -463,6 +497,10 @@ void Scan::OnFile(const std::string& path, const FileStat& st) {
   if (found->has_value() && Current(**found, st)) {
     stats_->unchanged++;
     AddPath(path, st);
+    return;
+  }
+  if (options_.check_only) {  // a file to record or read: the index is behind
+    failed_ = batch_.WouldChange();
     return;
   }
   if (options_.lazy) {
@@ -539,6 +577,10 @@ void Scan::Backfill(const InodeRecord& t, bool partial) {
 }
 
 void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel, bool partial) {
+  if (options_.check_only) {  // a file to read: the index is behind
+    failed_ = batch_.WouldChange();
+    return;
+  }
   sizes_queued_.insert(st.size);
   if (!pool_) {  // started at the first file to read: a rescan of an unchanged tree needs none
     unsigned workers = options_.workers ? options_.workers : std::max(1u, std::thread::hardware_concurrency());
@@ -725,17 +767,30 @@ Status Scan::Run(const std::string& root_arg) {
   if (auto own = CanonicalPath(index_->path()); own.ok())
     for (const char* suffix : {"", "-wal", "-shm", "-journal"}) own_files_.insert(*own + suffix);
 
-  // A short write transaction for the root; the tree is read outside any.
-  Status s = index_->Begin();
-  if (!s.ok()) return s;
-  auto id = index_->AddRoot(*root);
-  if (!id.ok()) {
-    index_->Rollback();
-    return id.status();
+  Status s;
+  if (options_.check_only) {
+    auto known = index_->FindRoot(*root);
+    if (!known.ok()) return known.status();
+    if (!known->has_value() || !(*known)->complete) return Status::OK();  // never scanned to its end
+    root_id_ = (*known)->id;
+    const std::string& sig = (*known)->signature;
+    if (options_.trust_root_signature && !sig.empty() && sig == RootSignature(options_, st, start_ns_)) {
+      stats_->current = true;
+      return Status::OK();
+    }
+  } else {
+    // A short write transaction for the root; the tree is read outside any.
+    s = index_->Begin();
+    if (!s.ok()) return s;
+    auto id = index_->AddRoot(*root);
+    if (!id.ok()) {
+      index_->Rollback();
+      return id.status();
+    }
+    root_id_ = *id;
+    s = index_->Commit();
+    if (!s.ok()) return s;
   }
-  root_id_ = *id;
-  s = index_->Commit();
-  if (!s.ok()) return s;
   root_path_ = *root;
 
 
@@ -750,6 +805,10 @@ Status Scan::Run(const std::string& root_arg) {
   };
   cb.on_error = [this](const std::string& p, const Status& e) {
     unreadable_.insert(p);
+    if (options_.check_only) {
+      failed_ = batch_.WouldChange();  // leave it to a scan to keep the rows and say why
+      return;
+    }
     Report(e);
   };
   WalkStats ws;
@@ -781,6 +840,17 @@ Status Scan::Run(const std::string& root_arg) {
   if (failed_.ok() && !s.ok()) failed_ = s;
   stats_->engine = pool_ ? pool_->engine_name() : "none";
   pool_.reset();
+  if (options_.check_only) {
+    if (batch_.would_change()) return Status::OK();
+    if (!failed_.ok()) return failed_;
+    if (user_stop && user_stop->load()) stop_ = true;
+    stats_->interrupted = stop_.load();
+    // Rows beyond the last walked path name files that are gone.
+    stats_->current = !stats_->interrupted && PeekRow() == nullptr && failed_.ok();
+    if (!failed_.ok()) return failed_;
+    stats_->seconds = std::chrono::duration<double>(Clock::now() - start).count();
+    return Status::OK();
+  }
   if (!failed_.ok()) return failed_;
 
   // Set during the drain, the flag made the pool drop files it had not
@@ -809,6 +879,8 @@ Status Scan::Run(const std::string& root_arg) {
     }
   }
   s = index_->SetRootScanned(root_id_, !stats_->interrupted, NowNs());
+  // The root as the walk began: a change during the scan leaves a newer one.
+  if (s.ok()) s = index_->SetRootSignature(root_id_, stats_->interrupted ? "" : RootSignature(options_, st, start_ns_));
   if (s.ok()) s = index_->Commit();
   if (!s.ok()) {
     index_->Rollback();

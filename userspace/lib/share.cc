@@ -30,17 +30,22 @@ Status ShareDuplicates(Index* index, const std::vector<std::string>& layers, con
       return Status::OK();
     }
   }
-  auto groups = FindDuplicates(index, o.min_size);
+  // Counting alone needs no names: a smaller query, no lists built.
+  auto count = [&](uint64_t size, uint64_t here, uint64_t total) {
+    stats->groups++;
+    stats->files += here;
+    // Beyond one copy per content; if every copy is here, one of them stays.
+    stats->duplicated_bytes += size * (here == total ? here - 1 : here);
+  };
+  if (o.mode == ShareMode::kReport && !o.eligible) return index->ForEachDuplicateCountUnder(layers, o.min_size, count);
+  auto groups = FindDuplicatesUnder(index, layers, o.min_size);
   if (!groups.ok()) return groups.status();
   for (const auto& g : *groups) {
     uint64_t here = 0;
     for (const auto& in : g.inodes)
       if (std::any_of(in.paths.begin(), in.paths.end(), beneath)) here++;
     if (here == 0) continue;
-    stats->groups++;
-    stats->files += here;
-    // Beyond one copy per content; if every copy is here, one of them stays.
-    stats->duplicated_bytes += g.size * (here == g.inodes.size() ? here - 1 : here);
+    count(g.size, here, g.inodes.size());
     if (o.mode != ShareMode::kTag) {
       if (!o.eligible) continue;
       for (const auto& in : g.inodes) {
@@ -78,6 +83,14 @@ Status ShareDuplicates(Index* index, const std::vector<std::string>& layers, con
       if (!cur->has_value() || !(*cur)->Matches(FileStat::From(st))) {
         stats->stale++;
         if (o.on_stale) o.on_stale(path);
+        continue;
+      }
+      // Tagged at an earlier start (tags last the boot): the kernel would
+      // hash the whole file again for nothing.
+      if (auto q = QueryFile(path);
+          q.ok() && q->tagged && q->digest == g.digest && q->domain == o.domain.value_or(0)) {
+        stats->tagged++;
+        stats->already_tagged++;
         continue;
       }
       TagRequest req;

@@ -1,23 +1,30 @@
 #!/bin/sh
 # cid-oci-hook and cidd against the patched kernel, inside the QEMU guest
 # (busybox sh).  Not a host test: the VM harness runs it as a suite, e.g.
-#   vm_add_suite "$root" hooks 300 sh /hook_kernel.sh /mnt/ext4 /hook_state.json
-# with cidctl, cid-oci-hook and cidd in /usr/bin, overlayfs in the kernel,
+#   vm_add_suite "$root" hooks 120 sh /hook_kernel.sh /mnt/ext4 /hook_state.json
+# (tests/vm/run.sh adds it as the suite "hooks") with cidctl, cid-oci-hook and cidd in /usr/bin, overlayfs in the kernel,
 # DIR on a real filesystem and STATE the fixture hook_state.json beside this
 # script (@BUNDLE@ is replaced).  An overlay over two lower layers holding
 # the same files, a state JSON as a runtime passes it: after the hook (and
 # again after cidd) the layers' duplicates are tagged, reads through the
 # overlay are served from the shared content (query: shared; sysfs
 # pages_sharing grows), and cidctl top shows the container.
+# With analyze_helper (tests/helpers, static) in the guest, the frames are
+# compared too: the copy read through the overlay's merged view and its
+# twin in the other layer map the same page frames (/proc/PID/pagemap).
 # Prints TAP; exits 1 if any check failed, 77 (skip) without named merging.
-# Frame numbers are not compared here (busybox sh cannot read pagemap);
-# the kernel suite's cidtest proves frame sharing of tagged twins.
 dir=${1:-/mnt/ext4}
 state_fixture=${2:-$(dirname "$0")/hook_state.json}
 n=0 failed=0
 ok() { n=$((n + 1)); echo "ok $n - $*"; }
 not_ok() { n=$((n + 1)); failed=$((failed + 1)); echo "not ok $n - $*"; }
 show() { sed 's/^/# /' "$1"; }
+# pfns PID ADDR PAGES: the frame of each page of a mapping (the low 52 bits
+# of its pagemap entry, as hex), or 0 for a page not present.
+pfns() {
+	dd if="/proc/$1/pagemap" bs=8 skip=$(($2 / 4096)) count="$3" 2>/dev/null | od -A n -v -t x8 |
+		awk '{ for (i = 1; i <= NF; i++) print (substr($i, 1, 1) ~ /[89a-f]/) ? substr($i, 4) : 0 }'
+}
 
 if ! cidctl status | grep -q 'named merging: available'; then
 	echo "1..0 # SKIP no /sys/kernel/mm/cid"
@@ -60,7 +67,7 @@ fi
 cat "$o/U/merged/usr/lib/big.bin" >/dev/null
 cat "$o/L2/diff/usr/lib/big.bin" >/dev/null
 cidctl query "$o/L1/diff/usr/lib/big.bin" "$o/L2/diff/usr/lib/big.bin" >"$w/q.out" 2>&1
-if [ "$(grep -c 'tagged sha256:' "$w/q.out")" = 2 ] && ! grep -q ' 0 pages cached' "$w/q.out"; then
+if [ "$(grep -c 'tagged fsverity-sha256:' "$w/q.out")" = 2 ] && ! grep -q ' 0 pages cached' "$w/q.out"; then
 	ok "both copies tagged, content cached once"
 else
 	not_ok "query"; show "$w/q.out"
@@ -68,6 +75,26 @@ fi
 cmp "$o/U/merged/usr/lib/big.bin" "$o/L2/diff/usr/lib/big.bin" && ok "bytes through the overlay are right" || not_ok "bytes"
 after=$(cat /sys/kernel/mm/cid/pages_sharing 2>/dev/null || echo 0)
 [ "$after" -gt "$before" ] && ok "pages_sharing grew ($before -> $after)" || not_ok "pages_sharing $before -> $after"
+if command -v analyze_helper >/dev/null; then
+	# Two mappings in one process, 1 GiB apart from 0x600000000000 (every
+	# page touched): the merged view's copy (L1's) and L2's twin.
+	analyze_helper map "$o/U/merged/usr/lib/big.bin" map "$o/L2/diff/usr/lib/big.bin" >"$w/helper.out" 2>&1 &
+	i=0
+	while ! grep -q ready "$w/helper.out" && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
+	hpid=$(cut -d' ' -f2 "$w/helper.out")
+	pfns "$hpid" $((0x600000000000)) 512 >"$w/pfn.merged"
+	pfns "$hpid" $((0x600040000000)) 512 >"$w/pfn.twin"
+	kill "$hpid" 2>/dev/null
+	wait "$hpid" 2>/dev/null
+	same=$(awk 'NR == FNR { a[FNR] = $0; next } $0 != "0" && $0 == a[FNR] { n++ } END { print n + 0 }' "$w/pfn.merged" "$w/pfn.twin")
+	if [ "$same" = 512 ]; then
+		ok "the overlay's copy and its twin in the other layer map the same 512 frames"
+	else
+		not_ok "frames shared: $same of 512"; head -3 "$w/pfn.merged" "$w/pfn.twin" | sed 's/^/# /'
+	fi
+else
+	echo "# analyze_helper not in the guest: frames not compared"
+fi
 
 # cidd finishes what the hook hands over (a zero budget leaves it all).
 for f in "$o/L1/diff/usr/lib/big.bin" "$o/L2/diff/usr/lib/big.bin"; do cidctl untag "$f" >/dev/null 2>&1; done
@@ -78,12 +105,12 @@ i=0
 while [ ! -S "$sock" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 cid-oci-hook --budget-ms 0 --cidd-timeout-ms 10000 --index "$idx" --socket "$sock" --log "$w/hook.log" <"$w/state.json" >"$w/hook2.out" 2>&1
 i=0
-until cidctl query "$o/L2/diff/usr/lib/big.bin" 2>/dev/null | grep -q 'tagged sha256:'; do
+until cidctl query "$o/L2/diff/usr/lib/big.bin" 2>/dev/null | grep -q 'tagged fsverity-sha256:'; do
 	[ $i -lt 300 ] || break
 	sleep 0.1
 	i=$((i + 1))
 done
-if cidctl query "$o/L1/diff/usr/lib/big.bin" "$o/L2/diff/usr/lib/big.bin" 2>&1 | grep -c 'tagged sha256:' | grep -q 2; then
+if cidctl query "$o/L1/diff/usr/lib/big.bin" "$o/L2/diff/usr/lib/big.bin" 2>&1 | grep -c 'tagged fsverity-sha256:' | grep -q 2; then
 	ok "cidd tagged what the hook handed over"
 else
 	not_ok "cidd tagging"; show "$w/cidd.log"

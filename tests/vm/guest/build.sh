@@ -20,6 +20,9 @@ $CC -static $CFLAGS -I"$inc" -o "$staging/cidtest" \
 	"$here/cidtest.c" "$here/common.c"
 $CC -static $CFLAGS -I"$inc" -o "$staging/cidadv" \
 	"$here/cidadv.c" "$here/common.c"
+# io_uring through Debian's static liburing.a (liburing-dev).
+$CC -static $CFLAGS -I"$inc" -pthread -o "$staging/cidops" \
+	"$here/cidops.c" "$here/common.c" -luring
 
 # The FUSE server: static libfuse3 (Debian's libfuse3-dev ships libfuse3.a).
 fuse_cflags=$(pkg-config --cflags fuse3 2>/dev/null || echo -I/usr/include/fuse3)

@@ -232,6 +232,14 @@ static int pt_write(const char *path, const char *buf, size_t size, off_t off,
 	return n < 0 ? -errno : (int)n;
 }
 
+/* For the punch-hole case (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE). */
+static int pt_fallocate(const char *path, int mode, off_t off, off_t len,
+			struct fuse_file_info *fi)
+{
+	(void)path;
+	return fallocate(fi->fh, mode, off, len) ? -errno : 0;
+}
+
 static int pt_statfs(const char *path, struct statvfs *st)
 {
 	(void)path;
@@ -286,6 +294,7 @@ static const struct fuse_operations ops = {
 	.statfs = pt_statfs,
 	.release = pt_release,
 	.fsync = pt_fsync,
+	.fallocate = pt_fallocate,
 	.lseek = pt_lseek,
 };
 

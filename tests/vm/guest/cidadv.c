@@ -14,6 +14,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,24 +64,6 @@ static void rewrite_keep_mtime(const char *path, uint64_t seed)
 		die("futimens %s: %m", path);
 	close(fd);
 	free(buf);
-}
-
-/* Fresh twins a and b of size bytes of seed, both tagged; false if a tag failed. */
-static bool tagged_twins(const char *a, const char *b, uint64_t seed)
-{
-	unlink(a), unlink(b);
-	make_file(a, seed, size);
-	make_file(b, seed, size);
-	return tag_ok(a) && tag_ok(b);
-}
-
-static bool same_digest(const char *a, const char *b)
-{
-	struct cid_query qa, qb;
-
-	return !cid_query_path(a, &qa) && !cid_query_path(b, &qb) &&
-	       (qa.flags & CID_QUERY_TAGGED) && (qb.flags & CID_QUERY_TAGGED) &&
-	       !memcmp(qa.digest, qb.digest, sizeof(qa.digest));
 }
 
 /* Read path in full in a child; fail if it does not finish in secs. */
@@ -138,7 +121,7 @@ static void case_fuse_change(const char *fdir, const char *bdir, const char *edi
 	make_file(e, 11, size);
 	if (!tag_ok(f) || !tag_ok(e))
 		return;
-	CHECK(same_digest(f, e), "FUSE file and ext4 twin have one content");
+	CHECK(same_content(f, e), "FUSE file and ext4 twin have one content");
 
 	/* 1. Nothing open: the next fill comes from the FUSE file. */
 	drop_caches();
@@ -214,7 +197,7 @@ static void case_fuse_lie(const char *fdir, const char *bdir, const char *edir)
 	msleep(600);
 	if (!tag_ok(f))
 		goto out;
-	if (!same_digest(f, e)) {
+	if (!same_content(f, e)) {
 		/* The server lied to the hash too: a content of its own. */
 		diag("the server's O_DIRECT reads lied as well: FUSE file not shared with the twin");
 	} else {
@@ -260,7 +243,7 @@ static void case_fuse_self(const char *fdir, const char *bdir)
 	make_file(b, 31, size);
 	if (!tag_ok(b) || !tag_ok(f))
 		return;
-	CHECK(same_digest(f, b), "FUSE file and its backing file have one content");
+	CHECK(same_content(f, b), "FUSE file and its backing file have one content");
 	for (round = 0; round < 2; round++) {
 		bool map = round == 1;
 
@@ -284,6 +267,158 @@ static void case_fuse_self(const char *fdir, const char *bdir)
 		}
 	}
 	unlink(b);
+}
+
+/* What a read of one page of a mapping got: SIGBUS, or whose bytes. */
+static sigjmp_buf probe_jmp;
+
+static void probe_sigbus(int sig)
+{
+	(void)sig;
+	siglongjmp(probe_jmp, 1);
+}
+
+enum probe { GOT_SIGBUS, GOT_OLD, GOT_NEW, GOT_OTHER };
+static const char *const probe_str[] = { "SIGBUS", "the verified content's bytes",
+					 "the file's own new bytes", "other bytes" };
+
+static enum probe probe_page(const uint8_t *map, uint64_t page, uint64_t old, uint64_t new)
+{
+	static uint8_t buf[PAGE];
+	struct sigaction sa = { .sa_handler = probe_sigbus }, prev;
+	enum probe r;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGBUS, &sa, &prev);
+	if (sigsetjmp(probe_jmp, 1)) {
+		r = GOT_SIGBUS;
+	} else {
+		memcpy(buf, map + page * PAGE, PAGE);
+		r = check_pattern(buf, page * PAGE, PAGE, old) < 0 ? GOT_OLD :
+		    check_pattern(buf, page * PAGE, PAGE, new) < 0 ? GOT_NEW : GOT_OTHER;
+	}
+	sigaction(SIGBUS, &prev, NULL);
+	return r;
+}
+
+/* Same, for the lying server: "new" bytes are the old ones inverted. */
+static bool inverted(const uint8_t *buf, uint64_t off, size_t len, uint64_t seed)
+{
+	uint8_t *want = pattern_buf(seed, off + len);
+	bool ok = true;
+
+	for (size_t i = 0; i < len && ok; i++)
+		ok = buf[i] == (uint8_t)~want[off + i];
+	free(want);
+	return ok;
+}
+
+/*
+ * A mapping made before the content's fill from its file fails
+ * verification (the server changed the bytes with mtime and size kept, or
+ * lies to buffered reads): what a fault on a page the content lacks gets.
+ * cid.rst documents SIGBUS there, read() the file's own bytes; the issue
+ * that asked for verified fills wanted the file's own bytes for both.
+ * Asserted is what the documentation says; every outcome is printed.
+ */
+static void case_fuse_mapfail(const char *fdir, const char *bdir, const char *edir)
+{
+	char *f = strdup(path_join(fdir, "mf")), *b = strdup(path_join(bdir, "mf"));
+	char *e = strdup(path_join(edir, "mf-twin"));
+	char *flag = strdup(path_join(bdir, "../.cid-fuse-lie"));
+	long long vf = cid_stat("verify_failures");
+	uint8_t *shared, *priv, *buf = malloc(PAGE);
+	enum probe r;
+	int fd, efd;
+
+	/* 1. The server's file changes, mtime and size kept. */
+	unlink(b), unlink(e);
+	make_file(b, 13, size);
+	make_file(e, 13, size);
+	if (!tag_ok(f) || !tag_ok(e))
+		return;
+	CHECK(same_content(f, e), "FUSE file and ext4 twin have one content");
+	fd = open_ro(f);
+	shared = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	priv = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+	if (shared == MAP_FAILED || priv == MAP_FAILED)
+		die("mmap: %m");
+	drop_caches();
+	rewrite_keep_mtime(b, 14);
+	msleep(600);	/* cid-fuse's attribute timeout */
+	r = probe_page(shared, 3, 13, 14);
+	diag("changed server, cold: a fault on the shared mapping got %s", probe_str[r]);
+	CHECK(r == GOT_SIGBUS, "documented: the fault gets SIGBUS (got %s)", probe_str[r]);
+	CHECK(r != GOT_NEW && r != GOT_OTHER, "the mapping never shows unverified bytes");
+	CHECK(cid_stat("verify_failures") > vf, "verify_failures moved (%lld -> %lld)", vf,
+	      cid_stat("verify_failures"));
+	CHECK(!(query_flags(f) & CID_QUERY_TAGGED), "the FUSE file lost its tag");
+	CHECK(pread(fd, buf, PAGE, 3 * PAGE) == PAGE && check_pattern(buf, 3 * PAGE, PAGE, 14) < 0,
+	      "read() of the same page through the mapping's fd gets the file's own new bytes");
+	r = probe_page(shared, 3, 13, 14);
+	diag("after that read(), a fault on the same page got %s", probe_str[r]);
+	CHECK(r == GOT_SIGBUS, "documented: still SIGBUS (got %s)", probe_str[r]);
+	r = probe_page(shared, 7, 13, 14);
+	CHECK(r == GOT_SIGBUS, "a page not tried before: SIGBUS (got %s)", probe_str[r]);
+	r = probe_page(priv, 5, 13, 14);
+	diag("a fault on the MAP_PRIVATE mapping got %s", probe_str[r]);
+	CHECK(r == GOT_SIGBUS, "documented: SIGBUS on the private mapping too (got %s)", probe_str[r]);
+	/* The twin fills the content with verified bytes; the old mapping then shows them. */
+	efd = open_ro(e);
+	CHECK(verify_read(efd, size, 13, "ext4 twin"), "the ext4 twin keeps its bytes");
+	close(efd);
+	r = probe_page(shared, 3, 13, 14);
+	diag("once the twin filled the content, the fault got %s", probe_str[r]);
+	CHECK(r == GOT_OLD, "the mapping shows the verified content the twin filled (got %s)",
+	      probe_str[r]);
+	for (uint64_t pg = 0; pg < 8; pg += 3) {
+		ssize_t n = pread(fd, buf, PAGE, pg * PAGE);
+		const char *got = n != PAGE ? "a short read" :
+				  check_pattern(buf, pg * PAGE, PAGE, 14) < 0 ? probe_str[GOT_NEW] :
+				  check_pattern(buf, pg * PAGE, PAGE, 13) < 0 ? probe_str[GOT_OLD] :
+				  probe_str[GOT_OTHER];
+
+		diag("after the twin's fill, read() of page %llu through the mapping's fd got %s",
+		     (unsigned long long)pg, got);
+	}
+	CHECK(verify_read(fd, size, 14, "the FUSE fd"), "read() gets the file's own bytes throughout");
+	munmap(shared, size), munmap(priv, size);
+	close(fd);
+
+	/* 2. The server lies to buffered reads (fills), not to O_DIRECT (the hash). */
+	unlink(b), unlink(e);
+	make_file(b, 15, size);
+	make_file(e, 15, size);
+	msleep(600);	/* the entry for the name of the file just replaced times out */
+	if (!tag_ok(f) || !tag_ok(e))
+		goto out;
+	fd = open_ro(f);
+	shared = mmap(NULL, size, PROT_READ, MAP_SHARED, fd, 0);
+	if (shared == MAP_FAILED)
+		die("mmap: %m");
+	drop_caches();
+	efd = open(flag, O_CREAT | O_WRONLY, 0644);
+	if (efd < 0)
+		die("create %s: %m", flag);
+	close(efd);
+	vf = cid_stat("verify_failures");
+	r = probe_page(shared, 2, 15, 16);
+	diag("lying server, cold: a fault on the mapping got %s", probe_str[r]);
+	CHECK(r == GOT_SIGBUS, "documented: SIGBUS (got %s)", probe_str[r]);
+	CHECK(r != GOT_OTHER, "the mapping never shows the lie");
+	CHECK(cid_stat("verify_failures") > vf, "verify_failures moved");
+	CHECK(pread(fd, buf, PAGE, 2 * PAGE) == PAGE && inverted(buf, 2 * PAGE, PAGE, 15),
+	      "read() gets what the file's server says (inverted bytes)");
+	unlink(flag);
+	efd = open_ro(e);
+	CHECK(verify_read(efd, size, 15, "ext4 twin of the lying file"), "the twin keeps its bytes");
+	close(efd);
+	munmap(shared, size);
+	close(fd);
+out:
+	unlink(flag);
+	free(buf);
+	unlink(b), unlink(e);
 }
 
 /*
@@ -324,7 +459,7 @@ static void case_btrfs_snap(const char *mnt, const char *edir)
 	close(fd);
 	if (!tag_ok(snap))
 		return;
-	CHECK(!same_digest(orig, snap), "original and changed copy have different contents");
+	CHECK(!same_content(orig, snap), "original and changed copy have different contents");
 	{
 		char *twin = strdup(path_join(edir, "btrfs-twin"));
 
@@ -338,7 +473,7 @@ static void case_btrfs_snap(const char *mnt, const char *edir)
 		fd = open_ro(orig);
 		CHECK(verify_read(fd, size, 41, "tagged original, cold"), "the original keeps its bytes");
 		close(fd);
-		CHECK(same_digest(orig, twin), "the original shares with its ext4 twin");
+		CHECK(same_content(orig, twin), "the original shares with its ext4 twin");
 		CHECK(query_flags(orig) & CID_QUERY_SHARED, "the original is diverted");
 		unlink(twin);
 	}
@@ -353,7 +488,7 @@ static void case_nowait(const char *dir)
 	ssize_t n;
 	int fd;
 
-	if (!tagged_twins(a, b, 51))
+	if (!tagged_twins(a, b, 51, size))
 		return;
 	drop_caches();
 	fd = open_ro(a);
@@ -430,7 +565,7 @@ static void case_forcewrite(const char *dir)
 	int memfd, fd;
 	pid_t pid;
 
-	if (!tagged_twins(a, b, 71))
+	if (!tagged_twins(a, b, 71, size))
 		return;
 	ma = map_file(a, size, PROT_READ, MAP_PRIVATE, NULL);
 	mb = map_file(b, size, PROT_READ, MAP_SHARED, NULL);
@@ -502,7 +637,7 @@ static void case_splicepipe(const char *dir)
 	loff_t off = 0;
 	ssize_t n;
 
-	if (!tagged_twins(a, b, 81))
+	if (!tagged_twins(a, b, 81, size))
 		return;
 	if (pipe(p))
 		die("pipe: %m");
@@ -620,20 +755,13 @@ static void case_verity(const char *dir)
 	      "the content id is the file's fs-verity measurement");
 	if (!tag_ok(b))
 		return;
-	CHECK(same_digest(a, b), "a plain twin has the same content id");
+	CHECK(same_content(a, b), "a plain twin has the same content id");
+	frames_shared(a, b, size, "verity file and twin");
 	{
 		void *ma = map_file(a, size, PROT_READ, MAP_SHARED, NULL);
-		void *mb = map_file(b, size, PROT_READ, MAP_SHARED, NULL);
-		struct pfn_cmp c;
 
-		touch_pages(ma, size);
-		touch_pages(mb, size);
-		c = compare_pfns(ma, mb, size);
-		CHECK(c.differ == 0 && c.same > 0, "verity file and twin share frames (%lu same, %lu differ)",
-		      c.same, c.differ);
 		CHECK(verify_map(ma, size, 101, "verity mapping"), "bytes right");
 		munmap(ma, size);
-		munmap(mb, size);
 	}
 	/* Enabling verity on an idle tagged file works and keeps it right. */
 	fd = open_ro(b);
@@ -657,7 +785,7 @@ static void case_unpriv(const char *dir)
 	pid_t pid;
 	int st, fd;
 
-	if (!tagged_twins(a, b, 111))
+	if (!tagged_twins(a, b, 111, size))
 		return;
 	chmod(a, 0644);
 	fd = open_ro(a);
@@ -707,6 +835,8 @@ int main(int argc, char **argv)
 		case_fuse_change(dir, argv[4], argv[5]);
 	else if (!strcmp(c, "fuse_lie") && argc == 6)
 		case_fuse_lie(dir, argv[4], argv[5]);
+	else if (!strcmp(c, "fuse_mapfail") && argc == 6)
+		case_fuse_mapfail(dir, argv[4], argv[5]);
 	else if (!strcmp(c, "fuse_self") && argc == 5)
 		case_fuse_self(dir, argv[4]);
 	else if (!strcmp(c, "btrfs_snap") && argc == 5)

@@ -94,9 +94,7 @@ static int open_err(const char *path, int flags)
 /* Two (or more) identical tagged files in TDIR. */
 static bool make_twins(struct ctx *c, const char *a, const char *b, uint64_t s)
 {
-	make_file(T(a), s, SZ);
-	make_file(T(b), s, SZ);
-	return tag_ok(T(a)) & tag_ok(T(b));
+	return tagged_twins(T(a), T(b), s, SZ);
 }
 
 static bool expect_shared_pfns(const void *a, const void *b, const char *what)
@@ -125,51 +123,6 @@ static void *map_touch(const char *path, int prot, int flags)
 
 	touch_pages(p, SZ);
 	return p;
-}
-
-static uint8_t *expected(uint64_t s, uint64_t size)
-{
-	uint8_t *p = malloc(size + 1);
-
-	if (!p)
-		die("malloc");
-	fill_pattern(p, 0, size, s);
-	return p;
-}
-
-/* Reads path in full through a new read-only open and compares with want. */
-static bool verify_file_bytes(const char *path, const uint8_t *want, uint64_t size)
-{
-	uint8_t *got = malloc(size + 4096);
-	uint64_t off = 0;
-	ssize_t n;
-	int fd = open_ro(path);
-	bool ok;
-
-	while ((n = read(fd, got + off, size + 4096 - off)) > 0)
-		off += n;
-	close(fd);
-	ok = CHECK(n == 0 && off == size, "%s: read %llu bytes (%s), expected %llu", path,
-		   (unsigned long long)off, n < 0 ? strerror(errno) : "eof",
-		   (unsigned long long)size);
-	if (ok && memcmp(got, want, size)) {
-		uint64_t i = 0;
-
-		while (got[i] == want[i])
-			i++;
-		ok = CHECK(0, "%s: wrong byte at offset %llu", path, (unsigned long long)i);
-	}
-	free(got);
-	return ok;
-}
-
-static bool verify_path(const char *path, uint64_t size, uint64_t s)
-{
-	int fd = open_ro(path);
-	bool ok = verify_read(fd, size, s, path);
-
-	close(fd);
-	return ok;
 }
 
 static void show_stats(const char *when)
@@ -425,7 +378,7 @@ static void t_cow_mprotect(struct ctx *c) { cow(c, true); }
 /* Overlay: a write-open through the merged view copies up; the lower twin keeps its tag. */
 static void write_ovl(struct ctx *c, bool truncate_it)
 {
-	uint8_t *want = expected(seed, SZ), *ma;
+	uint8_t *want = pattern_buf(seed, SZ), *ma;
 	uint64_t size = truncate_it ? SZ / 2 : SZ;
 	int fd;
 
@@ -469,7 +422,7 @@ static void t_write(struct ctx *c)
 		return write_ovl(c, false);
 	if (!make_twins(c, "a", "b", seed))
 		return;
-	want = expected(seed, SZ);
+	want = pattern_buf(seed, SZ);
 	fd = open_ro(W("a"));
 	ma = mmap(NULL, SZ, PROT_READ, MAP_SHARED, fd, 0);
 	if (ma == MAP_FAILED)
@@ -762,7 +715,7 @@ static void t_changed(struct ctx *c)
 		return;
 	}
 	/* FUSE: change the backing file behind the mount's back, same size ... */
-	want = expected(seed, SZ);
+	want = pattern_buf(seed, SZ);
 	fill_pattern(want + PAGE, PAGE, PAGE, seed + 1);
 	fd = open(path_join(c->bdir, "a"), O_WRONLY);
 	if (fd < 0)

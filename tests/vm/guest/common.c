@@ -199,6 +199,15 @@ bool verify_read(int fd, uint64_t size, uint64_t seed, const char *what)
 		     (unsigned long long)off, (unsigned long long)size);
 }
 
+bool verify_path(const char *path, uint64_t size, uint64_t seed)
+{
+	int fd = open_ro(path);
+	bool ok = verify_read(fd, size, seed, path);
+
+	close(fd);
+	return ok;
+}
+
 bool verify_map(const void *addr, uint64_t size, uint64_t seed, const char *what)
 {
 	long bad = check_pattern(addr, 0, size, seed);
@@ -211,6 +220,43 @@ bool verify_map(const void *addr, uint64_t size, uint64_t seed, const char *what
 			return CHECK(0, "%s: byte %llu past EOF in the last page is not zero",
 				     what, (unsigned long long)i);
 	return true;
+}
+
+uint8_t *pattern_buf(uint64_t seed, uint64_t size)
+{
+	uint8_t *p = malloc(size + 1);
+
+	if (!p)
+		die("malloc");
+	fill_pattern(p, 0, size, seed);
+	return p;
+}
+
+bool verify_file_bytes(const char *path, const uint8_t *want, uint64_t size)
+{
+	uint8_t *got = malloc(size + 4096);
+	uint64_t off = 0;
+	ssize_t n;
+	int fd = open_ro(path);
+	bool ok;
+
+	if (!got)
+		die("malloc");
+	while ((n = read(fd, got + off, size + 4096 - off)) > 0)
+		off += n;
+	close(fd);
+	ok = CHECK(n == 0 && off == size, "%s: read %llu bytes (%s), expected %llu", path,
+		   (unsigned long long)off, n < 0 ? strerror(errno) : "eof",
+		   (unsigned long long)size);
+	if (ok && memcmp(got, want, size)) {
+		uint64_t i = 0;
+
+		while (got[i] == want[i])
+			i++;
+		ok = CHECK(0, "%s: wrong byte at offset %llu", path, (unsigned long long)i);
+	}
+	free(got);
+	return ok;
 }
 
 void touch_pages(const void *addr, uint64_t size)
@@ -301,6 +347,21 @@ struct pfn_cmp compare_pfns(const void *a, const void *b, uint64_t size)
 	}
 	close(fd);
 	return r;
+}
+
+bool frames_shared(const char *a, const char *b, uint64_t size, const char *what)
+{
+	void *ma = map_file(a, size, PROT_READ, MAP_SHARED, NULL);
+	void *mb = map_file(b, size, PROT_READ, MAP_SHARED, NULL);
+	struct pfn_cmp c;
+
+	touch_pages(ma, size);
+	touch_pages(mb, size);
+	c = compare_pfns(ma, mb, size);
+	munmap(ma, size);
+	munmap(mb, size);
+	return CHECK(c.differ == 0 && c.same > 0, "%s share frames (%lu same, %lu differ)", what,
+		     c.same, c.differ);
 }
 
 unsigned long large_folio_pages(const void *addr, uint64_t size)
@@ -446,6 +507,23 @@ int query_flags(const char *path)
 	int r = cid_query_path(path, &q);
 
 	return r ? r : (int)q.flags;
+}
+
+bool tagged_twins(const char *a, const char *b, uint64_t seed, uint64_t size)
+{
+	unlink(a), unlink(b);
+	make_file(a, seed, size);
+	make_file(b, seed, size);
+	return tag_ok(a) && tag_ok(b);
+}
+
+bool same_content(const char *a, const char *b)
+{
+	struct cid_query qa, qb;
+
+	return !cid_query_path(a, &qa) && !cid_query_path(b, &qb) &&
+	       (qa.flags & CID_QUERY_TAGGED) && (qb.flags & CID_QUERY_TAGGED) &&
+	       !memcmp(qa.digest, qb.digest, sizeof(qa.digest));
 }
 
 const char *qflags_str(int flags)

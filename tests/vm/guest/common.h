@@ -52,8 +52,14 @@ void copy_file(const char *src, const char *dst, mode_t mode);
 
 /* read() the whole fd from 0 in odd-sized chunks and verify; true if right. */
 bool verify_read(int fd, uint64_t size, uint64_t seed, const char *what);
+/* verify_read of a new read-only open of path. */
+bool verify_path(const char *path, uint64_t size, uint64_t seed);
 /* Verify a mapping of a file of size bytes, including zeros past EOF in the last page. */
 bool verify_map(const void *addr, uint64_t size, uint64_t seed, const char *what);
+/* A malloc'ed buffer of size bytes of the seed stream (one spare byte); dies on ENOMEM. */
+uint8_t *pattern_buf(uint64_t seed, uint64_t size);
+/* Reads path in full through a new read-only open and compares with want. */
+bool verify_file_bytes(const char *path, const uint8_t *want, uint64_t size);
 /* Read one byte of every page so every page is faulted in. */
 void touch_pages(const void *addr, uint64_t size);
 
@@ -69,6 +75,13 @@ uint64_t pfn_of_pid(pid_t pid, uint64_t addr);
 /* Counts pages whose frames are equal / different / not present in both. */
 struct pfn_cmp { unsigned long same, differ, absent; };
 struct pfn_cmp compare_pfns(const void *a, const void *b, uint64_t size);
+
+/*
+ * Maps a and b (MAP_SHARED, size bytes), faults every page and checks
+ * that all present pages have the same frames (at least one); what names
+ * the pair in the message.
+ */
+bool frames_shared(const char *a, const char *b, uint64_t size, const char *what);
 
 /* Pages of [addr, addr + size) mapped from large (compound) folios. */
 unsigned long large_folio_pages(const void *addr, uint64_t size);
@@ -93,6 +106,10 @@ bool tag_ok(const char *path);
 /* Returns the query flags of a new read-only open of path, -errno on error. */
 int query_flags(const char *path);
 const char *qflags_str(int flags);
+/* Fresh files a and b (unlinked first) of size bytes of seed, both tagged; false if a tag failed. */
+bool tagged_twins(const char *a, const char *b, uint64_t seed, uint64_t size);
+/* Both tagged, with one digest (new read-only opens of each queried). */
+bool same_content(const char *a, const char *b);
 
 /*
  * The digest CID_IOC_TAG reports: the fs-verity file digest (SHA-256 Merkle

@@ -17,6 +17,7 @@
 here=$(cd "$(dirname "$0")" && pwd)
 T=$here/cidtest
 A=$here/cidadv
+O=$here/cidops
 EXT4_DEV=${CID_EXT4_DEV:-/dev/vda}
 XFS_DEV=${CID_XFS_DEV:-/dev/vdb}
 FSLIST=${CID_FS:-ext4 xfs ovl fuse btrfs}
@@ -66,6 +67,14 @@ desc() {
 	openmodes) echo "O_DIRECT, F_SETFL O_DIRECT, reopen O_RDWR, O_TRUNC" ;;
 	verity) echo "content id is the fs-verity measurement; verity file shares with a plain twin" ;;
 	unpriv) echo "unprivileged QUERY: own tag and digest, no cross-file figures" ;;
+	fuse_mapfail) echo "mapping of a file whose fill fails verification: fault gets SIGBUS (documented), read() own bytes" ;;
+	uring_cold) echo "io_uring buffered READs of cold tagged twins from 4 rings: all bytes right, no hang" ;;
+	uring_fixed) echo "io_uring fixed buffer over a MAP_PRIVATE mapping copies; tagged file and twin unchanged" ;;
+	remap) echo "FICLONE, FIDEDUPERANGE, copy_file_range, punch hole on an idle tagged file" ;;
+	iflags) echo "immutable and append-only before and after the tag" ;;
+	layout) echo "FIEMAP is the file's own; SEEK_DATA/SEEK_HOLE of a sparse tagged file" ;;
+	detach) echo "lazy unmount with a live diverted mapping: bytes right, gauges back" ;;
+	memcg) echo "the first reader's memcg pays for content, a twin's reader does not" ;;
 	*) echo "$1" ;;
 	esac
 }
@@ -101,7 +110,8 @@ not_run() {
 
 wanted() {
 	[ -z "$CID_CASES" ] && return 0
-	for w in $CID_CASES; do [ "$w" = "$1" ] && return 0; done
+	# Not "w": the filesystem blocks keep their work directory in it.
+	for wanted_case in $CID_CASES; do [ "$wanted_case" = "$1" ] && return 0; done
 	return 1
 }
 
@@ -135,17 +145,24 @@ fuse_start() { # BACKING MNT
 	done
 }
 
-fuse_stop() { # MNT
-	umount "$1" || return 1
+# The server exits once its mount is gone for good (10 s at most).
+fuse_wait() {
 	i=0
 	while kill -0 "$fuse_pid" 2>/dev/null; do
 		i=$((i + 1))
-		[ $i -gt 100 ] && { echo "# cid-fuse did not exit after unmount"; return 1; }
+		[ $i -gt 100 ] && return 1
 		usleep 100000
 	done
 	wait "$fuse_pid" 2>/dev/null
 	fuse_pid=
 }
+
+fuse_stop() { # MNT
+	umount "$1" || return 1
+	fuse_wait || { echo "# cid-fuse did not exit after unmount"; return 1; }
+}
+
+mounted() { grep -q " $1 " /proc/mounts; }
 
 mount_ext4() { mkdir -p $M/ext4 && mount -t ext4 "$EXT4_DEV" $M/ext4; }
 mount_xfs() { mkdir -p $M/xfs && mount -t xfs "$XFS_DEV" $M/xfs; }
@@ -163,6 +180,35 @@ changed digest domain errors evict lazy iopaths exec pressure stress"
 # cidadv's cases for every filesystem (the FUSE and btrfs ones are below).
 ADV="nowait mapcontract forcewrite splicepipe openmodes"
 adv() { PROG=$A; run "$@"; PROG=; }
+# cidops's cases, on every filesystem (FS CASE WDIR [TDIR]); detach is below.
+OPS="uring_cold uring_fixed remap iflags layout memcg"
+ops() { PROG=$O; run "$@"; PROG=; }
+
+# detach_case FS WDIR TDIR MNT: the case unmounts MNT lazily under a live
+# mapping; the caller mounts it again if it needs it.  On FUSE the server
+# must exit once the mapping is gone (the connection was released).
+detach_case() {
+	fs=$1
+	wanted detach || return 0
+	label="$fs: $(desc detach)"
+	if [ -n "$nokernel" ] && [ -z "$CID_FORCE" ]; then
+		not_run "$label" "kernel lacks named merging"
+		return
+	fi
+	"$O" detach "$@" >"$OUT" 2>&1
+	rc=$?
+	show
+	if [ "$fs" = fuse ] && ! mounted "$4" && [ -n "$fuse_pid" ]; then
+		if ! fuse_wait; then
+			echo "# cid-fuse still runs: the detached FUSE mount was not released"
+			kill -9 "$fuse_pid" 2>/dev/null
+			wait "$fuse_pid" 2>/dev/null
+			fuse_pid=
+			rc=1
+		fi
+	fi
+	report "$label" "$rc"
+}
 
 # umount_case FS WDIR TDIR BDIR REMOUNT-COMMANDS...
 umount_case() {
@@ -223,23 +269,33 @@ for fs in $FSLIST; do
 		run ext4 sysfs $M/ext4/t
 		for c in $CASES idle; do run ext4 "$c" $M/ext4/t; done
 		for c in $ADV verity unpriv; do adv ext4 "$c" $M/ext4/t; done
+		for c in $OPS; do ops ext4 "$c" $M/ext4/t; done
 		umount_case ext4 $M/ext4/t $M/ext4/t "" remount_ext4
+		detach_case ext4 $M/ext4/t $M/ext4/t $M/ext4
+		if ! mounted $M/ext4 && ! mount_ext4; then
+			echo "# cannot mount $EXT4_DEV again after the detach case"
+			ext4_ok=
+		fi
 		;;
 	xfs)
 		if ! mount_xfs; then not_run "xfs: mount" "cannot mount $XFS_DEV as xfs"; continue; fi
 		mkdir -p $M/xfs/t
 		for c in $CASES idle; do run xfs "$c" $M/xfs/t; done
 		for c in $ADV; do adv xfs "$c" $M/xfs/t; done
+		for c in $OPS; do ops xfs "$c" $M/xfs/t; done
 		umount_case xfs $M/xfs/t $M/xfs/t "" remount_xfs
-		umount $M/xfs
+		detach_case xfs $M/xfs/t $M/xfs/t $M/xfs
+		mounted $M/xfs && umount $M/xfs
 		;;
 	ovl)
 		[ -n "$ext4_ok" ] || { not_run "ovl: mount" "no ext4 for the layers"; continue; }
 		if ! mount_ovl; then not_run "ovl: mount" "cannot mount overlayfs"; continue; fi
 		w=$M/ovl/t t=$M/ext4/ovl/lower/t
 		for c in $CASES ovl_tag; do run ovl "$c" $w $t; done
+		for c in $OPS; do ops ovl "$c" $w $t; done
 		umount_case ovl $w $t "" remount_ovl
-		umount $M/ovl
+		detach_case ovl $w $t $M/ovl
+		mounted $M/ovl && umount $M/ovl
 		;;
 	fuse)
 		[ -n "$ext4_ok" ] || { not_run "fuse: mount" "no ext4 for the backing dir"; continue; }
@@ -255,8 +311,11 @@ for fs in $FSLIST; do
 		adv fuse fuse_change $w $b $M/ext4/t
 		adv fuse fuse_lie $w $b $M/ext4/t
 		adv fuse fuse_self $w $b
+		adv fuse fuse_mapfail $w $b $M/ext4/t
+		for c in $OPS; do ops fuse "$c" $w $w; done
 		umount_case fuse $w $w $b remount_fuse
-		fuse_stop $M/fuse
+		detach_case fuse $w $w $M/fuse
+		mounted $M/fuse && fuse_stop $M/fuse
 		;;
 	btrfs)
 		[ -n "$ext4_ok" ] || { not_run "btrfs: mount" "no ext4 for the image"; continue; }
@@ -273,7 +332,15 @@ for fs in $FSLIST; do
 		for c in share cow_private write changed evict lazy; do run btrfs "$c" $M/btrfs/t; done
 		for c in $ADV; do adv btrfs "$c" $M/btrfs/t; done
 		adv btrfs btrfs_snap $M/btrfs $M/ext4/t
-		umount $M/btrfs
+		for c in $OPS; do ops btrfs "$c" $M/btrfs/t; done
+		# detach compares the gauges with their values before it: start
+		# from a btrfs without tags, as on the others after their umount case.
+		if umount $M/btrfs && mount -o loop -t btrfs $M/ext4/btrfs.img $M/btrfs; then
+			detach_case btrfs $M/btrfs/t $M/btrfs/t $M/btrfs
+		elif wanted detach; then
+			not_run "btrfs: $(desc detach)" "cannot mount the btrfs image again"
+		fi
+		mounted $M/btrfs && umount $M/btrfs
 		rm -f $M/ext4/btrfs.img
 		;;
 	*) echo "# unknown filesystem $fs in CID_FS" ;;

@@ -30,6 +30,9 @@ namespace cid::analyze {
 struct Target {
   pid_t pid = 0;
   std::string container;  // podman container name ("" if not chosen by container)
+  // --all: a process that cannot be stopped or read (another tracer, a
+  // protected process) is left out with a note instead of failing the run.
+  bool best_effort = false;
 };
 
 // Why a target could not be resolved, for distinct exit codes.
@@ -96,7 +99,9 @@ struct ProcessSnap {
   std::vector<PageRef> pages;  // every present page, in address order
   uint64_t swapped = 0;        // pages swapped out (not in any figure)
   uint64_t skipped = 0;        // present pages in regions without struct pages (PFN maps, vsyscall)
-  bool dropped = false;        // exited during the snapshot: in no figure
+  bool dropped = false;        // exited during the snapshot, or excluded: in no figure
+  bool excluded = false;       // a best-effort target that could not be stopped or read
+  bool best_effort = false;    // from Target
   std::string note;
 };
 
@@ -109,9 +114,8 @@ struct Frame {
   uint64_t kcount = 0;   // mappings system-wide (/proc/kpagecount)
   uint64_t memcg = 0;    // inode of the charged memcg (/proc/kpagecgroup), 0 if none
   bool anon = false;     // anonymous(p) of equation 4.1; named(p) is !anon
-  bool hashed = false;   // content read and hashed
+  bool hashed = false;   // content known: read and hashed (or the zero page, known without reading)
   bool unreadable = false;  // present, but its contents could not be read: a content of its own
-  bool queued = false;   // (scan state) to be read
   bool Has(int bit) const { return (kflags >> bit) & 1; }
 };
 
@@ -122,6 +126,9 @@ struct Hash128Hasher {
 struct SnapshotOptions {
   bool stop = true;     // PTRACE_SEIZE + PTRACE_INTERRUPT every thread; false: live read
   bool verify = false;  // byte-compare every page whose hash was seen before
+  // Threads reading and hashing contents while the targets are stopped
+  // (0: one per CPU, at most 8).
+  unsigned threads = 0;
   // Only virtual addresses in [range_lo, range_hi) (page aligned).
   uint64_t range_lo = 0, range_hi = ~0ull;
   // Called now and then from the scan: pages hashed so far, pages to go.
@@ -131,8 +138,21 @@ struct SnapshotOptions {
   std::function<bool()> interrupted;
   // Test hook: called with every target stopped, before the first is read.
   std::function<void()> after_stop;
-  // Test hook: called before each process is read.
+  // Test hook: called before each process's page tables are read.
   std::function<void(pid_t)> before_process;
+  // Test hook: called with every page table read, before any contents.
+  std::function<void()> before_contents;
+};
+
+// Where a snapshot's time went, in seconds.  All but `after` pass with the
+// targets stopped (when they are stopped).
+struct SnapshotPhases {
+  double stop = 0;      // PTRACE_SEIZE + PTRACE_INTERRUPT of every thread
+  double pagemap = 0;   // /proc/PID/maps and pagemap of every target
+  double contents = 0;  // /proc/kpage* and every frame's contents read and hashed (threads in parallel)
+  double verify = 0;    // --verify: pages of equal hash read again and compared
+  double resume = 0;    // every thread detached
+  double after = 0;     // frame kinds, content numbers (targets running again)
 };
 
 struct Snapshot {
@@ -148,8 +168,11 @@ struct Snapshot {
   uint64_t bytes_compared = 0;  // --verify
   uint64_t hash_collisions = 0; // --verify: equal hash, different bytes (kept apart)
   uint64_t unreadable = 0;      // present pages whose contents could not be read
+  unsigned threads = 1;         // threads that read and hashed contents
+  SnapshotPhases phases;
   std::vector<std::string> notes;
-  size_t dropped() const;
+  size_t dropped() const;   // targets that exited during the snapshot (not the excluded)
+  size_t excluded() const;
 };
 
 // Stops the targets (unless !opts.stop), reads everything, resumes them.

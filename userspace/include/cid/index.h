@@ -11,6 +11,9 @@
 //          cid/partial.h, or NULL: not taken)), PK (dev, ino), indexed by
 //          digest and by (size, partial)
 //   paths(path PK, root_id, dev, ino)
+//   root_sigs(root_id PK, sig): the root directory's stat at its last
+//          complete scan (added without a version change: a writer creates
+//          it, and readers of an index without it see no signatures)
 // The digest is the fs-verity file digest.  Version 1 held plain SHA-256
 // digests and no flags: opening such an index for writing upgrades it in
 // place and deletes its inode rows, keeping its paths, so the next scan
@@ -87,6 +90,10 @@ struct RootRecord {
   std::string path;
   int64_t scanned_ns = 0;  // end of the last scan, 0 if never finished
   bool complete = false;   // the last scan ran to the end
+  // The root directory as its last complete scan found it (device, inode,
+  // mtime, ctime), if it was already older than the racy window then;
+  // empty otherwise.  See ScanOptions::trust_root_signature.
+  std::string signature;
 };
 
 // The default index: /var/lib/cid/index.db for root, otherwise
@@ -132,7 +139,11 @@ class Index {
 
   Result<int64_t> AddRoot(const std::string& root);
   Status SetRootScanned(int64_t root_id, bool complete, int64_t when_ns);
+  // Records (or with "" forgets) RootRecord::signature.
+  Status SetRootSignature(int64_t root_id, const std::string& signature);
   Result<std::vector<RootRecord>> Roots();
+  // The root scanned as exactly `root`, if any.
+  Result<std::optional<RootRecord>> FindRoot(const std::string& root);
 
   // Every path equal to or below `root`, keyed by path.
   Status LoadTree(const std::string& root, std::unordered_map<std::string, PathRecord>* out);
@@ -176,6 +187,17 @@ class Index {
   // least min_size bytes, ordered by digest, dev, ino, path.
   Status ForEachDuplicate(uint64_t min_size,
                           const std::function<void(const InodeRecord&, const std::string& path)>& fn);
+  // The same, for the contents only that have an inode with a path equal
+  // to or below one of `roots` (and every path of every inode of those
+  // contents, wherever it is): the cost follows the roots' size, not the
+  // index's (a range of the paths key per root, then the digest index).
+  Status ForEachDuplicateUnder(const std::vector<std::string>& roots, uint64_t min_size,
+                               const std::function<void(const InodeRecord&, const std::string& path)>& fn);
+  // The same contents, one call each, counted without listing names: the
+  // size, how many of its inodes have a name beneath the roots, and how
+  // many inodes hold it in all.
+  Status ForEachDuplicateCountUnder(const std::vector<std::string>& roots, uint64_t min_size,
+                                    const std::function<void(uint64_t size, uint64_t here, uint64_t total)>& fn);
 
  private:
   Index(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
@@ -184,6 +206,11 @@ class Index {
   Status Exec(const char* sql);
   // BEGIN IMMEDIATE, fn, then COMMIT, or ROLLBACK if fn fails.
   Status InTransaction(const std::function<Status()>& fn);
+  // Runs a duplicate listing (?1: min_size; inode columns, then the path).
+  Status DuplicateRows(const char* sql, uint64_t min_size,
+                       const std::function<void(const InodeRecord&, const std::string& path)>& fn);
+  // Fills temp.scope with the ranges of the paths key `roots` cover.
+  Status SetScope(const std::vector<std::string>& roots);
   Result<sqlite3_stmt*> Prepare(const char* sql);  // cached per SQL text
   Status Error(const char* what, int rc) const;
 

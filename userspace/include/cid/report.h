@@ -32,6 +32,11 @@ struct DupGroup {
 
 // Ordered by duplicated_bytes, largest first, then by digest.
 Result<std::vector<DupGroup>> FindDuplicates(Index* index, uint64_t min_size);
+// The same, for the contents only that have an inode named beneath one
+// of `roots` (each group still lists every inode and name of its content):
+// what a container's layers share, at a cost that follows their size.
+Result<std::vector<DupGroup>> FindDuplicatesUnder(Index* index, const std::vector<std::string>& roots,
+                                                  uint64_t min_size);
 
 // FindDuplicates, keeping only the names that still exist beneath their
 // scanned root (never through a symlink) as the inode and version the index

@@ -58,6 +58,20 @@ struct ScanOptions {
   // and hashed when one appears.  false: hash every file (cidctl scan
   // --hash-all).
   bool lazy = true;
+  // Check only: walk the tree and compare it with the index, reading no
+  // file and writing nothing (the index may be open read-only), and stop
+  // at the first thing a scan would record: a file new, changed, racy,
+  // renamed, gone, first indexed under another root, or a root whose last
+  // scan did not run to its end.  ScanStats::current gives the answer.
+  bool check_only = false;
+  // check_only: a directory root whose own stat (device, inode, mtime,
+  // ctime) is what its last complete scan recorded, and was already older
+  // than the racy window then, counts as unchanged without a walk.  Only for
+  // trees nobody changes below the root without the root changing too,
+  // such as committed overlay lower layers, which container storage never
+  // writes (a file added, removed or renamed in a subdirectory, or written
+  // in place, is not seen).
+  bool trust_root_signature = false;
 
   static constexpr unsigned kDefaultQueueDepth = 32;
 };
@@ -77,12 +91,13 @@ struct ScanStats {
   uint64_t special = 0;     // devices, FIFOs, sockets: skipped
   uint64_t pseudo_fs = 0;   // proc, sysfs, ... mounts: not entered
   uint64_t removed = 0;     // paths that are gone from the tree
-  uint64_t racy = 0;         // hashed, but too close to the scan's start: hashed again next time
+  uint64_t racy = 0;        // hashed, but too close to the scan's start: hashed again next time
   uint64_t deferred = 0;    // recorded by size alone when walked (lazy hashing); a twin met later
                             // in the walk has them hashed after all (counted in hashed too)
   uint64_t fingerprinted = 0;   // partial fingerprints taken (first and last 4 KiB, cid/partial.h)
   uint64_t partial_unique = 0;  // of those, recorded by size and fingerprint alone: no twin matched
   bool interrupted = false;
+  bool current = false;     // check_only: the index describes the whole tree as it is
   double seconds = 0;
   std::string engine;       // "io_uring", "pread", or "none" if nothing was read
 };

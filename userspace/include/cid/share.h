@@ -46,6 +46,7 @@ struct ShareStats {
   uint64_t files = 0;             // inodes of those contents in the layers
   uint64_t duplicated_bytes = 0;  // of those inodes, bytes beyond one copy per content
   uint64_t tagged = 0;            // kTag: inodes tagged (here and their twins elsewhere)
+  uint64_t already_tagged = 0;    // kTag: of those, tagged with this digest and domain before
   uint64_t tag_failed = 0;
   uint64_t stale = 0;             // kTag: changed since indexed; rescan before tagging
   uint64_t ineligible = 0;        // refused by `eligible`
