@@ -52,11 +52,16 @@ interrupt() {
 continue_scan() {
 	local idx=$1
 	"$CIDCTL" scan --index "$idx" --json "$WORK/t" >"$WORK/again.json"
-	local unchanged hashed
+	local unchanged hashed unique
 	unchanged=$(json "$WORK/again.json" 'j["roots"][0]["unchanged"]')
 	hashed=$(json "$WORK/again.json" 'j["roots"][0]["hashed"]')
+	# Files whose first and last 4 KiB no other file shares are indexed
+	# by size and partial fingerprint, not hashed (all files here are
+	# 512 KiB; only the copies share theirs).
+	unique=$(json "$WORK/again.json" 'j["roots"][0]["partial_unique"]')
 	[ "$unchanged" -ge "$COMMITTED" ] || fail "committed rows were rescanned: unchanged $unchanged < committed $COMMITTED"
-	expect_eq "every file indexed after continuing" "$((unchanged + hashed))" "$N"
+	[ "$((unchanged + hashed + unique))" -ge "$N" ] ||
+		fail "files left out after continuing: unchanged $unchanged + hashed $hashed + by fingerprint $unique < $N"
 	expect_eq "rows" "$(count "$idx")" "$N"
 	"$CIDCTL" dups --index "$idx" --json >"$WORK/dups.json"
 	expect_eq "duplicate groups" "$(json "$WORK/dups.json" 'j["groups_count"]')" 100

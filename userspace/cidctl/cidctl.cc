@@ -245,6 +245,8 @@ int CmdScan(int argc, char** argv) {
           .Uint("removed", st.removed)
           .Uint("racy", st.racy)
           .Uint("deferred", st.deferred)
+          .Uint("fingerprinted", st.fingerprinted)
+          .Uint("partial_unique", st.partial_unique)
           .Bool("interrupted", st.interrupted)
           .Double("seconds", st.seconds)
           .String("engine", st.engine)
@@ -253,9 +255,10 @@ int CmdScan(int argc, char** argv) {
       char rate[32] = "";
       if (st.hashed_bytes > 0) snprintf(rate, sizeof(rate), ", %.2f GB/s", gbps);
       printf("%s: %" PRIu64 " files (%" PRIu64 " inodes), %" PRIu64 " hashed (%s%s), %" PRIu64 " of unique size, %" PRIu64
+             " of unique first and last 4 KiB, %" PRIu64
              " unchanged, %" PRIu64 " removed, %" PRIu64 " errors, %" PRIu64 " changed while read; %.2f s [%s]%s\n",
              st.root.c_str(), st.files, st.inodes, st.hashed, HumanBytes(st.hashed_bytes).c_str(), rate, st.deferred,
-             st.unchanged,
+             st.partial_unique, st.unchanged,
              st.removed, st.errors, st.changed, st.seconds, st.engine.c_str(), st.interrupted ? " INTERRUPTED" : "");
     }
     if ((st.errors || st.changed) && exit_code == kExitOk) exit_code = kExitPartial;
@@ -294,7 +297,8 @@ const Command kScan = {
     "                 (a write through a shared mapping need not move mtime)\n"
     "  --hash-all     hash every file; by default a file whose size no other\n"
     "                 indexed file has is recorded by size only (it cannot have a\n"
-    "                 duplicate) and hashed when a second file of its size appears\n"
+    "                 duplicate), and of same-size files over 8 KiB only those\n"
+    "                 whose first and last 4 KiB match another's are hashed\n"
     "  --no-uring     read with pread instead of io_uring (also CID_NO_URING=1)\n"
     "  --quiet        no progress and no summary\n"
     "  --json         print the per-root statistics as JSON\n"
@@ -545,8 +549,9 @@ Result<std::optional<Digest>> IndexedDigest(Index* index, const std::string& pat
     return Status::Changed(path + ": changed since the index recorded it (inode, size, mtime or ctime); "
                            "scan it again, or tag with --no-verify-index");
   if (!(*rec)->inode.hashed)
-    return Status::InvalidArgument(path + ": the index has it by size only (no other indexed file has its size, "
-                                   "so it has nothing to share with yet); tag with --no-verify-index to tag it anyway");
+    return Status::InvalidArgument(path + ": the index has it unhashed (no other indexed file has its size, or its "
+                                   "first and last 4 KiB, so it has nothing to share with yet); tag with "
+                                   "--no-verify-index to tag it anyway");
   return std::optional<Digest>((*rec)->inode.digest);
 }
 

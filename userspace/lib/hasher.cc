@@ -28,6 +28,8 @@ struct FileHasher::Slot {
   bool map = false;     // hashed from mappings where cached
   uint64_t mapped = 0;  // bytes hashed from a mapping
   VerityHasher sha;  // the content id: fs-verity digest
+  bool partial_only = false;  // reading only the edges the partial fingerprint covers
+  PartialEdges edges;         // the partial fingerprint's bytes, gathered as they pass
   std::unique_ptr<uint8_t, decltype(&free)> buf{nullptr, &free};
 };
 
@@ -112,7 +114,7 @@ enum class MapResult { kHashed, kFaulted, kUnmapped };
 // Feeds [off, off + len) of fd to sha from a read-only mapping.  kFaulted:
 // SIGBUS (the file shrank, or the page could not be read back), and sha
 // holds an unfinished state; kUnmapped: not mapped, nothing hashed.
-MapResult HashMapped(VerityHasher* sha, int fd, uint64_t off, uint64_t len) {
+MapResult HashMapped(VerityHasher* sha, PartialEdges* edges, int fd, uint64_t off, uint64_t len) {
   if (!SigbusHandlerInstalled()) return MapResult::kUnmapped;
   void* p = mmap(nullptr, len, PROT_READ, MAP_SHARED, fd, static_cast<off_t>(off));
   if (p == MAP_FAILED) return MapResult::kUnmapped;  // e.g. ENODEV: the filesystem cannot map
@@ -122,6 +124,7 @@ MapResult HashMapped(VerityHasher* sha, int fd, uint64_t off, uint64_t len) {
   MapResult result = MapResult::kFaulted;
   if (sigsetjmp(guard.env, 1) == 0) {  // 1: restore the signal mask, which the handler's entry blocked SIGBUS in
     tls_map_guard = &guard;
+    edges->Add(off, p, len);
     sha->Update(p, len);
     result = MapResult::kHashed;
   }
@@ -174,7 +177,13 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
   o.st = slot->before;
   o.expected = slot->req.expect;
   o.mapped_bytes = slot->mapped;
-  if (status.ok()) {
+  o.partial_only = slot->partial_only;
+  if (status.ok() && slot->partial_only) {
+    // One fstat, at open (see HashRequest::partial_only).
+    if (slot->off != slot->before.size)
+      status = Status::Changed(o.path + ": shrank while it was being read; not recorded");
+    if (status.ok()) o.partial = slot->edges.Fingerprint();
+  } else if (status.ok()) {
     struct stat st;
     if (fstat(slot->fd, &st) < 0) {
       status = Status::FromErrno(o.path, errno);
@@ -183,7 +192,10 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
       if (!after.SameVersion(slot->before) || slot->off != slot->before.size)
         status = Status::Changed(o.path + ": changed while it was being hashed (size or mtime/ctime moved); not recorded");
     }
-    if (status.ok()) o.digest = slot->sha.Final();  // also resets
+    if (status.ok()) {
+      o.digest = slot->sha.Final();  // also resets
+      o.partial = slot->edges.Fingerprint();
+    }
   }
   if (!status.ok()) slot->sha.Reset();
   o.status = std::move(status);
@@ -208,6 +220,17 @@ Status FileHasher::Continue(Slot* slot, bool* finished) {
   constexpr uint64_t kMaxMapSpan = 256 << 20;
   const uint64_t size = slot->before.size;
   *finished = false;
+  if (slot->partial_only) {  // the head, then the tail
+    uint64_t head = PartialEdges::HeadLen(size);
+    if (slot->off >= head && slot->off < PartialEdges::TailOff(size)) slot->off = PartialEdges::TailOff(size);
+    uint64_t until_p = slot->off < head ? head : size;
+    if (slot->off >= size) {
+      *finished = true;
+      return Status::OK();
+    }
+    slot->want = static_cast<uint32_t>(std::min<uint64_t>(until_p - slot->off, options_.buffer_size));
+    return SubmitRead(slot);
+  }
   uint64_t until = size;
   if (slot->map && slot->off % map_window_ == 0) {
     while (slot->off < size) {
@@ -222,7 +245,7 @@ Status FileHasher::Continue(Slot* slot, bool* finished) {
         len += w;
       }
       if (len == 0) break;
-      MapResult r = HashMapped(&slot->sha, slot->fd, slot->off, len);
+      MapResult r = HashMapped(&slot->sha, &slot->edges, slot->fd, slot->off, len);
       if (r == MapResult::kUnmapped) {  // this file cannot be mapped: read the rest
         slot->map = false;
         break;
@@ -253,6 +276,7 @@ bool FileHasher::Start(Slot* slot, HashRequest&& req, const std::function<void(H
   slot->off = 0;
   slot->mapped = 0;
   slot->busy = true;
+  slot->partial_only = false;
   slot->before = FileStat{};
   if (slot->req.dir_fd >= 0) {
     auto fd = OpenFileBeneath(slot->req.dir_fd, slot->req.rel, slot->req.path, slot->req.expect, &slot->before);
@@ -288,11 +312,14 @@ bool FileHasher::Start(Slot* slot, HashRequest&& req, const std::function<void(H
 
 // The file is open and fstat'ed into slot->before: hash it.
 bool FileHasher::Begin(Slot* slot, const std::function<void(HashOutcome&&)>& done) {
+  slot->edges.Reset(slot->before.size);
+  // A file the partial pass would read whole is hashed whole instead.
+  slot->partial_only = slot->req.partial_only && slot->before.size > kPartialWhole;
   if (slot->before.size == 0) {
     Finish(slot, Status::OK(), done);
     return false;
   }
-  slot->map = options_.map_min_size != 0 && slot->before.size >= options_.map_min_size;
+  slot->map = !slot->partial_only && options_.map_min_size != 0 && slot->before.size >= options_.map_min_size;
   bool finished;
   Status s = Continue(slot, &finished);
   if (!s.ok() || finished) {
@@ -379,7 +406,8 @@ void FileHasher::Run(const std::function<bool(HashRequest*, bool may_block)>& ne
         active--;
         continue;
       }
-      s->sha.Update(s->buf.get(), static_cast<size_t>(c.res));
+      s->edges.Add(s->off, s->buf.get(), static_cast<size_t>(c.res));
+      if (!s->partial_only) s->sha.Update(s->buf.get(), static_cast<size_t>(c.res));
       s->off += static_cast<uint64_t>(c.res);
       if (s->off >= s->before.size) {
         Finish(s, Status::OK(), done);
@@ -436,7 +464,7 @@ HashPool::~HashPool() {
 void HashPool::Add(HashRequest req) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    if (Stopped()) return;
+    if (Stopped() || closed_) return;
     requests_.push_back(std::move(req));
     in_progress_++;
   }
@@ -486,7 +514,9 @@ void HashPool::Done(HashOutcome&& o) {
 bool HashPool::Take(std::vector<HashOutcome>* out, bool wait) {
   std::unique_lock<std::mutex> l(mu_);
   if (wait)
-    done_cv_.wait(l, [this] { return !outcomes_.empty() || (closed_ && in_progress_ == 0); });
+    // Nothing out (a stop may have dropped the rest) ends the wait too:
+    // only the caller adds work, so none can come until it does.
+    done_cv_.wait(l, [this] { return !outcomes_.empty() || in_progress_ == 0; });
   while (!outcomes_.empty()) {
     out->push_back(std::move(outcomes_.front()));
     outcomes_.pop_front();

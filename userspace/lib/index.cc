@@ -38,9 +38,10 @@ CREATE TABLE IF NOT EXISTS inodes(
   ctime_ns INTEGER NOT NULL,
   digest BLOB NOT NULL,
   flags INTEGER NOT NULL DEFAULT 0,
+  partial INTEGER,
   PRIMARY KEY(dev, ino)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS inodes_by_digest ON inodes(digest);
-CREATE INDEX IF NOT EXISTS inodes_by_size ON inodes(size);
+CREATE INDEX IF NOT EXISTS inodes_by_size_partial ON inodes(size, partial);
 CREATE TABLE IF NOT EXISTS paths(
   path TEXT PRIMARY KEY,
   root_id INTEGER NOT NULL,
@@ -76,6 +77,9 @@ CREATE INDEX IF NOT EXISTS inodes_by_size ON inodes(size);
 
 // The columns ReadInode takes, from table alias i.
 #define CID_INODE_COLS "i.dev, i.ino, i.size, i.mtime_ns, i.ctime_ns, i.digest, i.flags"
+// The same and the partial fingerprint (ReadInodeWithPartial): only for
+// writers, which add the column to an index that lacks it.
+#define CID_INODE_COLS_P CID_INODE_COLS ", i.partial"
 
 // sqlite stores integers signed; device and inode numbers are unsigned.
 int64_t S(uint64_t v) { return static_cast<int64_t>(v); }
@@ -92,6 +96,13 @@ InodeRecord ReadInode(sqlite3_stmt* st, int col) {
   r.hashed = blob && sqlite3_column_bytes(st, col + 5) == static_cast<int>(kDigestSize);
   if (r.hashed) memcpy(r.digest.bytes.data(), blob, kDigestSize);
   r.racy = (sqlite3_column_int64(st, col + 6) & kFlagRacy) != 0;
+  return r;
+}
+
+InodeRecord ReadInodeWithPartial(sqlite3_stmt* st, int col) {
+  InodeRecord r = ReadInode(st, col);
+  r.has_partial = sqlite3_column_type(st, col + 7) != SQLITE_NULL;
+  if (r.has_partial) r.partial = U(sqlite3_column_int64(st, col + 7));
   return r;
 }
 
@@ -275,34 +286,71 @@ Status Index::Init(Mode mode) {
   // spend a good part of their time waiting for the disk.
   s = Exec("PRAGMA wal_autocheckpoint=8192");
   if (!s.ok()) return s;
-  if (version == kSchemaVersion) return Exec(kRootSigs);
-  // A new index, or an older schema to upgrade in place.
-  return InTransaction([&] {
-    // Read again under the write lock: another process may have upgraded
-    // it, and written new rows, since.
-    int step = sqlite3_step(*ver);
-    int now = step == SQLITE_ROW ? sqlite3_column_int(*ver, 0) : -1;
-    sqlite3_reset(*ver);
-    if (now < 0) return Error("reading the schema version", step);
-    if (now >= kSchemaVersion) return Exec(kRootSigs);
-    Status t;
-    if (now == 0) {
-      t = Exec(kSchema);
-      if (t.ok()) t = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
-    } else {
-      // Version 1 had no flags column; tolerate one that has it already.
-      auto has = Prepare("SELECT count(*) FROM pragma_table_info('inodes') WHERE name='flags'");
-      if (!has.ok()) return has.status();
-      int hs = sqlite3_step(*has);
-      bool flags = hs == SQLITE_ROW && sqlite3_column_int(*has, 0) > 0;
-      sqlite3_reset(*has);
-      t = flags ? Exec("CREATE INDEX IF NOT EXISTS inodes_by_size ON inodes(size)") : Exec(kSchema1To2);
-      if (t.ok()) t = Exec("DELETE FROM inodes; UPDATE roots SET complete=0;");
-    }
-    if (t.ok()) t = Exec(kRootSigs);
-    if (t.ok()) t = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
-    return t;
+  // A scan touches pages of five B-trees all over for every file: keep them
+  // in memory (SQLite's default, 2 MiB, re-reads them from the WAL for a
+  // tree of 100,000 files).  A bound, not a per-file cost.
+  s = Exec("PRAGMA cache_size=-32768");
+  if (!s.ok()) return s;
+  if (version < kSchemaVersion) {  // a new index, or an older schema to upgrade in place
+    s = InTransaction([&] {
+      // Read again under the write lock: another process may have upgraded
+      // it, and written new rows, since.
+      int step = sqlite3_step(*ver);
+      int now = step == SQLITE_ROW ? sqlite3_column_int(*ver, 0) : -1;
+      sqlite3_reset(*ver);
+      if (now < 0) return Error("reading the schema version", step);
+      if (now >= kSchemaVersion) return Status::OK();
+      Status t;
+      if (now == 0) {
+        t = Exec(kSchema);
+        if (t.ok()) t = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
+      } else {
+        // Version 1 had no flags column; tolerate one that has it already.
+        auto has = Prepare("SELECT count(*) FROM pragma_table_info('inodes') WHERE name='flags'");
+        if (!has.ok()) return has.status();
+        int hs = sqlite3_step(*has);
+        bool flags = hs == SQLITE_ROW && sqlite3_column_int(*has, 0) > 0;
+        sqlite3_reset(*has);
+        t = flags ? Exec("CREATE INDEX IF NOT EXISTS inodes_by_size ON inodes(size)") : Exec(kSchema1To2);
+        if (t.ok()) t = Exec("DELETE FROM inodes; UPDATE roots SET complete=0;");
+      }
+      if (t.ok()) t = Exec(("PRAGMA user_version=" + std::to_string(kSchemaVersion)).c_str());
+      return t;
+    });
+    if (!s.ok()) return s;
+  }
+  // Root signatures (see index.h): created by any writer, in place, so an
+  // index of this schema made before them gains the table too.
+  s = Exec(kRootSigs);
+  if (!s.ok()) return s;
+  return AddPartialColumn();
+}
+
+// The partial fingerprint column (see index.h) for an index made before
+// it: added in place, NULL (not known) in every existing row.
+Status Index::AddPartialColumn() {
+  auto has = Prepare("SELECT count(*) FROM pragma_table_info('inodes') WHERE name='partial'");
+  if (!has.ok()) return has.status();
+  auto present = [&]() -> Result<bool> {
+    StmtReset r{*has};
+    int rc = sqlite3_step(*has);
+    if (rc != SQLITE_ROW) return Error("reading the schema", rc);
+    return sqlite3_column_int(*has, 0) > 0;
+  };
+  auto now = present();
+  if (!now.ok() || *now) return now.status();
+  Status s = InTransaction([&] {
+    auto again = present();  // another writer may have added it meanwhile
+    if (!again.ok() || *again) return again.status();
+    return Exec(
+        "ALTER TABLE inodes ADD COLUMN partial INTEGER;"
+        "CREATE INDEX IF NOT EXISTS inodes_by_size_partial ON inodes(size, partial);"
+        "DROP INDEX IF EXISTS inodes_by_size;");
   });
+  // The schema changed under the cached statements: prepare them afresh.
+  for (auto& [sql, st] : stmts_) sqlite3_finalize(st);
+  stmts_.clear();
+  return s;
 }
 
 Status Index::InTransaction(const std::function<Status()>& fn) {
@@ -340,6 +388,7 @@ Result<sqlite3_stmt*> Index::Prepare(const char* sql) {
 }
 
 Status Index::Begin() { return Exec("BEGIN IMMEDIATE"); }
+Status Index::BeginRead() { return Exec("BEGIN DEFERRED"); }
 Status Index::Commit() { return Exec("COMMIT"); }
 Status Index::Rollback() { return Exec("ROLLBACK"); }
 
@@ -493,15 +542,32 @@ Result<std::optional<PathRecord>> Index::FindPath(const std::string& path) {
 }
 
 Result<std::vector<InodeRecord>> Index::FindInodesOfSize(uint64_t size, unsigned limit) {
-  auto st = Prepare("SELECT " CID_INODE_COLS " FROM inodes i WHERE size=?1 LIMIT ?2");
+  auto st = Prepare("SELECT " CID_INODE_COLS_P " FROM inodes i WHERE size=?1 LIMIT ?2");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
   sqlite3_bind_int64(*st, 1, S(size));
   sqlite3_bind_int64(*st, 2, limit);
   std::vector<InodeRecord> out;
   int rc;
-  while ((rc = sqlite3_step(*st)) == SQLITE_ROW) out.push_back(ReadInode(*st, 0));
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW) out.push_back(ReadInodeWithPartial(*st, 0));
   if (rc != SQLITE_DONE) return Error("looking up inodes by size", rc);
+  return out;
+}
+
+Result<std::vector<InodeRecord>> Index::FindInodesOfSizeAndPartial(uint64_t size, uint64_t partial, unsigned limit) {
+  // Two lookups of (size, partial), each a range of inodes_by_size_partial.
+  auto st = Prepare(
+      "SELECT * FROM (SELECT " CID_INODE_COLS_P " FROM inodes i WHERE size=?1 AND partial=?2 LIMIT ?3) "
+      "UNION ALL SELECT * FROM (SELECT " CID_INODE_COLS_P " FROM inodes i WHERE size=?1 AND partial IS NULL LIMIT ?3)");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  sqlite3_bind_int64(*st, 1, S(size));
+  sqlite3_bind_int64(*st, 2, S(partial));
+  sqlite3_bind_int64(*st, 3, limit);
+  std::vector<InodeRecord> out;
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW) out.push_back(ReadInodeWithPartial(*st, 0));
+  if (rc != SQLITE_DONE) return Error("looking up inodes by size and partial fingerprint", rc);
   return out;
 }
 
@@ -521,7 +587,8 @@ Result<std::vector<std::string>> Index::PathsOfInode(uint64_t dev, uint64_t ino,
 
 Status Index::PutInode(const InodeRecord& rec) {
   auto st = Prepare(
-      "INSERT OR REPLACE INTO inodes(dev, ino, size, mtime_ns, ctime_ns, digest, flags) VALUES(?1,?2,?3,?4,?5,?6,?7)");
+      "INSERT OR REPLACE INTO inodes(dev, ino, size, mtime_ns, ctime_ns, digest, flags, partial) "
+      "VALUES(?1,?2,?3,?4,?5,?6,?7,?8)");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
   sqlite3_bind_int64(*st, 1, S(rec.dev));
@@ -532,6 +599,8 @@ Status Index::PutInode(const InodeRecord& rec) {
   // A row recorded without hashing (see ScanOptions::lazy) has an empty digest.
   sqlite3_bind_blob(*st, 6, rec.digest.bytes.data(), rec.hashed ? kDigestSize : 0, SQLITE_TRANSIENT);
   sqlite3_bind_int64(*st, 7, rec.racy ? kFlagRacy : 0);
+  if (rec.has_partial) sqlite3_bind_int64(*st, 8, S(rec.partial));
+  else sqlite3_bind_null(*st, 8);
   int rc = sqlite3_step(*st);
   if (rc != SQLITE_DONE) return Error("writing an inode", rc);
   return Status::OK();

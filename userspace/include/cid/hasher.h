@@ -27,6 +27,7 @@
 
 #include "cid/digest.h"
 #include "cid/io.h"
+#include "cid/partial.h"
 #include "cid/status.h"
 #include "cid/verity.h"
 
@@ -42,6 +43,13 @@ struct HashRequest {
   // dir_fd open until the outcome is reported.
   int dir_fd = -1;
   std::string rel{};
+  // Only the partial fingerprint (cid/partial.h): the first and last
+  // kPartialBlock bytes are read and no digest is computed.  A file of at
+  // most kPartialWhole bytes is read whole and hashed anyway (the outcome's
+  // partial_only is then false).  The file is fstat'ed once, at open: a
+  // change during the two reads moves its times, so the caller's next scan
+  // sees it (with the racy-clean rule for changes within a timestamp tick).
+  bool partial_only = false;
 };
 
 struct HashOutcome {
@@ -53,6 +61,8 @@ struct HashOutcome {
   FileStat expected;  // the request's expect, as given
   uint64_t mapped_bytes = 0;  // how much of it was hashed from a mapping, not read
   bool interrupted = false;   // abandoned on HasherOptions::stop; status is not ok
+  uint64_t partial = 0;       // the partial fingerprint (cid/partial.h), valid if status.ok()
+  bool partial_only = false;  // only the fingerprint was taken: no digest
 };
 
 struct HasherOptions {
@@ -115,11 +125,11 @@ class HashPool {
   HashPool(const HashPool&) = delete;
   HashPool& operator=(const HashPool&) = delete;
 
-  void Add(HashRequest req);
+  void Add(HashRequest req);  // ignored once closed or stopped
   void Close();   // no more requests
   void Cancel();  // drop requests not yet started (they are never reported)
   // Appends finished outcomes.  With wait, blocks until there is at least
-  // one or every request is done.  Returns true while more may come, false
+  // one or none is outstanding.  Returns true while more may come, false
   // once the pool is closed and everything added has been taken.
   bool Take(std::vector<HashOutcome>* out, bool wait);
   size_t pending() const;

@@ -7,7 +7,9 @@
 // Schema (PRAGMA user_version 2, application_id 'CID1'):
 //   roots(id, path UNIQUE, scanned_ns, complete)
 //   inodes(dev, ino, size, mtime_ns, ctime_ns, digest BLOB(32, or empty: not
-//          hashed), flags (1: racy)), PK (dev, ino), indexed by digest and size
+//          hashed), flags (1: racy), partial (the partial fingerprint,
+//          cid/partial.h, or NULL: not taken)), PK (dev, ino), indexed by
+//          digest and by (size, partial)
 //   paths(path PK, root_id, dev, ino)
 //   root_sigs(root_id PK, sig): the root directory's stat at its last
 //          complete scan (added without a version change: a writer creates
@@ -17,6 +19,9 @@
 // place and deletes its inode rows, keeping its paths, so the next scan
 // hashes every file again and no old digest is ever reported or handed to
 // the kernel; opened read-only, it is refused with a message saying to scan.
+// The partial column came later without a version change: a writer adds it
+// to an index that lacks it, readers never need it, and an older cidctl
+// that rewrites a row leaves it NULL (not known), which is always safe.
 #ifndef CID_INDEX_H_
 #define CID_INDEX_H_
 
@@ -51,6 +56,12 @@ struct InodeRecord {
   // that hashed it: it may have changed since without its times moving,
   // so the next scan hashes it again (git's racy-clean rule).
   bool racy = false;
+  // The partial fingerprint (cid/partial.h) of this version, if taken.  A
+  // row that is not hashed but has one was compared with its size twins
+  // and matched none of them: it is hashed when a file of the same size
+  // and fingerprint appears.
+  bool has_partial = false;
+  uint64_t partial = 0;
 
   // The row still describes the file `st` was taken from.
   bool Matches(const FileStat& st) const {
@@ -119,7 +130,10 @@ class Index {
 
   const std::string& path() const { return path_; }
 
-  Status Begin();
+  Status Begin();  // a write transaction (BEGIN IMMEDIATE)
+  // A read transaction (BEGIN DEFERRED): the statements until Commit() see
+  // one snapshot and take the WAL read lock once, not each.
+  Status BeginRead();
   Status Commit();
   Status Rollback();
 
@@ -140,8 +154,12 @@ class Index {
                        std::vector<PathRecord>* out);
   Result<std::optional<InodeRecord>> FindInode(uint64_t dev, uint64_t ino);
   Result<std::optional<PathRecord>> FindPath(const std::string& path);
-  // Up to `limit` inodes of exactly this size.
+  // Up to `limit` inodes of exactly this size (with their partial
+  // fingerprints).
   Result<std::vector<InodeRecord>> FindInodesOfSize(uint64_t size, unsigned limit);
+  // Up to `limit` inodes of this size whose partial fingerprint is
+  // `partial` or not known (NULL).
+  Result<std::vector<InodeRecord>> FindInodesOfSizeAndPartial(uint64_t size, uint64_t partial, unsigned limit);
   // Up to `limit` paths naming the inode, in path order.
   Result<std::vector<std::string>> PathsOfInode(uint64_t dev, uint64_t ino, unsigned limit);
 
@@ -184,6 +202,7 @@ class Index {
  private:
   Index(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
   Status Init(Mode mode);
+  Status AddPartialColumn();
   Status Exec(const char* sql);
   // BEGIN IMMEDIATE, fn, then COMMIT, or ROLLBACK if fn fails.
   Status InTransaction(const std::function<Status()>& fn);

@@ -29,11 +29,13 @@ struct ScanOptions {
   unsigned workers = 0;  // hashing threads; 0: one per online CPU
   EngineFactory engine;  // empty: DefaultEngineFactory(kDefaultQueueDepth)
   HasherOptions hasher;
-  uint64_t batch_writes = 4096;                      // commit after this many writes
-  // or after this long: the write lock is never held longer (other
-  // clients wait at most this), and it is released before every blocking
-  // wait for hashing, so hashing a large file never holds it.
-  std::chrono::milliseconds batch_time{50};
+  // Index writes are buffered in memory and applied in one short
+  // transaction once this many are waiting, or the oldest has waited
+  // batch_time, and before every blocking wait for hashing: the write lock
+  // is held only while a batch is applied (a few ms for 4096 rows), never
+  // across the walk or the hashing of a file.
+  uint64_t batch_writes = 4096;
+  std::chrono::milliseconds batch_time{1000};
   const std::atomic<bool>* stop = nullptr;           // set to stop early
   std::function<void(const Status&)> on_error;       // unreadable or changed files
   std::function<void(const ScanProgress&)> on_progress;  // about 10 times a second
@@ -49,8 +51,12 @@ struct ScanOptions {
   int64_t racy_ns = -1;
   // Lazy hashing: a file whose size no other indexed inode has cannot have
   // a duplicate yet; it is recorded with its size only (InodeRecord::hashed
-  // false) and hashed when a second inode of its size is indexed.
-  // false: hash every file (cidctl scan --hash-all).
+  // false) and looked at when a second inode of its size is indexed.  Of
+  // files with size twins, those over kPartialWhole bytes are first split
+  // by their partial fingerprint (cid/partial.h: first and last 4 KiB); a
+  // file whose fingerprint no twin shares is recorded with it, unhashed,
+  // and hashed when one appears.  false: hash every file (cidctl scan
+  // --hash-all).
   bool lazy = true;
   // Check only: walk the tree and compare it with the index, reading no
   // file and writing nothing (the index may be open read-only), and stop
@@ -88,6 +94,8 @@ struct ScanStats {
   uint64_t racy = 0;        // hashed, but too close to the scan's start: hashed again next time
   uint64_t deferred = 0;    // recorded by size alone when walked (lazy hashing); a twin met later
                             // in the walk has them hashed after all (counted in hashed too)
+  uint64_t fingerprinted = 0;   // partial fingerprints taken (first and last 4 KiB, cid/partial.h)
+  uint64_t partial_unique = 0;  // of those, recorded by size and fingerprint alone: no twin matched
   bool interrupted = false;
   bool current = false;     // check_only: the index describes the whole tree as it is
   double seconds = 0;

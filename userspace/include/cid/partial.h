@@ -1,0 +1,46 @@
+// The partial fingerprint: a cheap first pass that splits files of the same
+// size before any of them is hashed whole (as rmlint, jdupes and fclones
+// compare a first block).  It is XXH3-64 (libxxhash) of a file's first and
+// last kPartialBlock bytes, or of the whole file when it has at most
+// kPartialWhole bytes.  Two files whose fingerprints differ cannot have the
+// same content; two whose fingerprints agree may still differ, so it is
+// only ever a filter: duplicates are decided by the content id (the
+// fs-verity digest), never by this.
+#ifndef CID_PARTIAL_H_
+#define CID_PARTIAL_H_
+
+#include <cstddef>
+#include <cstdint>
+
+namespace cid {
+
+constexpr uint64_t kPartialBlock = 4096;
+constexpr uint64_t kPartialWhole = 2 * kPartialBlock;
+
+// Collects the bytes the fingerprint covers from a file of `size` bytes fed
+// in any pieces (each at its offset), then fingerprints them.
+class PartialEdges {
+ public:
+  void Reset(uint64_t size) { size_ = size; }
+  // Takes what of [off, off + len) the fingerprint covers.
+  void Add(uint64_t off, const void* data, size_t len);
+  uint64_t Fingerprint() const;
+
+  // Where the pass reads: [0, HeadLen) and, for files over kPartialWhole,
+  // [TailOff, size).
+  static uint64_t HeadLen(uint64_t size) { return size <= kPartialWhole ? size : kPartialBlock; }
+  static uint64_t TailOff(uint64_t size) { return size - kPartialBlock; }
+
+ private:
+  uint64_t size_ = 0;
+  // head at [0, kPartialBlock), tail at [kPartialBlock, kPartialWhole); a
+  // file of at most kPartialWhole bytes lies here whole.
+  alignas(64) uint8_t buf_[kPartialWhole];
+};
+
+// The fingerprint of a whole file's bytes (tests, one-off callers).
+uint64_t PartialFingerprintOf(const void* data, uint64_t size);
+
+}  // namespace cid
+
+#endif  // CID_PARTIAL_H_

@@ -1,0 +1,36 @@
+#include "cid/partial.h"
+
+#include <xxhash.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace cid {
+
+void PartialEdges::Add(uint64_t off, const void* data, size_t len) {
+  const auto* p = static_cast<const uint8_t*>(data);
+  uint64_t end = off + len;
+  auto copy = [&](uint64_t lo, uint64_t hi, uint8_t* dst) {  // [lo, hi) of the file to dst[0..)
+    uint64_t a = std::max(lo, off), b = std::min(hi, end);
+    if (a < b) memcpy(dst + (a - lo), p + (a - off), b - a);
+  };
+  if (size_ <= kPartialWhole) {
+    copy(0, size_, buf_);
+    return;
+  }
+  copy(0, kPartialBlock, buf_);
+  copy(size_ - kPartialBlock, size_, buf_ + kPartialBlock);
+}
+
+uint64_t PartialEdges::Fingerprint() const {
+  return XXH3_64bits(buf_, static_cast<size_t>(std::min(size_, kPartialWhole)));
+}
+
+uint64_t PartialFingerprintOf(const void* data, uint64_t size) {
+  PartialEdges e;
+  e.Reset(size);
+  e.Add(0, data, size);
+  return e.Fingerprint();
+}
+
+}  // namespace cid
