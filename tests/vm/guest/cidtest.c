@@ -1441,7 +1441,13 @@ static int stress_worker(struct ctx *c, int id, double until)
 		case 0 ... 4:
 			fd = open(W(name), O_RDONLY);
 			if (fd < 0) {
-				if (!CHECK(errno == ENOENT, "stress: open %s: %s", name, strerror(errno)))
+				/*
+				 * Another worker replaced or unlinked it: ENOENT,
+				 * or on FUSE ESTALE (the server forgot the node
+				 * between the lookup and the open).
+				 */
+				if (!CHECK(errno == ENOENT || (errno == ESTALE && c->fuse),
+					   "stress: open %s: %s", name, strerror(errno)))
 					return 1;
 				break;
 			}
