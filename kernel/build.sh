@@ -179,7 +179,13 @@ echo "$obj" >"$out/objtree"
 [ "$prepare_only" = 1 ] && exit 0
 
 # 4. Configure: tinyconfig + the fragment, then check every option stuck.
-kmake() { make -C "$src" O="$obj" CC="ccache gcc" HOSTCC="ccache gcc" -j"$JOBS" "$@"; }
+# ccache in depend mode: kbuild passes -Wp,-MMD, so ccache takes the header
+# list from the compiler's own dependency output instead of running the
+# preprocessor a second time.  A miss (every file of a cold build, and of a
+# config change) then costs what a plain gcc run costs; in ccache's default
+# mode a cold kernel build took 1.7x as long as with plain gcc here (fs/ext4
+# and mm/: 79 s plain gcc, 144 s default mode, 78 s depend mode).
+kmake() { CCACHE_DEPEND=true make -C "$src" O="$obj" CC="ccache gcc" HOSTCC="ccache gcc" -j"$JOBS" "$@"; }
 mkdir -p "$obj"
 export KBUILD_BUILD_USER=cid KBUILD_BUILD_HOST=cid
 # Reconfigure only when the fragment or a Kconfig file the series touches
