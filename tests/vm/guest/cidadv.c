@@ -326,7 +326,7 @@ static void case_fuse_mapfail(const char *fdir, const char *bdir, const char *ed
 	char *f = strdup(path_join(fdir, "mf")), *b = strdup(path_join(bdir, "mf"));
 	char *e = strdup(path_join(edir, "mf-twin"));
 	char *flag = strdup(path_join(bdir, "../.cid-fuse-lie"));
-	long long vf = cid_stat("verify_failures");
+	long long vf = cid_stat("verify_failures"), tf;
 	uint8_t *shared, *priv, *buf = malloc(PAGE);
 	enum probe r;
 	int fd, efd;
@@ -363,6 +363,31 @@ static void case_fuse_mapfail(const char *fdir, const char *bdir, const char *ed
 	r = probe_page(priv, 5, 13, 14);
 	diag("a fault on the MAP_PRIVATE mapping got %s", probe_str[r]);
 	CHECK(r == GOT_SIGBUS, "documented: SIGBUS on the private mapping too (got %s)", probe_str[r]);
+	/*
+	 * 1b. With the ext4 twin open (its backing file set up by one read),
+	 * faults on pages the content lacks are filled from the twin, verified:
+	 * the content's bytes, which the mapping has shown all along.
+	 */
+	efd = open_ro(e);
+	CHECK(pread(efd, buf, PAGE, 0) == PAGE && check_pattern(buf, 0, PAGE, 13) < 0,
+	      "the ext4 twin reads its own bytes");
+	drop_caches();	/* the content's pages go; the twin's backing file stays */
+	tf = cid_stat("twin_fills");
+	vf = cid_stat("verify_failures");
+	r = probe_page(shared, 9, 13, 14);
+	diag("twin open: a fault on the shared mapping got %s", probe_str[r]);
+	CHECK(r == GOT_OLD, "a fault with a twin open gets the verified content (got %s)",
+	      probe_str[r]);
+	r = probe_page(priv, 11, 13, 14);
+	CHECK(r == GOT_OLD, "so does the private mapping (got %s)", probe_str[r]);
+	CHECK(cid_stat("twin_fills") > tf, "twin_fills moved (%lld -> %lld)", tf,
+	      cid_stat("twin_fills"));
+	CHECK(cid_stat("verify_failures") == vf, "the twin's fills verified (verify_failures %lld -> %lld)",
+	      vf, cid_stat("verify_failures"));
+	CHECK(query_flags(e) & CID_QUERY_TAGGED, "the ext4 twin keeps its tag");
+	CHECK(pread(fd, buf, PAGE, 9 * PAGE) == PAGE && check_pattern(buf, 9 * PAGE, PAGE, 14) < 0,
+	      "read() of that page through the FUSE fd still gets the file's own new bytes");
+	close(efd);
 	/* The twin fills the content with verified bytes; the old mapping then shows them. */
 	efd = open_ro(e);
 	CHECK(verify_read(efd, size, 13, "ext4 twin"), "the ext4 twin keeps its bytes");
@@ -409,6 +434,17 @@ static void case_fuse_mapfail(const char *fdir, const char *bdir, const char *ed
 	CHECK(cid_stat("verify_failures") > vf, "verify_failures moved");
 	CHECK(pread(fd, buf, PAGE, 2 * PAGE) == PAGE && inverted(buf, 2 * PAGE, PAGE, 15),
 	      "read() gets what the file's server says (inverted bytes)");
+	efd = open_ro(e);
+	CHECK(pread(efd, buf, PAGE, 0) == PAGE && check_pattern(buf, 0, PAGE, 15) < 0,
+	      "the twin of the lying file reads its own bytes");
+	drop_caches();
+	tf = cid_stat("twin_fills");
+	r = probe_page(shared, 6, 15, 16);
+	diag("lying server, twin open: a fault on the mapping got %s", probe_str[r]);
+	CHECK(r == GOT_OLD, "with the twin open, the fault gets the verified content (got %s)",
+	      probe_str[r]);
+	CHECK(cid_stat("twin_fills") > tf, "twin_fills moved");
+	close(efd);
 	unlink(flag);
 	efd = open_ro(e);
 	CHECK(verify_read(efd, size, 15, "ext4 twin of the lying file"), "the twin keeps its bytes");

@@ -67,7 +67,7 @@ desc() {
 	openmodes) echo "O_DIRECT, F_SETFL O_DIRECT, reopen O_RDWR, O_TRUNC" ;;
 	verity) echo "content id is the fs-verity measurement; verity file shares with a plain twin" ;;
 	unpriv) echo "unprivileged QUERY: own tag and digest, no cross-file figures" ;;
-	fuse_mapfail) echo "mapping of a file whose fill fails verification: fault gets SIGBUS (documented), read() own bytes" ;;
+	fuse_mapfail) echo "mapping of a file whose fill fails verification: fault filled from an open twin, else SIGBUS; read() own bytes" ;;
 	uring_cold) echo "io_uring buffered READs of cold tagged twins from 4 rings: all bytes right, no hang" ;;
 	uring_fixed) echo "io_uring fixed buffer over a MAP_PRIVATE mapping copies; tagged file and twin unchanged" ;;
 	remap) echo "FICLONE, FIDEDUPERANGE, copy_file_range, punch hole on an idle tagged file" ;;
