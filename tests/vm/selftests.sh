@@ -4,6 +4,8 @@
 #
 #   tests/vm/selftests.sh SRCTREE OBJTREE OUTDIR
 #
+# CID_SELFTESTS, if set: the programs to build (space-separated), a subset
+# of the list; unset builds them all.
 # Installs the UAPI headers of the patched tree (make headers) into OBJTREE
 # and compiles each test with vm_util.c/thp_settings.c the way
 # tools/testing/selftests/mm/Makefile does, without writing into SRCTREE.
@@ -46,6 +48,8 @@ ldlibs=(-lrt -lpthread -lm)
 failed=0
 for t in $(awk '!/^#/ && NF {sub(/:.*/, "", $1); print $1}' "$here/selftests.list" | sort -u); do
 	[ -f "$mm/$t.c" ] || continue	# e.g. a test of a patch not in the series
+	# CID_SELFTESTS: build only these programs (unset: all of the list).
+	if [ -n "${CID_SELFTESTS+set}" ] && [[ " $CID_SELFTESTS " != *" $t "* ]]; then continue; fi
 	extra=()
 	libs=()
 	case $t in
