@@ -20,6 +20,10 @@ passed=0 failed=0
 # a guest waiting on its disks), and at nice 19 the build takes only that.
 # vm_run's own make then finds the kernel built; a background build that
 # failed is simply run again there, in the foreground, where it counts.
+# With sched_autogroup (Debian's default) nice ranks tasks within one
+# session only: the build yields to this run's foreground step, while
+# another session (a second job on the machine) still gets an equal share
+# against this whole run.
 bg_pid=
 bg_build() {  # TARGET
 	nice -n 19 make --no-print-directory "$1" >"$log/$1.bg" 2>&1 &
