@@ -31,6 +31,11 @@ struct FileHasher::Slot {
   bool partial_only = false;  // reading only the edges the partial fingerprint covers
   PartialEdges edges;         // the partial fingerprint's bytes, gathered as they pass
   std::unique_ptr<uint8_t, decltype(&free)> buf{nullptr, &free};
+  // Comparing with req.twin (opened as twin_fd) instead of hashing; the
+  // twin's bytes are read into twin_buf beside each read of the file.
+  bool comparing = false;
+  int twin_fd = -1;
+  std::unique_ptr<uint8_t, decltype(&free)> twin_buf{nullptr, &free};
 };
 
 namespace {
@@ -151,8 +156,66 @@ FileHasher::FileHasher(std::unique_ptr<ReadEngine> engine, HasherOptions options
 }
 
 FileHasher::~FileHasher() {
-  for (auto& s : slots_)
+  for (auto& s : slots_) {
     if (s->fd >= 0) close(s->fd);
+    if (s->twin_fd >= 0) close(s->twin_fd);
+  }
+}
+
+// Opens the request's twin for a comparison: it must be the version its
+// row describes (and as large as the file), else the file is hashed.
+bool FileHasher::OpenTwin(Slot* slot) {
+  const HashRequest::Twin& t = *slot->req.twin;
+  if (t.dir_fd < 0 || t.st.ino == 0 || t.st.size != slot->before.size) return false;
+  FileStat now;
+  auto fd = OpenFileBeneath(t.dir_fd, t.rel, t.path, t.st, &now);
+  if (!fd.ok()) return false;
+  if (!now.SameVersion(t.st)) {
+    close(*fd);
+    return false;
+  }
+  if (!slot->twin_buf) {
+    void* p = nullptr;
+    if (posix_memalign(&p, 4096, options_.buffer_size) != 0) abort();
+    slot->twin_buf.reset(static_cast<uint8_t*>(p));
+  }
+  slot->twin_fd = *fd;
+  return true;
+}
+
+void FileHasher::CloseTwin(Slot* slot) {
+  if (slot->twin_fd >= 0) close(slot->twin_fd);
+  slot->twin_fd = -1;
+  slot->comparing = false;
+}
+
+// Whether the twin holds the `len` bytes just read into slot->buf at
+// slot->off.
+bool FileHasher::TwinMatches(Slot* slot, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = pread(slot->twin_fd, slot->twin_buf.get() + got, len - got, static_cast<off_t>(slot->off + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return memcmp(slot->buf.get(), slot->twin_buf.get(), len) == 0;
+}
+
+// After the last comparison: the twin is still the version whose digest
+// the file is given.
+bool FileHasher::TwinUnchanged(Slot* slot) {
+  struct stat st;
+  return fstat(slot->twin_fd, &st) == 0 && FileStat::From(st).SameVersion(slot->req.twin->st);
+}
+
+// The comparison failed (a byte differs, the twin could not be read or
+// changed): the file is hashed on its own, from its first byte.
+void FileHasher::HashAlone(Slot* slot) {
+  CloseTwin(slot);
+  slot->off = 0;
+  slot->edges.Reset(slot->before.size);
+  slot->map = options_.map_min_size != 0 && slot->before.size >= options_.map_min_size;
 }
 
 bool FileHasher::FallBack(const Status& why) {
@@ -178,6 +241,7 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
   o.expected = slot->req.expect;
   o.mapped_bytes = slot->mapped;
   o.partial_only = slot->partial_only;
+  o.compared = status.ok() && slot->comparing;
   if (status.ok() && slot->partial_only) {
     // One fstat, at open (see HashRequest::partial_only).
     if (slot->off != slot->before.size)
@@ -193,11 +257,14 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
         status = Status::Changed(o.path + ": changed while it was being hashed (size or mtime/ctime moved); not recorded");
     }
     if (status.ok()) {
-      o.digest = slot->sha.Final();  // also resets
+      // Compared: equal bytes have an equal digest, the twin's.
+      o.digest = slot->comparing ? slot->req.twin->digest : slot->sha.Final();  // Final also resets
       o.partial = slot->edges.Fingerprint();
     }
   }
   if (!status.ok()) slot->sha.Reset();
+  o.compared = o.compared && status.ok();
+  CloseTwin(slot);
   o.status = std::move(status);
   if (slot->fd >= 0) close(slot->fd);
   slot->fd = -1;
@@ -319,7 +386,9 @@ bool FileHasher::Begin(Slot* slot, const std::function<void(HashOutcome&&)>& don
     Finish(slot, Status::OK(), done);
     return false;
   }
-  slot->map = !slot->partial_only && options_.map_min_size != 0 && slot->before.size >= options_.map_min_size;
+  slot->comparing = !slot->partial_only && slot->req.twin && OpenTwin(slot);
+  slot->map = !slot->partial_only && !slot->comparing && options_.map_min_size != 0 &&
+              slot->before.size >= options_.map_min_size;
   bool finished;
   Status s = Continue(slot, &finished);
   if (!s.ok() || finished) {
@@ -406,14 +475,19 @@ void FileHasher::Run(const std::function<bool(HashRequest*, bool may_block)>& ne
         active--;
         continue;
       }
-      s->edges.Add(s->off, s->buf.get(), static_cast<size_t>(c.res));
-      if (!s->partial_only) s->sha.Update(s->buf.get(), static_cast<size_t>(c.res));
-      s->off += static_cast<uint64_t>(c.res);
-      if (s->off >= s->before.size) {
-        Finish(s, Status::OK(), done);
-        active--;
-        continue;
+      bool alone = s->comparing && !TwinMatches(s, static_cast<size_t>(c.res));
+      if (!alone) {
+        s->edges.Add(s->off, s->buf.get(), static_cast<size_t>(c.res));
+        if (!s->partial_only && !s->comparing) s->sha.Update(s->buf.get(), static_cast<size_t>(c.res));
+        s->off += static_cast<uint64_t>(c.res);
+        if (s->off >= s->before.size && s->comparing && !TwinUnchanged(s)) alone = true;
+        else if (s->off >= s->before.size) {
+          Finish(s, Status::OK(), done);
+          active--;
+          continue;
+        }
       }
+      if (alone) HashAlone(s);
       bool finished;
       Status st = Continue(s, &finished);
       if (!st.ok() || finished) {
