@@ -119,7 +119,9 @@ class FileHasher {
   struct Slot;
   bool Start(Slot* slot, HashRequest&& req, const std::function<void(HashOutcome&&)>& done);
   bool Begin(Slot* slot, const std::function<void(HashOutcome&&)>& done);
+  Status Read(Slot* slot);
   Status SubmitRead(Slot* slot);
+  bool OnRead(Slot* s, int64_t res, const std::function<void(HashOutcome&&)>& done);
   Status Continue(Slot* slot, bool* finished);
   void Finish(Slot* slot, Status status, const std::function<void(HashOutcome&&)>& done, bool interrupted = false);
   bool Stopped() const { return options_.stop && options_.stop->load(std::memory_order_relaxed); }
