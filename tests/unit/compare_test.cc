@@ -77,6 +77,20 @@ class CompareHasherTest : public ::testing::Test {
     return out;
   }
 
+  // A hook that writes `bytes` at `off` of `path` before the first read
+  // completes, late enough for its times to move even on coarse clocks.
+  static std::function<void(int, ReadCompletion*)> WriteAtFirstRead(std::string path, off_t off, std::string bytes) {
+    return [path, off, bytes, done = false](int, ReadCompletion*) mutable {
+      if (done) return;
+      done = true;
+      usleep(20000);
+      int fd = open(path.c_str(), O_WRONLY);
+      ASSERT_GE(fd, 0);
+      ASSERT_EQ(pwrite(fd, bytes.data(), bytes.size(), off), static_cast<ssize_t>(bytes.size()));
+      close(fd);
+    };
+  }
+
   TempDir dir_;
   int dfd_ = -1;
 };
@@ -129,17 +143,8 @@ TEST_F(CompareHasherTest, ATwinChangingDuringTheComparisonIsNotTrusted) {
   std::string data = RandomBytes(300000, 4);
   WriteFile(dir_ / "a", data);
   WriteFile(dir_ / "b", data);
-  HashRequest r = Request("b", "a", Marker());
-  bool done = false;
-  HashOutcome o = Run(r, [&](int, ReadCompletion*) {
-    if (done) return;
-    done = true;
-    usleep(20000);  // a later mtime than the one the row has, even on coarse clocks
-    int fd = open((dir_ / "a").c_str(), O_WRONLY);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(pwrite(fd, data.data(), 10, 0), 10);  // the same bytes: only the times move
-    close(fd);
-  });
+  // The same bytes: only the times move.
+  HashOutcome o = Run(Request("b", "a", Marker()), WriteAtFirstRead(dir_ / "a", 0, data.substr(0, 10)));
   ASSERT_TRUE(o.status.ok()) << o.status.ToString();
   EXPECT_FALSE(o.compared);
   EXPECT_EQ(o.digest, VerityHasher::Of(data)) << "hashed from its own bytes";
@@ -151,17 +156,7 @@ TEST_F(CompareHasherTest, AFileChangingDuringTheComparisonIsNotRecorded) {
   std::string data = RandomBytes(300000, 5);
   WriteFile(dir_ / "a", data);
   WriteFile(dir_ / "b", data);
-  HashRequest r = Request("b", "a", Marker());
-  bool done = false;
-  HashOutcome o = Run(r, [&](int, ReadCompletion*) {
-    if (done) return;
-    done = true;
-    usleep(20000);
-    int fd = open((dir_ / "b").c_str(), O_WRONLY);
-    ASSERT_GE(fd, 0);
-    ASSERT_EQ(pwrite(fd, "x", 1, 200000), 1);
-    close(fd);
-  });
+  HashOutcome o = Run(Request("b", "a", Marker()), WriteAtFirstRead(dir_ / "b", 200000, "x"));
   EXPECT_TRUE(o.status.IsChanged()) << o.status.ToString();
   EXPECT_FALSE(o.compared);
 }
