@@ -247,6 +247,8 @@ int CmdScan(int argc, char** argv) {
           .Uint("deferred", st.deferred)
           .Uint("fingerprinted", st.fingerprinted)
           .Uint("partial_unique", st.partial_unique)
+          .Uint("compared", st.compared)
+          .Uint("compared_bytes", st.compared_bytes)
           .Bool("interrupted", st.interrupted)
           .Double("seconds", st.seconds)
           .String("engine", st.engine)
@@ -254,10 +256,12 @@ int CmdScan(int argc, char** argv) {
     } else if (!quiet) {
       char rate[32] = "";
       if (st.hashed_bytes > 0) snprintf(rate, sizeof(rate), ", %.2f GB/s", gbps);
-      printf("%s: %" PRIu64 " files (%" PRIu64 " inodes), %" PRIu64 " hashed (%s%s), %" PRIu64 " of unique size, %" PRIu64
+      printf("%s: %" PRIu64 " files (%" PRIu64 " inodes), %" PRIu64 " hashed (%s%s; %" PRIu64
+             " of them by comparison with a twin), %" PRIu64 " of unique size, %" PRIu64
              " of unique first and last 4 KiB, %" PRIu64
              " unchanged, %" PRIu64 " removed, %" PRIu64 " errors, %" PRIu64 " changed while read; %.2f s [%s]%s\n",
-             st.root.c_str(), st.files, st.inodes, st.hashed, HumanBytes(st.hashed_bytes).c_str(), rate, st.deferred,
+             st.root.c_str(), st.files, st.inodes, st.hashed, HumanBytes(st.hashed_bytes).c_str(), rate, st.compared,
+             st.deferred,
              st.partial_unique, st.unchanged,
              st.removed, st.errors, st.changed, st.seconds, st.engine.c_str(), st.interrupted ? " INTERRUPTED" : "");
     }

@@ -31,6 +31,15 @@ struct FileHasher::Slot {
   bool partial_only = false;  // reading only the edges the partial fingerprint covers
   PartialEdges edges;         // the partial fingerprint's bytes, gathered as they pass
   std::unique_ptr<uint8_t, decltype(&free)> buf{nullptr, &free};
+  // Comparing with req.twin (opened as twin_fd) instead of hashing; the
+  // twin's bytes are read into twin_buf beside each read of the file.
+  bool comparing = false;
+  int twin_fd = -1;
+  // Continue's read was served at once from the page cache: sync_res bytes.
+  bool sync = false;
+  int64_t sync_res = 0;
+  bool nonblock = false;  // fd still has O_NONBLOCK (see SubmitRead)
+  std::unique_ptr<uint8_t, decltype(&free)> twin_buf{nullptr, &free};
 };
 
 namespace {
@@ -151,8 +160,66 @@ FileHasher::FileHasher(std::unique_ptr<ReadEngine> engine, HasherOptions options
 }
 
 FileHasher::~FileHasher() {
-  for (auto& s : slots_)
+  for (auto& s : slots_) {
     if (s->fd >= 0) close(s->fd);
+    if (s->twin_fd >= 0) close(s->twin_fd);
+  }
+}
+
+// Opens the request's twin for a comparison: it must be the version its
+// row describes (and as large as the file), else the file is hashed.
+bool FileHasher::OpenTwin(Slot* slot) {
+  const HashRequest::Twin& t = *slot->req.twin;
+  if (t.dir_fd < 0 || t.st.ino == 0 || t.st.size != slot->before.size) return false;
+  FileStat now;
+  auto fd = OpenFileBeneath(t.dir_fd, t.rel, t.path, t.st, &now, /*keep_nonblock=*/true);  // read with pread
+  if (!fd.ok()) return false;
+  if (!now.SameVersion(t.st)) {
+    close(*fd);
+    return false;
+  }
+  if (!slot->twin_buf) {
+    void* p = nullptr;
+    if (posix_memalign(&p, 4096, options_.buffer_size) != 0) abort();
+    slot->twin_buf.reset(static_cast<uint8_t*>(p));
+  }
+  slot->twin_fd = *fd;
+  return true;
+}
+
+void FileHasher::CloseTwin(Slot* slot) {
+  if (slot->twin_fd >= 0) close(slot->twin_fd);
+  slot->twin_fd = -1;
+  slot->comparing = false;
+}
+
+// Whether the twin holds the `len` bytes just read into slot->buf at
+// slot->off.
+bool FileHasher::TwinMatches(Slot* slot, size_t len) {
+  size_t got = 0;
+  while (got < len) {
+    ssize_t r = pread(slot->twin_fd, slot->twin_buf.get() + got, len - got, static_cast<off_t>(slot->off + got));
+    if (r < 0 && errno == EINTR) continue;
+    if (r <= 0) return false;
+    got += static_cast<size_t>(r);
+  }
+  return memcmp(slot->buf.get(), slot->twin_buf.get(), len) == 0;
+}
+
+// After the last comparison: the twin is still the version whose digest
+// the file is given.
+bool FileHasher::TwinUnchanged(Slot* slot) {
+  struct stat st;
+  return fstat(slot->twin_fd, &st) == 0 && FileStat::From(st).SameVersion(slot->req.twin->st);
+}
+
+// The comparison failed (a byte differs, the twin could not be read or
+// changed): the file is hashed on its own, from its first byte.
+void FileHasher::HashAlone(Slot* slot) {
+  CloseTwin(slot);
+  slot->off = 0;
+  slot->edges.Reset(slot->before.size);
+  slot->map = options_.map_min_size != 0 && slot->before.size >= options_.map_min_size;
 }
 
 bool FileHasher::FallBack(const Status& why) {
@@ -178,6 +245,7 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
   o.expected = slot->req.expect;
   o.mapped_bytes = slot->mapped;
   o.partial_only = slot->partial_only;
+  o.compared = status.ok() && slot->comparing;
   if (status.ok() && slot->partial_only) {
     // One fstat, at open (see HashRequest::partial_only).
     if (slot->off != slot->before.size)
@@ -193,19 +261,41 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
         status = Status::Changed(o.path + ": changed while it was being hashed (size or mtime/ctime moved); not recorded");
     }
     if (status.ok()) {
-      o.digest = slot->sha.Final();  // also resets
+      // Compared: equal bytes have an equal digest, the twin's.
+      o.digest = slot->comparing ? slot->req.twin->digest : slot->sha.Final();  // Final also resets
       o.partial = slot->edges.Fingerprint();
     }
   }
   if (!status.ok()) slot->sha.Reset();
+  o.compared = o.compared && status.ok();
+  CloseTwin(slot);
   o.status = std::move(status);
   if (slot->fd >= 0) close(slot->fd);
   slot->fd = -1;
+  slot->nonblock = false;
   slot->busy = false;
   done(std::move(o));
 }
 
+// The read Continue chose: served at once if the page cache holds it
+// (slot->sync), else queued on the engine.
+Status FileHasher::Read(Slot* slot) {
+  int64_t n = engine_->ReadCached(slot->fd, slot->buf.get(), slot->want, slot->off);
+  if (n > 0) {
+    slot->sync = true;
+    slot->sync_res = n;
+    return Status::OK();
+  }
+  return SubmitRead(slot);
+}
+
 Status FileHasher::SubmitRead(Slot* slot) {
+  // io_uring honours O_NONBLOCK on regular files (EAGAIN instead of
+  // waiting for the disk): clear it before the first read it does.
+  if (slot->nonblock) {
+    if (fcntl(slot->fd, F_SETFL, O_RDONLY) < 0) return Status::FromErrno(slot->req.path, errno);
+    slot->nonblock = false;
+  }
   return engine_->Submit(slot->fd, slot->buf.get(), slot->want, slot->off, slot->index);
 }
 
@@ -229,7 +319,7 @@ Status FileHasher::Continue(Slot* slot, bool* finished) {
       return Status::OK();
     }
     slot->want = static_cast<uint32_t>(std::min<uint64_t>(until_p - slot->off, options_.buffer_size));
-    return SubmitRead(slot);
+    return Read(slot);
   }
   uint64_t until = size;
   if (slot->map && slot->off % map_window_ == 0) {
@@ -267,7 +357,7 @@ Status FileHasher::Continue(Slot* slot, bool* finished) {
   }
   if (slot->map) until = std::min(size, (slot->off / map_window_ + 1) * map_window_);
   slot->want = static_cast<uint32_t>(std::min<uint64_t>(until - slot->off, options_.buffer_size));
-  return SubmitRead(slot);
+  return Read(slot);
 }
 
 // Returns true if a read is now outstanding for the slot.
@@ -279,12 +369,16 @@ bool FileHasher::Start(Slot* slot, HashRequest&& req, const std::function<void(H
   slot->partial_only = false;
   slot->before = FileStat{};
   if (slot->req.dir_fd >= 0) {
-    auto fd = OpenFileBeneath(slot->req.dir_fd, slot->req.rel, slot->req.path, slot->req.expect, &slot->before);
+    // O_NONBLOCK stays until a read goes to the engine (SubmitRead): reads
+    // the page cache serves at once need no fcntl.
+    auto fd = OpenFileBeneath(slot->req.dir_fd, slot->req.rel, slot->req.path, slot->req.expect, &slot->before,
+                              /*keep_nonblock=*/true);
     if (!fd.ok()) {
       Finish(slot, fd.status(), done);
       return false;
     }
     slot->fd = *fd;
+    slot->nonblock = true;
     return Begin(slot, done);
   }
   slot->fd = OpenForHash(slot->req.path);
@@ -319,14 +413,18 @@ bool FileHasher::Begin(Slot* slot, const std::function<void(HashOutcome&&)>& don
     Finish(slot, Status::OK(), done);
     return false;
   }
-  slot->map = !slot->partial_only && options_.map_min_size != 0 && slot->before.size >= options_.map_min_size;
+  slot->comparing = !slot->partial_only && slot->req.twin && OpenTwin(slot);
+  slot->map = !slot->partial_only && !slot->comparing && options_.map_min_size != 0 &&
+              slot->before.size >= options_.map_min_size;
   bool finished;
   Status s = Continue(slot, &finished);
   if (!s.ok() || finished) {
     Finish(slot, s, done);
     return false;
   }
-  return true;
+  if (!slot->sync) return true;
+  slot->sync = false;
+  return OnRead(slot, slot->sync_res, done);
 }
 
 void FileHasher::Run(const std::function<bool(HashRequest*, bool may_block)>& next,
@@ -371,6 +469,9 @@ void FileHasher::Run(const std::function<bool(HashRequest*, bool may_block)>& ne
         if (!st.ok() || finished) {
           Finish(s.get(), st, done);
           active--;
+        } else if (s->sync) {
+          s->sync = false;
+          if (!OnRead(s.get(), s->sync_res, done)) active--;
         }
       }
       continue;
@@ -381,46 +482,59 @@ void FileHasher::Run(const std::function<bool(HashRequest*, bool may_block)>& ne
       active = 0;
       continue;
     }
-    for (const ReadCompletion& c : comps) {
-      Slot* s = slots_[c.tag].get();
-      if (Stopped()) {  // each file in flight ends at its own next completion
-        Finish(s, Status::Changed(s->req.path + ": not finished: the scan was stopped"), done, true);
-        active--;
-        continue;
-      }
-      if (c.res == -EINTR || c.res == -EAGAIN) {
-        Status st = SubmitRead(s);
-        if (!st.ok()) {
-          Finish(s, st, done);
-          active--;
-        }
-        continue;
-      }
-      if (c.res < 0) {
-        Finish(s, Status::FromErrno(s->req.path + ": read", static_cast<int>(-c.res)), done);
-        active--;
-        continue;
-      }
-      if (c.res == 0) {  // EOF before the size fstat gave: it shrank
-        Finish(s, Status::Changed(s->req.path + ": shrank while it was being hashed; not recorded"), done);
-        active--;
-        continue;
-      }
-      s->edges.Add(s->off, s->buf.get(), static_cast<size_t>(c.res));
-      if (!s->partial_only) s->sha.Update(s->buf.get(), static_cast<size_t>(c.res));
-      s->off += static_cast<uint64_t>(c.res);
-      if (s->off >= s->before.size) {
-        Finish(s, Status::OK(), done);
-        active--;
-        continue;
-      }
-      bool finished;
-      Status st = Continue(s, &finished);
-      if (!st.ok() || finished) {
+    for (const ReadCompletion& c : comps)
+      if (!OnRead(slots_[c.tag].get(), c.res, done)) active--;
+  }
+}
+
+// A read of slot s ended with res (bytes, or -errno): takes the bytes and
+// moves on, through every read that the page cache then serves at once,
+// until a read is queued on the engine (true) or the file is finished and
+// reported (false).
+bool FileHasher::OnRead(Slot* s, int64_t res, const std::function<void(HashOutcome&&)>& done) {
+  while (true) {
+    if (Stopped()) {  // each file in flight ends at its own next completion
+      Finish(s, Status::Changed(s->req.path + ": not finished: the scan was stopped"), done, true);
+      return false;
+    }
+    if (res == -EINTR || res == -EAGAIN) {
+      Status st = SubmitRead(s);
+      if (!st.ok()) {
         Finish(s, st, done);
-        active--;
+        return false;
+      }
+      return true;
+    }
+    if (res < 0) {
+      Finish(s, Status::FromErrno(s->req.path + ": read", static_cast<int>(-res)), done);
+      return false;
+    }
+    if (res == 0) {  // EOF before the size fstat gave: it shrank
+      Finish(s, Status::Changed(s->req.path + ": shrank while it was being hashed; not recorded"), done);
+      return false;
+    }
+    bool alone = s->comparing && !TwinMatches(s, static_cast<size_t>(res));
+    if (!alone) {
+      s->edges.Add(s->off, s->buf.get(), static_cast<size_t>(res));
+      if (!s->partial_only && !s->comparing) s->sha.Update(s->buf.get(), static_cast<size_t>(res));
+      s->off += static_cast<uint64_t>(res);
+      if (s->off >= s->before.size && s->comparing && !TwinUnchanged(s)) {
+        alone = true;
+      } else if (s->off >= s->before.size) {
+        Finish(s, Status::OK(), done);
+        return false;
       }
     }
+    if (alone) HashAlone(s);
+    bool finished;
+    Status st = Continue(s, &finished);
+    if (!st.ok() || finished) {
+      Finish(s, st, done);
+      return false;
+    }
+    if (!s->sync) return true;
+    s->sync = false;
+    res = s->sync_res;
   }
 }
 

@@ -262,7 +262,9 @@ Status Index::Init(Mode mode) {
     if (version < kSchemaVersion)
       return Status::Unsupported("index " + path_ + ": made by an older cidctl, its digests are plain SHA-256, " +
                                  "not content ids; run 'cidctl scan' on its roots to hash them again");
-    return Status::OK();
+    // A listing reads the digest index and the inode and path rows all
+    // over: keep their pages (SQLite's default, 2 MiB, re-reads them).
+    return Exec("PRAGMA cache_size=-32768");
   }
   if (version == 0 && app_id == 0) {
     // A new file, or an SQLite database someone else made: refuse the latter.

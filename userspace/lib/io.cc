@@ -4,6 +4,7 @@
 #include <liburing.h>
 #include <string.h>
 #include <sys/syscall.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -77,6 +78,21 @@ bool RangeCached(int fd, uint64_t off, uint64_t len) {
 
 bool ReadEngine::Cached(int fd, uint64_t off, uint64_t len) { return RangeCached(fd, off, len); }
 
+int64_t ReadEngine::ReadCached(int, void*, uint32_t, uint64_t) { return -EAGAIN; }
+
+int64_t ReadNowait(int fd, void* buf, uint32_t len, uint64_t off) {
+  static std::atomic<bool> unsupported{false};
+  if (unsupported.load(std::memory_order_relaxed)) return -EAGAIN;
+  struct iovec iov = {buf, len};
+  ssize_t n;
+  do {
+    n = preadv2(fd, &iov, 1, static_cast<off_t>(off), RWF_NOWAIT);
+  } while (n < 0 && errno == EINTR);
+  if (n > 0) return n;
+  if (n < 0 && errno == EOPNOTSUPP) unsupported.store(true, std::memory_order_relaxed);
+  return -EAGAIN;  // not cached, an error, or the end: the engine's read says which
+}
+
 namespace {
 
 // Reads synchronously in Wait(), in submission order.
@@ -105,6 +121,9 @@ class PreadEngine final : public ReadEngine {
 
   unsigned depth() const override { return depth_; }
   const char* name() const override { return "pread"; }
+  int64_t ReadCached(int fd, void* buf, uint32_t len, uint64_t off) override {
+    return ReadNowait(fd, buf, len, off);
+  }
 
  private:
   struct Req {
@@ -129,6 +148,10 @@ class UringEngine final : public ReadEngine {
     int r = io_uring_queue_init(depth_, &ring_, 0);
     if (r == 0) initialized_ = true;
     return r;
+  }
+
+  int64_t ReadCached(int fd, void* buf, uint32_t len, uint64_t off) override {
+    return ReadNowait(fd, buf, len, off);
   }
 
   Status Submit(int fd, void* buf, uint32_t len, uint64_t off, uint64_t tag) override {

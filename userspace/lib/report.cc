@@ -97,19 +97,52 @@ Result<std::vector<DupGroup>> FindCurrentDuplicates(Index* index, uint64_t min_s
   std::vector<std::string> root_paths;
   for (const auto& r : *roots) root_paths.push_back(r.path);
   RootFds fds(std::move(root_paths));
-  auto current = [&](const DupGroup& g, const DupInode& in, const std::string& path) {
-    auto where = fds.Resolve(path);
-    if (!where.ok()) return false;
-    int fd = OpenBeneath(where->first, where->second, O_PATH | O_NOFOLLOW);
-    if (fd < 0) return false;
-    struct stat st;
-    bool same = fstat(fd, &st) == 0 && S_ISREG(st.st_mode);
-    close(fd);
-    if (!same) return false;
-    FileStat f = FileStat::From(st);
-    return f.dev == in.dev && f.ino == in.ino && f.size == g.size && f.mtime_ns == in.mtime_ns &&
-           f.ctime_ns == in.ctime_ns;
+  // Every name is checked in path order, so each directory is opened once
+  // (beneath its root, no symlinks) and its names are looked at with
+  // fstatat(AT_SYMLINK_NOFOLLOW) of one component: one system call per
+  // name instead of an open, fstat and close.
+  struct Name {
+    const std::string* path;
+    size_t group, inode;
+    bool current = false;
   };
+  std::vector<Name> names;
+  for (size_t g = 0; g < groups->size(); g++)
+    for (size_t i = 0; i < (*groups)[g].inodes.size(); i++)
+      for (const std::string& p : (*groups)[g].inodes[i].paths) names.push_back(Name{&p, g, i});
+  std::sort(names.begin(), names.end(), [](const Name& a, const Name& b) { return *a.path < *b.path; });
+  int dir_fd = -1;     // the directory of the last name, opened beneath its root
+  int dir_err = 0;     // or why it could not be
+  int dir_root = -1;   // the root fd it was opened beneath
+  std::string dir_rel;  // its path relative to that root ("" for the root itself)
+  for (Name& n : names) {
+    auto where = fds.Resolve(*n.path);
+    if (!where.ok()) continue;
+    const std::string& rel = where->second;
+    size_t slash = rel.rfind('/');
+    std::string_view dir = slash == std::string::npos ? std::string_view() : std::string_view(rel).substr(0, slash);
+    std::string_view base = slash == std::string::npos ? std::string_view(rel) : std::string_view(rel).substr(slash + 1);
+    if (dir_root != where->first || dir_rel != dir || (dir_fd < 0 && dir_err == 0)) {
+      if (dir_fd >= 0 && dir_fd != dir_root) close(dir_fd);
+      dir_root = where->first;
+      dir_rel = dir;
+      dir_err = 0;
+      dir_fd = dir.empty() ? dir_root : OpenBeneath(dir_root, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+      if (dir_fd < 0) dir_err = -dir_fd;
+    }
+    if (dir_fd < 0 || base.empty()) continue;
+    struct stat st;
+    if (fstatat(dir_fd, std::string(base).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+    const DupGroup& g = (*groups)[n.group];
+    const DupInode& in = g.inodes[n.inode];
+    FileStat f = FileStat::From(st);
+    n.current = f.dev == in.dev && f.ino == in.ino && f.size == g.size && f.mtime_ns == in.mtime_ns &&
+                f.ctime_ns == in.ctime_ns;
+  }
+  if (dir_fd >= 0 && dir_fd != dir_root) close(dir_fd);
+  std::unordered_set<const std::string*> current;
+  for (const Name& n : names)
+    if (n.current) current.insert(n.path);
   *stale_paths = 0;
   std::vector<DupGroup> out;
   for (DupGroup& g : *groups) {
@@ -117,7 +150,7 @@ Result<std::vector<DupGroup>> FindCurrentDuplicates(Index* index, uint64_t min_s
     for (DupInode& in : g.inodes) {
       std::vector<std::string> names;
       for (std::string& p : in.paths) {
-        if (current(g, in, p)) names.push_back(std::move(p));
+        if (current.count(&p)) names.push_back(std::move(p));
         else (*stale_paths)++;
       }
       if (names.empty()) continue;

@@ -66,7 +66,7 @@ int OpenRootDir(const std::string& path) {
 }
 
 Result<int> OpenFileBeneath(int dir_fd, std::string_view rel, const std::string& path, const FileStat& expect,
-                            FileStat* out) {
+                            FileStat* out, bool keep_nonblock) {
   int flags = O_RDONLY | O_NOFOLLOW | O_NONBLOCK;
   int fd = OpenBeneath(dir_fd, rel, flags | O_NOATIME);
   if (fd == -EPERM) fd = OpenBeneath(dir_fd, rel, flags);  // O_NOATIME: only the owner may
@@ -93,7 +93,7 @@ Result<int> OpenFileBeneath(int dir_fd, std::string_view rel, const std::string&
   }
   // io_uring honours O_NONBLOCK on regular files (EAGAIN instead of waiting
   // for the disk): clear it again.
-  if (fcntl(fd, F_SETFL, O_RDONLY) < 0) {
+  if (!keep_nonblock && fcntl(fd, F_SETFL, O_RDONLY) < 0) {
     int e = errno;
     close(fd);
     return Status::FromErrno(path, e);

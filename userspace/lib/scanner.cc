@@ -327,6 +327,16 @@ class Scan {
   void Throttle();
   void Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel, bool partial);
   void Backfill(const InodeRecord& row, bool partial);
+  RootFds* Roots();
+  // A twin to compare a file with (HashRequest::twin): the indexed inode
+  // `st` with content id `digest`, opened by `name` beneath its root.
+  std::optional<HashRequest::Twin> TwinOf(const std::string& name, const FileStat& st, const Digest& digest);
+  std::optional<HashRequest::Twin> TwinOf(const InodeRecord& row);
+  // Hands a request to read a file whole (hash or compare) to the pool.
+  void AddWhole(HashRequest&& req);
+  // The requests parked on `key` (see parked_), now that it is hashed
+  // (o) or failed: compared with it, or hashed on their own.
+  void Unpark(const InodeKey& key, const HashOutcome& o);
   // Whether a path lies in (or is) something the walk could not read:
   // its rows are kept.  One lookup per ancestor.
   bool Hidden(const std::string& path) const {
@@ -371,6 +381,11 @@ class Scan {
   std::unordered_map<InodeKey, HashRequest, InodeKeyHash> partial_reqs_;
   std::unordered_set<uint64_t> sizes_queued_;  // sizes of files queued for hashing in this scan
   std::unique_ptr<RootFds> roots_;             // for backfills outside this root
+  std::unordered_set<InodeKey, InodeKeyHash> whole_queued_;  // inodes out to be hashed whole
+  // Requests of files that matched an inode being hashed whole (in
+  // whole_queued_), keyed by it: once its digest is known they are
+  // compared with it (ScanOptions::compare_min).
+  std::unordered_map<InodeKey, std::vector<HashRequest>, InodeKeyHash> parked_;
   std::unordered_set<std::string> unreadable_;  // paths the walk could not read
   std::vector<InodeKey> orphan_candidates_;      // inodes a path stopped naming in this scan
   std::unordered_set<std::string> own_files_;  // the index and its journals: never indexed
@@ -556,16 +571,7 @@ void Scan::Backfill(const InodeRecord& t, bool partial) {
   }
   if (names->empty()) return;
   const std::string& name = names->front();
-  if (!roots_) {
-    auto roots = index_->Roots();
-    if (!roots.ok()) {
-      failed_ = roots.status();
-      return;
-    }
-    std::vector<std::string> paths;
-    for (const auto& r : *roots) paths.push_back(r.path);
-    roots_ = std::make_unique<RootFds>(std::move(paths));
-  }
+  if (!Roots()) return;
   auto where = roots_->Resolve(name);
   if (!where.ok()) return;  // its tree is gone; its own next scan sorts it out
   FileStat expect;
@@ -574,6 +580,70 @@ void Scan::Backfill(const InodeRecord& t, bool partial) {
   expect.size = t.size;
   backfill_.insert(key);
   Queue(name, expect, where->first, where->second, partial && t.size > kPartialWhole);
+}
+
+// The index's roots, each opened once; nullptr (failed_ set) on an index error.
+RootFds* Scan::Roots() {
+  if (!roots_) {
+    auto roots = index_->Roots();
+    if (!roots.ok()) {
+      failed_ = roots.status();
+      return nullptr;
+    }
+    std::vector<std::string> paths;
+    for (const auto& r : *roots) paths.push_back(r.path);
+    roots_ = std::make_unique<RootFds>(std::move(paths));
+  }
+  return roots_.get();
+}
+
+std::optional<HashRequest::Twin> Scan::TwinOf(const std::string& name, const FileStat& st, const Digest& digest) {
+  if (!Roots()) return std::nullopt;
+  auto where = roots_->Resolve(name);
+  if (!where.ok()) return std::nullopt;
+  HashRequest::Twin t;
+  t.dir_fd = where->first;
+  t.rel = std::move(where->second);
+  t.path = name;
+  t.st = st;
+  t.digest = digest;
+  return t;
+}
+
+std::optional<HashRequest::Twin> Scan::TwinOf(const InodeRecord& row) {
+  auto names = batch_.PathsOfInode(row.dev, row.ino);
+  if (!names.ok()) {
+    failed_ = names.status();
+    return std::nullopt;
+  }
+  if (names->empty()) return std::nullopt;
+  FileStat st;
+  st.dev = row.dev;
+  st.ino = row.ino;
+  st.size = row.size;
+  st.mtime_ns = row.mtime_ns;
+  st.ctime_ns = row.ctime_ns;
+  return TwinOf(names->front(), st, row.digest);
+}
+
+void Scan::AddWhole(HashRequest&& req) {
+  req.partial_only = false;
+  whole_queued_.insert(InodeKey{req.expect.dev, req.expect.ino});
+  pool_->Add(std::move(req));
+}
+
+void Scan::Unpark(const InodeKey& key, const HashOutcome& o) {
+  auto p = parked_.find(key);
+  if (p == parked_.end()) return;
+  std::vector<HashRequest> reqs = std::move(p->second);
+  parked_.erase(p);
+  if (o.interrupted) return;  // a stopped scan records nothing more
+  std::optional<HashRequest::Twin> twin;
+  if (o.status.ok() && !o.partial_only && !RowOf(o).racy) twin = TwinOf(o.path, o.st, o.digest);
+  for (HashRequest& r : reqs) {
+    r.twin = twin;
+    AddWhole(std::move(r));
+  }
 }
 
 void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::string rel, bool partial) {
@@ -593,7 +663,8 @@ void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::s
   req.rel = std::move(rel);
   req.partial_only = partial;
   if (partial) partial_reqs_[InodeKey{st.dev, st.ino}] = req;  // to hash it whole if its fingerprint matches
-  pool_->Add(std::move(req));
+  if (partial) pool_->Add(std::move(req));
+  else AddWhole(std::move(req));
   Throttle();
   if (++walked_since_drain_ >= 64) {
     walked_since_drain_ = 0;
@@ -636,6 +707,14 @@ Status Scan::RecordFailure(const InodeKey& key, const HashOutcome& o) {
 Status Scan::Record(HashOutcome&& o) {
   // Keyed by the inode the walk saw: a file replaced since has another.
   InodeKey key{o.expected.dev, o.expected.ino};
+  if (!o.partial_only) {
+    whole_queued_.erase(key);
+    Unpark(key, o);
+  }
+  if (o.compared) {
+    stats_->compared++;
+    stats_->compared_bytes += o.st.size;
+  }
   if (o.interrupted) {  // abandoned on the stop flag: whatever the index had stays
     waiting_.erase(key);
     backfill_.erase(key);
@@ -687,6 +766,8 @@ Status Scan::RecordPartial(HashOutcome&& o) {
   auto matches = batch_.FindBySize(o.st.size, o.partial, 4);
   if (!matches.ok()) return matches.status();
   bool matched = false;
+  const InodeRecord* twin = nullptr;    // hashed, current: compare with it
+  const InodeRecord* leader = nullptr;  // being hashed whole: wait for it, then compare
   for (const InodeRecord& m : *matches) {
     if (m.dev == key.dev && m.ino == key.ino) continue;
     // A row by size alone has its fingerprint being taken (queued when
@@ -694,10 +775,19 @@ Status Scan::RecordPartial(HashOutcome&& o) {
     if (!m.hashed && !m.has_partial) continue;
     matched = true;
     if (!m.hashed) Backfill(m, /*partial=*/false);
+    bool same = m.has_partial && m.partial == o.partial;
+    if (same && m.hashed && !m.racy && !twin) twin = &m;
+    if (same && !m.hashed && whole_queued_.count(InodeKey{m.dev, m.ino}) && !leader) leader = &m;
   }
-  if (matched) {  // hash it whole; its names stay waiting (or in backfill_)
-    req.partial_only = false;
-    pool_->Add(std::move(req));
+  if (matched) {  // read it whole; its names stay waiting (or in backfill_)
+    bool compare = options_.compare_min != 0 && o.st.size >= options_.compare_min;
+    if (compare && twin) {
+      req.twin = TwinOf(*twin);
+    } else if (compare && leader) {
+      parked_[InodeKey{leader->dev, leader->ino}].push_back(std::move(req));
+      return Status::OK();
+    }
+    AddWhole(std::move(req));
     return Status::OK();
   }
   stats_->partial_unique++;

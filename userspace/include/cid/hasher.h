@@ -21,6 +21,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -50,6 +51,24 @@ struct HashRequest {
   // change during the two reads moves its times, so the caller's next scan
   // sees it (with the racy-clean rule for changes within a timestamp tick).
   bool partial_only = false;
+  // Compare instead of hashing: an indexed inode whose row is current (the
+  // version in `st`, with content id `digest`) that should hold the same
+  // bytes.  The file is read as for hashing and the twin's bytes at each
+  // offset are read beside it (pread) and compared; if every byte is equal
+  // and neither file changed (the twin's fstat at open and after the last
+  // read equal `st`, the file's as for hashing), the outcome carries the
+  // twin's digest without a SHA-256 of the file (the digest of equal bytes
+  // is equal).  At the first difference, or if the twin cannot be opened
+  // or is not the version `st` describes, the file is hashed on its own
+  // from its first byte.  Ignored with partial_only.
+  struct Twin {
+    int dir_fd = -1;  // as dir_fd/rel above; kept open by the caller
+    std::string rel;
+    std::string path;  // for messages
+    FileStat st;
+    Digest digest;
+  };
+  std::optional<Twin> twin{};
 };
 
 struct HashOutcome {
@@ -63,6 +82,7 @@ struct HashOutcome {
   bool interrupted = false;   // abandoned on HasherOptions::stop; status is not ok
   uint64_t partial = 0;       // the partial fingerprint (cid/partial.h), valid if status.ok()
   bool partial_only = false;  // only the fingerprint was taken: no digest
+  bool compared = false;      // the digest is the twin's: equal byte by byte (HashRequest::twin)
 };
 
 struct HasherOptions {
@@ -99,7 +119,9 @@ class FileHasher {
   struct Slot;
   bool Start(Slot* slot, HashRequest&& req, const std::function<void(HashOutcome&&)>& done);
   bool Begin(Slot* slot, const std::function<void(HashOutcome&&)>& done);
+  Status Read(Slot* slot);
   Status SubmitRead(Slot* slot);
+  bool OnRead(Slot* s, int64_t res, const std::function<void(HashOutcome&&)>& done);
   Status Continue(Slot* slot, bool* finished);
   void Finish(Slot* slot, Status status, const std::function<void(HashOutcome&&)>& done, bool interrupted = false);
   bool Stopped() const { return options_.stop && options_.stop->load(std::memory_order_relaxed); }
@@ -107,6 +129,12 @@ class FileHasher {
   // go on with pread, restarting the files in flight.  False if that is
   // not possible (the engine was not io_uring).
   bool FallBack(const Status& why);
+  // Comparing with HashRequest::twin (see there).
+  bool OpenTwin(Slot* slot);
+  void CloseTwin(Slot* slot);
+  bool TwinMatches(Slot* slot, size_t len);
+  bool TwinUnchanged(Slot* slot);
+  void HashAlone(Slot* slot);
 
   std::unique_ptr<ReadEngine> engine_;
   HasherOptions options_;

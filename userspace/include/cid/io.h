@@ -63,7 +63,19 @@ class ReadEngine {
   // 6.5, or refused by seccomp) or refuses this file (EPERM: it reports only
   // on files the caller owns or may write, as mincore(2) does).
   virtual bool Cached(int fd, uint64_t off, uint64_t len);
+
+  // Reads at once what of [off, off + len) the page cache holds
+  // (preadv2 RWF_NOWAIT): the bytes read (> 0), or -EAGAIN where nothing
+  // could be read without waiting for the disk, or the engine reads only
+  // through Submit (the default, and engines that tests hook).  A file
+  // whose pages are cached then costs one system call per read, not a
+  // submission and a completion.
+  virtual int64_t ReadCached(int fd, void* buf, uint32_t len, uint64_t off);
 };
+
+// preadv2(RWF_NOWAIT) for ReadEngine::ReadCached; -EAGAIN once the kernel
+// or filesystem said it cannot do that (EOPNOTSUPP).
+int64_t ReadNowait(int fd, void* buf, uint32_t len, uint64_t off);
 
 // cachestat(2) of [off, off + len) of fd: 0 with the pages of the range in
 // the page cache in *nr_cache, or the errno it failed with (ENOSYS: the

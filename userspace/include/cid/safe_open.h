@@ -31,9 +31,10 @@ int OpenRootDir(const std::string& path);
 // a FIFO swapped in cannot block, O_NOATIME where permitted) and checks it
 // is a regular file; if expect.ino != 0, also that it is the inode
 // expect names (dev, ino).  `path` is only for messages.  On success the fd
-// has O_NONBLOCK cleared and *st holds its fstat.
+// has O_NONBLOCK cleared (unless keep_nonblock: pread and preadv2 ignore it
+// on regular files, io_uring does not) and *st holds its fstat.
 Result<int> OpenFileBeneath(int dir_fd, std::string_view rel, const std::string& path, const FileStat& expect,
-                            FileStat* st);
+                            FileStat* st, bool keep_nonblock = false);
 
 // The scanned roots of an index, each opened once, mapping an indexed path
 // to (root fd, path relative to it).  A path lies in the longest root it is

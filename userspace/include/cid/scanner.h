@@ -58,6 +58,15 @@ struct ScanOptions {
   // and hashed when one appears.  false: hash every file (cidctl scan
   // --hash-all).
   bool lazy = true;
+  // Byte comparison (with lazy): a file of at least compare_min bytes whose
+  // partial fingerprint matches an inode with a current, not racy digest
+  // (indexed before, or hashed earlier in this scan) is read beside that
+  // inode and compared with it byte by byte instead of being hashed; if
+  // every byte is equal and neither changed meanwhile, it is given that
+  // digest (the digest of equal bytes is equal), else it is hashed on its
+  // own.  Of a group of such files found in this scan, one is hashed and
+  // the others wait for its digest.  0: hash every file that is read.
+  uint64_t compare_min = 32 << 10;
   // Check only: walk the tree and compare it with the index, reading no
   // file and writing nothing (the index may be open read-only), and stop
   // at the first thing a scan would record: a file new, changed, racy,
@@ -96,6 +105,8 @@ struct ScanStats {
                             // in the walk has them hashed after all (counted in hashed too)
   uint64_t fingerprinted = 0;   // partial fingerprints taken (first and last 4 KiB, cid/partial.h)
   uint64_t partial_unique = 0;  // of those, recorded by size and fingerprint alone: no twin matched
+  uint64_t compared = 0;        // of hashed, given a twin's digest after a byte-by-byte comparison
+  uint64_t compared_bytes = 0;  // their bytes (in hashed_bytes too)
   bool interrupted = false;
   bool current = false;     // check_only: the index describes the whole tree as it is
   double seconds = 0;
