@@ -244,22 +244,18 @@ tag_mapped_start() {
 	tag_state=running
 	[ -d /sys/kernel/mm/cid ] || { err tag "kernel without named merging (no /sys/kernel/mm/cid)"; tag_state=finished; return 1; }
 	mkdir -p /tmp/cid
+	# One awk over every user's maps (a process per file is slow under TCG).
+	set --
 	u=1
 	while [ $u -le "$2" ]; do
-		root=$(root_of "$1" $u)
-		for p in $(cat $cg/u$u/cgroup.procs); do
-			awk '$6 ~ /^\// { print $6 }' /proc/$p/maps 2>/dev/null | sed -n "s|^$root/|/|p"
-		done
-		u=$((u + 1))
-	done | grep -Ev '^/(tmp|dev|proc)/' | sort -u >/tmp/cid/mapped.list
-	: >/tmp/cid/targets
-	u=1
-	while [ $u -le "$users" ]; do
-		sed "s|^|$img/copy/$u|" /tmp/cid/mapped.list >>/tmp/cid/targets
+		set -- "$@" "root=$(root_of "$1" $u)/"
+		for p in $(cat $cg/u$u/cgroup.procs); do set -- "$@" /proc/$p/maps; done
 		u=$((u + 1))
 	done
+	awk '$6 ~ /^\// && index($6, root) == 1 { f = substr($6, length(root)); if (f !~ /^\/(tmp|dev|proc)\//) print f }' \
+		"$@" 2>/dev/null | sort -u >/tmp/cid/mapped.list
+	awk -v img="$img" -v n="$users" '{ for (u = 1; u <= n; u++) print img "/copy/" u $0 }' /tmp/cid/mapped.list >/tmp/cid/targets
 	r tag files_per_copy "$(wc -l </tmp/cid/mapped.list)"
-	r tag bytes "$(xargs stat -c %s </tmp/cid/targets | awk '{ s += $1 } END { print s + 0 }')"
 	# The users running now stay stock: opens are diverted again only
 	# once the tags are done (tag_wait).
 	echo 0 >/sys/kernel/mm/cid/enabled
@@ -268,7 +264,9 @@ tag_mapped_start() {
 	(
 		t0=$(now)
 		xargs cidctl tag --no-verify-index </tmp/cid/targets >/tmp/cid/tag.out 2>/tmp/cid/tag.err
-		echo "$? $(elapsed "$t0")" >/tmp/cid/tag.done
+		rc=$?
+		xargs stat -c %s </tmp/cid/targets | awk '{ s += $1 } END { print s + 0 }' >/tmp/cid/tag.bytes
+		echo "$rc $(elapsed "$t0")" >/tmp/cid/tag.done
 	) &
 }
 
@@ -281,6 +279,7 @@ tag_wait() {
 	done
 	read -r rc secs </tmp/cid/tag.done
 	r tag tag_seconds "$secs"
+	r tag bytes "$(cat /tmp/cid/tag.bytes)"
 	r tag tag_wait_seconds "$(elapsed "$t0")"
 	r tag tagged_files "$(grep -c . /tmp/cid/tag.out)"
 	r tag failed_files "$(grep -vc '^tagged [0-9]*, failed' /tmp/cid/tag.err)"
