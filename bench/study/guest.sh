@@ -245,10 +245,11 @@ tag_mapped_start() {
 	[ -d /sys/kernel/mm/cid ] || { err tag "kernel without named merging (no /sys/kernel/mm/cid)"; tag_state=finished; return 1; }
 	mkdir -p /tmp/cid
 	# One awk over every user's maps (a process per file is slow under TCG).
+	sc=$1 n=$2
 	set --
 	u=1
-	while [ $u -le "$2" ]; do
-		set -- "$@" "root=$(root_of "$1" $u)/"
+	while [ $u -le "$n" ]; do
+		set -- "$@" "root=$(root_of "$sc" $u)/"
 		for p in $(cat $cg/u$u/cgroup.procs); do set -- "$@" /proc/$p/maps; done
 		u=$((u + 1))
 	done
