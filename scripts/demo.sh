@@ -3,10 +3,12 @@
 #
 # Builds the patched benchmark kernel (kept tree: later runs rebuild
 # nothing), a Debian 12 tree with python3, perl, redis-server and nginx
-# (debootstrap once, cached), boots it in QEMU and runs three zero-install
-# users, each from their own copy of the tree, on the stock kernel, with
-# KSM, and with named merging; prints the frames each needs against one
-# user, what that means, and where the chart was written.
+# (debootstrap once, cached), boots it in QEMU once and runs three
+# zero-install users, each from their own copy of the tree: started on the
+# stock kernel and measured, measured again after ksmd's scans (KSM), and
+# started again on copies whose mapped files are tagged (named merging);
+# prints the frames each needs against one user, what that means, and
+# where the chart was written, with the guest's progress as it goes.
 #
 # Where the kernel cannot be built or booted, or no Debian tree can be made,
 # it says so and runs the host-side demo instead (scripts/demo-host.sh:

@@ -21,8 +21,10 @@ PAGE_MIB = 4096 / 1048576
 
 
 def parse(path):
-    """One boot: {id: {"res": {...}, "json": {...}, "unshared": [...], "why": {...}, "errors": [...]}}."""
+    """One boot: ({id: {"res": {...}, "json": {...}, "unshared": [...], "why": {...}, "errors": [...]}},
+    [(uptime, what), ...] from the PHASE lines)."""
     ids = {}
+    phases = []
 
     def get(i):
         return ids.setdefault(i, {"res": {}, "json": None, "unshared": [], "why": {}, "errors": []})
@@ -52,7 +54,31 @@ def parse(path):
                 get(w[1])["why"][w[2]] = w[3]
             elif w[0] == "STUDY-ERROR" and len(w) >= 2:
                 get(w[1])["errors"].append(line.split(" ", 2)[2] if len(w) > 2 else "")
-    return ids
+            elif w[0] == "PHASE" and len(w) >= 3:
+                try:
+                    phases.append((float(w[1]), line.split(" ", 2)[2]))
+                except ValueError:
+                    pass
+    return ids, phases
+
+
+def one_user_from_groups(r):
+    """Where a boot measured no user alone (make demo): user 1's processes in
+    its zero-install stock snapshot with the most users, as cid-analyze
+    --groups computed them (over those processes alone).  Returns (source id,
+    entry) or None."""
+    if any(r.get(i, {}).get("json") for i in ("ts-1-stock", "zi-1-stock")):
+        return None
+    cands = sorted((int(i.split("-")[1]), i) for i in r
+                   if i.startswith("zi-") and i.endswith("-stock") and r[i]["json"])
+    if not cands:
+        return None
+    src = cands[-1][1]
+    for g in r[src]["json"].get("groups", []):
+        if g.get("kind") == "cgroup" and g.get("name", "").rstrip("/").endswith("/u1") and "figures" in g:
+            return src, {"res": {}, "json": {"label": "1 user (user 1 of %s)" % src, "figures": g["figures"]},
+                         "unshared": [], "why": {}, "errors": []}
+    return None
 
 
 def figures(entry):
@@ -116,7 +142,14 @@ def main():
     ap.add_argument("results", nargs="+")
     a = ap.parse_args()
 
-    runs = [parse(p) for p in a.results]
+    parsed = [parse(p) for p in a.results]
+    runs = [r for r, _ in parsed]
+    derived = None
+    for r in runs:
+        one = one_user_from_groups(r)
+        if one:
+            derived = one[0]
+            r["zi-1-stock"] = one[1]
     ids = sorted({i for r in runs for i in r if i not in ("setup", "tag")})
     med = {}
     nruns = {}
@@ -160,9 +193,22 @@ def main():
     p("guest:   %s, %s vCPUs, %d MiB; the trees on ext4 (virtio-blk), read-only" % (
         a.accel, setup.get("cpus", "?"), int(float(setup.get("mem_total_kB", 0))) // 1024))
     p("tree:    Debian 12: %s" % a.tree)
-    p("users:   python3 (about 100 stdlib modules, a heap of records, JSON, sqlite), perl (core modules,")
-    p("         a hash), a bash loop, coreutils sleep, redis-server (unix socket), nginx (master + worker),")
-    p("         each chrooted into its user's tree; measured once every process said it was ready")
+    if setup.get("work") == "small":
+        p("users:   python3 (31 stdlib modules, 2000 records, their JSON, sqlite, 1 MiB of bytes), perl (core")
+        p("         modules, a hash of 2000 keys), a bash loop, coreutils sleep, redis-server (unix socket),")
+        p("         nginx (master + worker), each chrooted into its user's own copy of the tree and kept alive;")
+        p("         measured once every process said it was ready")
+    else:
+        p("users:   python3 (about 100 stdlib modules, a heap of records, JSON, sqlite), perl (core modules,")
+        p("         a hash), a bash loop, coreutils sleep, redis-server (unix socket), nginx (master + worker),")
+        p("         each chrooted into its user's tree; measured once every process said it was ready")
+    chained = [i for i in ids if med[i].get("ksm_prctl_no_scan")]
+    if chained:
+        p("         KSM: the same processes as stock (started with PR_SET_MEMORY_MERGE, ksmd off while stock")
+        p("         was measured), measured again after ksmd's full scans")
+    if derived:
+        p("1 user:  user 1's processes in the %s snapshot (cid-analyze --groups: its figures over them" % derived)
+        p("         alone), not a boot of its own")
     p("runs:    %d boot(s); every figure is the median over the boots that measured it" % len(runs))
     p("")
     p("Frames kept, relative to 1 user stock mmap/fork (%d pages, %.1f MiB), cid-analyze over all the" % (
@@ -226,10 +272,24 @@ def main():
     for conf, name in CONFIGS[2:]:
         absrow(f"ksmd {os.environ.get('CID_STUDY_KSM_SCANS', '2')} full scans: {name}", conf, "ksm_seconds", 1, "%.0f")
     absrow("cid-analyze: stock", "stock", "analyze_seconds", 1, "%.1f")
-    if tag:
+    if tag and setup.get("tag_mode") == "mapped":
+        p("tagging: the %s files the users map, in each of the %s copies (%.1f MiB; cidctl tag, the kernel" % (
+            tag.get("files_per_copy", "?"), setup.get("copies", "?"), float(tag.get("bytes", 0)) / 1048576))
+        p("         hashing every file): %ss beside ksmd and cid-analyze, then %ss more waited for; %s tagged, %s" % (
+            tag.get("tag_seconds", "?"), tag.get("tag_wait_seconds", "?"), tag.get("tagged_files", "?"),
+            tag.get("failed_files", "?")) + " failed; tagged inodes %s, contents %s" % (
+            tag.get("tagged_inodes", "?"), tag.get("contents", "?")))
+    elif tag:
         p("tagging (%s copies, in the guest): cidctl scan %ss, cidctl tag --dups %ss; tagged inodes %s, contents %s" % (
             setup.get("copies", "?"), tag.get("scan_seconds", "?"), tag.get("tag_seconds", "?"),
             tag.get("tagged_inodes", "?"), tag.get("contents", "?")))
+    if any(med[i].get("tagging_meanwhile") for i in ids):
+        p("(Cached and AnonPages are left out where tagging ran meanwhile: its reads fill the page cache)")
+    ph = parsed[0][1]
+    if ph:
+        p("Guest timeline, run 1 (seconds since the guest booted):")
+        for t, what in ph:
+            p("  %7.1f  %s" % (t, what))
 
     # Targets.
     N = users

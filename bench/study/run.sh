@@ -9,8 +9,13 @@
 #                                bench/results/study.{txt,json,svg}
 #   bench/study/run.sh --prepare the host side only (tree, image, initramfs)
 #   bench/study/run.sh --demo    its short form (make demo): zero-install,
-#                                3 users, stock vs named merging vs KSM,
-#                                against one user; prints the table, writes
+#                                3 users started once on the stock kernel
+#                                (measured, then again after ksmd's scans:
+#                                KSM) and once more on tagged copies (named
+#                                merging), against one user (user 1's
+#                                processes in the stock snapshot); a smaller
+#                                workload, only the files the users map
+#                                tagged, one boot; prints the table, writes
 #                                $BUILD/study/demo.{txt,json,svg}
 #
 # Host side: a Debian 12 tree (debootstrap --variant=minbase with python3,
@@ -31,10 +36,14 @@
 # (boots, each measuring everything once; figures are their medians;
 # default 3, --demo 1); CID_STUDY_SCENARIOS (default "ts zi"; add ct for
 # containers on overlayfs); CID_STUDY_CONFIGS (default "stock nm ksm
-# nmksm"); CID_STUDY_PLAN (a file of "SCENARIO N CONFIG" lines to run
-# instead, without tags first); CID_STUDY_KSM_SCANS (ksmd full scans after the workload is ready,
-# default 2); CID_VM_MEM (default 4096), CID_VM_CPUS; CID_STUDY_OUT (the
-# results' path without extension).
+# nmksm"); CID_STUDY_PLAN (a file of "SCENARIO N CONFIG[+CONFIG...]" lines
+# to run instead, without tags first; see guest.sh); CID_STUDY_KSM_SCANS
+# (ksmd full scans after the workload is ready, default 2),
+# CID_STUDY_KSM_PAGES and CID_STUDY_KSM_SLEEP (ksmd's pages_to_scan and
+# sleep_millisecs while it runs; default 4000 and 10, --demo 10000 and 0);
+# CID_STUDY_TAG (dups or mapped, --demo mapped) and CID_STUDY_WORK (full or
+# small, --demo small), see guest.sh; CID_VM_MEM (default 4096, --demo
+# 2048), CID_VM_CPUS; CID_STUDY_OUT (the results' path without extension).
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top"
@@ -52,7 +61,16 @@ case ${1:-} in
 esac
 users=${CID_STUDY_USERS:-3}
 [ "$users" -ge 1 ] 2>/dev/null || vm_die "CID_STUDY_USERS=$users: want a number >= 1"
-export CID_VM_MEM=${CID_VM_MEM:-4096}
+if [ $demo = 1 ]; then
+	export CID_VM_MEM=${CID_VM_MEM:-2048}
+	guest_env="CID_STUDY_TAG=${CID_STUDY_TAG:-mapped} CID_STUDY_WORK=${CID_STUDY_WORK:-small}"
+	guest_env+=" CID_STUDY_KSM_PAGES=${CID_STUDY_KSM_PAGES:-10000} CID_STUDY_KSM_SLEEP=${CID_STUDY_KSM_SLEEP:-0}"
+else
+	export CID_VM_MEM=${CID_VM_MEM:-4096}
+	guest_env="CID_STUDY_TAG=${CID_STUDY_TAG:-dups} CID_STUDY_WORK=${CID_STUDY_WORK:-full}"
+	guest_env+=" CID_STUDY_KSM_PAGES=${CID_STUDY_KSM_PAGES:-4000} CID_STUDY_KSM_SLEEP=${CID_STUDY_KSM_SLEEP:-10}"
+fi
+guest_env+=" CID_STUDY_KSM_SCANS=${CID_STUDY_KSM_SCANS:-2}"
 cache=${CID_STUDY_CACHE:-${CID_CACHE:-$HOME/.cache/cid}/study}
 work=$BUILD/study
 mkdir -p "$work" "$cache"
@@ -90,8 +108,9 @@ cidctl=$BUILD/userspace/cidctl
 analyze=$BUILD/userspace/cid-analyze/cid-analyze
 [ -x "$analyze" ] || analyze=$(find "$BUILD/userspace" -type f -name cid-analyze -perm -u+x 2>/dev/null | head -1)
 [ -x "$cidctl" ] && [ -n "$analyze" ] || vm_die "build first (make): no cidctl or cid-analyze under $BUILD/userspace"
-gcc -O2 -Wall -static -o "$work/study-launch" bench/study/launch.c
-gcc -O2 -Wall -static -o "$work/study-unshared" bench/study/unshared.c
+for h in launch unshared; do
+	[ "$work/study-$h" -nt bench/study/$h.c ] || gcc -O2 -Wall -static -o "$work/study-$h" bench/study/$h.c
+done
 
 # 3. The tree, once.
 tree=$cache/tree
@@ -139,7 +158,10 @@ plan=$work/plan
 if [ -n "${CID_STUDY_PLAN:-}" ]; then
 	cp "$CID_STUDY_PLAN" "$plan"
 elif [ $demo = 1 ]; then
-	printf '%s\n' "zi 1 stock" "zi $users stock" "zi $users ksm" "zi $users nm" >"$plan"
+	# One start on the stock kernel measured twice (stock, then KSM after
+	# ksmd's scans), one on the tagged copies; one user is user 1's share
+	# of the stock snapshot (report.py).
+	printf '%s\n' "zi $users stock+ksm" "zi $users nm" >"$plan"
 else
 	# The one-user base first, then the largest N first, so that a run cut
 	# short still has the figures the targets need.  One user of one tree
@@ -171,12 +193,14 @@ vm_add_binary "$root" "$cidctl" /usr/bin/cidctl
 vm_add_binary "$root" "$analyze" /usr/bin/cid-analyze
 vm_add_binary "$root" "$work/study-launch" /usr/bin/study-launch
 vm_add_binary "$root" "$work/study-unshared" /usr/bin/study-unshared
+# Without their debugging information (cidctl is 15 MB with it): less for
+# the guest to unpack under TCG at every boot.
+strip --strip-debug "$root/usr/bin/cidctl" "$root/usr/bin/cid-analyze"
 mkdir -p "$root/study"
 cp bench/study/guest.sh bench/study/work.py bench/study/work.pl "$plan" "$root/study/"
 count=$(wc -l <"$plan")
 tmo=${CID_STUDY_TIMEOUT:-$((600 + count * 900))}
-vm_add_suite "$root" study "$tmo" \
-	"CID_STUDY_KSM_SCANS=${CID_STUDY_KSM_SCANS:-2} sh /study/guest.sh"
+vm_add_suite "$root" study "$tmo" "$guest_env sh /study/guest.sh"
 vm_pack "$root" "$work/initrd.gz"
 
 if [ $prepare = 1 ]; then
@@ -191,7 +215,14 @@ booted=0
 for b in $(seq 1 "$runs"); do
 	step "run $b of $runs: $count measurements ($(tr '\n' ',' <"$plan" | sed 's/,$//'))"
 	set +e
-	vm_boot "$kernel" "$work/initrd.gz" "$work/console.$b.log" "$work/results.$b.log" $((tmo + 120)) "$img"
+	# The guest's progress (its PHASE lines, seconds since it booted) as it
+	# goes, while QEMU runs in the background.
+	: >"$work/results.$b.log"
+	vm_boot "$kernel" "$work/initrd.gz" "$work/console.$b.log" "$work/results.$b.log" $((tmo + 120)) "$img" &
+	qemu=$!
+	tail -n +1 -F --pid=$qemu "$work/results.$b.log" 2>/dev/null |
+		sed -u -n 's/\r$//; s/^PHASE \([0-9.]*\) \(.*\)$/vm:   guest [\1 s] \2/p'
+	wait $qemu
 	rc=$?
 	set -e
 	tr -d '\r' <"$work/results.$b.log" >"$work/results.$b.txt"

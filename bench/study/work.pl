@@ -1,6 +1,6 @@
 # One user's Perl process in bench/study: load a set of core modules, hold
 # some heap, say ready, then wait to be measured.
-#   perl work.pl DIR      (writes DIR/perl.ready)
+#   perl work.pl DIR [full|small]      (writes DIR/perl.ready; small: a third of the hash)
 use strict;
 use warnings;
 use POSIX ();
@@ -22,8 +22,9 @@ use Text::Wrap;
 use MIME::Base64;
 use Socket;
 
-my $dir = shift or die "usage: work.pl DIR\n";
-my %h = map { ("key$_" => { n => $_, s => "value-$_" x 3 }) } 1 .. 6000;
+my $dir = shift or die "usage: work.pl DIR [full|small]\n";
+my $keys = (shift // "full") eq "small" ? 2000 : 6000;
+my %h = map { ("key$_" => { n => $_, s => "value-$_" x 3 }) } 1 .. $keys;
 my $frozen = freeze(\%h);
 my $json = JSON::PP->new->canonical->encode({ map { ($_ => $h{$_}{n}) } keys %h });
 open(my $f, '>', "$dir/perl.ready") or die "$dir/perl.ready: $!\n";

@@ -34,12 +34,41 @@ vm_add_binary() {
 # ($CID_BENCH_CACHE, default ~/.cache/cid-bench; the first build takes as
 # long as make kernel's) into $BUILD/bench-kernel/kernel/bzImage.  The
 # build's output goes to LOG; returns kernel/build.sh's status.
+# A bzImage built from the same inputs (vm_bench_kernel_key) is kept
+# without running kernel/build.sh at all: make's walk of an unchanged object
+# tree alone takes tens of seconds.
 vm_bench_kernel() {
-	local log=$1 top
+	local log=$1 top out key
 	top=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+	out=${BUILD:-build}/bench-kernel/kernel
+	case $out in /*) ;; *) out=$top/$out ;; esac
+	key=$(vm_bench_kernel_key "$top")
+	# (CID_PATCHES or CID_SERIES name other inputs: then always build.sh.)
+	if [ -z "${CID_PATCHES:-}${CID_SERIES:-}" ] && [ -f "$out/bzImage" ] &&
+		[ "$(cat "$out/bzImage.key" 2>/dev/null)" = "$key" ]; then
+		echo "vm_bench_kernel: $out/bzImage was built from these inputs (key $key); not rebuilt" >"$log"
+		return 0
+	fi
+	rm -f "$out/bzImage.key"
 	CID_CACHE=${CID_BENCH_CACHE:-$HOME/.cache/cid-bench} BUILD=${BUILD:-build}/bench-kernel \
 		CID_KERNEL_CONFIG="$top/kernel/config/cid-test.config $top/kernel/config/cid-bench.config" \
-		"$top/kernel/build.sh" >"$log" 2>&1
+		"$top/kernel/build.sh" >"$log" 2>&1 || return
+	[ -n "${CID_PATCHES:-}${CID_SERIES:-}" ] || echo "$key" >"$out/bzImage.key"
+}
+
+# vm_bench_kernel_key TOP: a digest of everything the benchmark kernel is
+# built from: kernel/build.sh, every file of kernel/patches, the two config
+# fragments, the top-level Kconfig, the source tarball (size, mtime) and
+# the compiler.
+vm_bench_kernel_key() {
+	local top=$1
+	(
+		cd "$top" || exit 1
+		find kernel/build.sh kernel/patches kernel/config/cid-test.config kernel/config/cid-bench.config Kconfig \
+			-type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum
+		stat -c '%n %s %Y' "${LINUX_TARBALL:-/usr/src/linux-source-6.12.tar.xz}" 2>&1
+		gcc --version | head -n 1
+	) | sha256sum | cut -c1-64
 }
 
 # vm_base_root ROOT: busybox, /init and the directory skeleton.
