@@ -150,6 +150,9 @@ TEST(LayerRegistry, RemembersEachLayerOnceAndForgetsGoneOnes) {
   ASSERT_TRUE(RememberLayers(reg, {d / "b", d / "gone"}).ok());
   EXPECT_EQ(test::ReadFile(reg), d / "a" + "\n" + d / "b" + "\n" + d / "gone" + "\n");
   EXPECT_EQ(*KnownLayers(reg), (V{d / "a", d / "b"}));
+  // Listed is enough, gone or not: nothing is appended twice.
+  ASSERT_TRUE(RememberLayers(reg, {d / "gone", d / "a"}).ok());
+  EXPECT_EQ(test::ReadFile(reg), d / "a" + "\n" + d / "b" + "\n" + d / "gone" + "\n");
 }
 
 TEST(PathBeneath, ComponentWise) {
