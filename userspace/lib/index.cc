@@ -212,6 +212,13 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode, c
     flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     uri = FileUri(path, "mode=rwc");
   }
+  // No bulk page-cache allocation per connection: SQLite would otherwise
+  // set up 20 cache slots (88 KiB, every page of it written) at each
+  // connection's first read, for a mapped read-only connection that hardly
+  // uses its cache, and for each sorter.  Short-lived processes (a hook
+  // run is a few ms) pay that in page faults; long ones do not notice.
+  // Process-wide, so only before SQLite is first used (else a no-op).
+  static const bool configured [[maybe_unused]] = sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0) == SQLITE_OK;
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(uri.c_str(), &db, flags, nullptr);
   std::unique_ptr<Index> idx(new Index(path, db));
