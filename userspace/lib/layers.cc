@@ -13,6 +13,8 @@
 #include <fstream>
 #include <memory>
 
+#include "cid/io.h"
+
 namespace cid {
 
 namespace {
@@ -187,20 +189,20 @@ std::string DefaultLayerRegistryPath(const std::string& index_path) { return Par
 Status RememberLayers(const std::string& file, const std::vector<std::string>& layers) {
   // Only whether ours are listed: KnownLayers would stat every layer the
   // host ever had, at every container start.
-  std::vector<std::string> listed;
-  {
-    std::ifstream in(file);
-    if (!in && errno != ENOENT) return Status::FromErrno("layer registry " + file, errno);
-    std::string line;
-    while (in && std::getline(in, line)) listed.push_back(std::move(line));
-  }
+  std::string listed = "\n";  // every line between newlines
+  if (auto text = ReadSmallFile(file); text.ok()) listed += *text;
+  else if (text.status().err() != ENOENT) return Status::FromErrno("layer registry " + file, text.status().err());
+  bool unterminated = listed.back() != '\n';  // a last line written by hand
+  if (unterminated) listed += '\n';
   std::string add;
   for (const auto& l : layers) {
-    if (std::find(listed.begin(), listed.end(), l) != listed.end()) continue;
+    if (listed.find("\n" + l + "\n") != std::string::npos) continue;
     if (l.find('\n') != std::string::npos) continue;  // cannot be listed; never linked
     add += l + "\n";
+    listed += l + "\n";
   }
   if (add.empty()) return Status::OK();
+  if (unterminated) add = "\n" + add;
   int fd = open(file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno("layer registry " + file, errno);
   ssize_t n = write(fd, add.data(), add.size());
