@@ -21,18 +21,17 @@
 #include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <fstream>
 #include <map>
 #include <mutex>
 #include <optional>
 #include <nlohmann/json.hpp>
-#include <sstream>
 #include <string>
 #include <thread>
 #include <vector>
 
 #include "cid/control.h"
 #include "cid/index.h"
+#include "cid/io.h"
 #include "cid/kernel.h"
 #include "cid/layers.h"
 #include "cid/linkdups.h"
@@ -121,16 +120,6 @@ const char* EnvOr(const char* name, const char* def) {
   return v && *v ? v : def;
 }
 
-// A file's whole text, or the errno it failed with.
-int ReadAll(const std::string& path, std::string* out) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) return errno ? errno : EIO;
-  std::ostringstream ss;
-  ss << in.rdbuf();
-  *out = ss.str();
-  return 0;
-}
-
 bool ValidDomainName(const std::string& d) {
   if (d.empty() || d.size() > 64) return false;
   for (char c : d)
@@ -181,9 +170,10 @@ std::optional<Failure> ReadContainer(const std::string& state_text, Container* c
     return Failure{kNoBundle, "bundle " + c->bundle + ": " + strerror(errno)};
   }
   if (!S_ISDIR(st.st_mode)) return Failure{kNoBundle, "bundle " + c->bundle + ": not a directory"};
-  std::string config_path = c->bundle + "/config.json", config_text;
-  if (int err = ReadAll(config_path, &config_text)) return Failure{kNoBundle, config_path + ": " + strerror(err)};
-  json config = json::parse(config_text, nullptr, false);
+  std::string config_path = c->bundle + "/config.json";
+  auto config_text = ReadSmallFile(config_path);
+  if (!config_text.ok()) return Failure{kNoBundle, config_text.status().message()};
+  json config = json::parse(*config_text, nullptr, false);
   if (config.is_discarded() || !config.is_object()) {
     return Failure{kBadConfig, config_path + ": malformed JSON"};
   }

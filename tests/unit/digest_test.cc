@@ -17,6 +17,20 @@ TEST(DigestTest, KnownAnswers) {
             "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0");
 }
 
+// libcrypto is loaded on first use; where it cannot be, the error names the
+// library and says why, rather than abort in the middle of a scan.
+TEST(DigestTest, LibcryptoLoadedOnDemand) {
+  EXPECT_TRUE(Sha256Available().ok()) << Sha256Available().ToString();
+  Status missing = digest_internal::ProbeCrypto("libcid-test-no-such-crypto.so.0");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.code(), Status::Code::kUnsupported);
+  EXPECT_NE(missing.message().find("libcid-test-no-such-crypto.so.0"), std::string::npos) << missing.ToString();
+  // A library that loads but is not libcrypto.
+  Status wrong = digest_internal::ProbeCrypto("libsqlite3.so.0");
+  ASSERT_FALSE(wrong.ok());
+  EXPECT_NE(wrong.message().find("EVP"), std::string::npos) << wrong.ToString();
+}
+
 TEST(DigestTest, StreamingEqualsOneShot) {
   std::string data;
   for (int i = 0; i < 100000; i++) data += static_cast<char>(i * 7);

@@ -46,6 +46,28 @@ class HasherTest : public ::testing::TestWithParam<Engine> {
   TempDir dir_;
 };
 
+// What the hooks read their config and lists with (no iostreams).
+TEST(ReadSmallFileTest, WholeFileOrTheReason) {
+  TempDir d;
+  std::string big(20000, 'x');  // more than one read's buffer
+  WriteFile(d / "big", big);
+  auto got = ReadSmallFile(d / "big");
+  ASSERT_TRUE(got.ok()) << got.status().ToString();
+  EXPECT_EQ(*got, big);
+  WriteFile(d / "empty", "");
+  EXPECT_EQ(*ReadSmallFile(d / "empty"), "");
+  auto missing = ReadSmallFile(d / "missing");
+  ASSERT_FALSE(missing.ok());
+  EXPECT_EQ(missing.status().err(), ENOENT);
+  EXPECT_NE(missing.status().message().find(d / "missing"), std::string::npos) << missing.status().ToString();
+  auto too_big = ReadSmallFile(d / "big", 10000);
+  ASSERT_FALSE(too_big.ok());
+  EXPECT_EQ(too_big.status().err(), EFBIG);
+  auto dir = ReadSmallFile(d.path());
+  ASSERT_FALSE(dir.ok());
+  EXPECT_EQ(dir.status().err(), EISDIR);
+}
+
 TEST_P(HasherTest, SizesAroundBufferAndPageBoundaries) {
   HasherOptions opt;
   opt.buffer_size = 64 << 10;

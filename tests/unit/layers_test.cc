@@ -150,6 +150,13 @@ TEST(LayerRegistry, RemembersEachLayerOnceAndForgetsGoneOnes) {
   ASSERT_TRUE(RememberLayers(reg, {d / "b", d / "gone"}).ok());
   EXPECT_EQ(test::ReadFile(reg), d / "a" + "\n" + d / "b" + "\n" + d / "gone" + "\n");
   EXPECT_EQ(*KnownLayers(reg), (V{d / "a", d / "b"}));
+  // Listed is enough, gone or not: nothing is appended twice.
+  ASSERT_TRUE(RememberLayers(reg, {d / "gone", d / "a", d / "a"}).ok());
+  EXPECT_EQ(test::ReadFile(reg), d / "a" + "\n" + d / "b" + "\n" + d / "gone" + "\n");
+  // A last line without its newline (written by hand) is still a line.
+  WriteFile(reg, d / "a" + "\n" + d / "b");
+  ASSERT_TRUE(RememberLayers(reg, {d / "b", d / "c"}).ok());
+  EXPECT_EQ(test::ReadFile(reg), d / "a" + "\n" + d / "b" + "\n" + d / "c" + "\n");
 }
 
 TEST(PathBeneath, ComponentWise) {

@@ -6,6 +6,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include <array>
 #include <fstream>
 #include <set>
 
@@ -620,6 +621,43 @@ TEST_F(ScannerTest, DuplicatesUnderRootsListOnlyTheirContents) {
   auto none = FindDuplicatesUnder(index_.get(), {*CanonicalPath(tree_ / "b"), "/nonexistent"}, 1000);
   ASSERT_TRUE(none.ok());
   EXPECT_TRUE(none->empty()) << "min_size applies";
+}
+
+// The counting query names each inode once however many of its paths lie
+// in the roots (hard links, a root inside another), reads the same on a
+// read-only connection (which maps the file), and finds nothing for no
+// roots.
+TEST_F(ScannerTest, DuplicateCountsCountEachInodeOnce) {
+  WriteFile(tree_ / "a/x", "in a twice and in b");
+  WriteFile(tree_ / "a/sub/x2", "in a twice and in b");
+  ASSERT_EQ(link((tree_ / "a/x").c_str(), (tree_ / "a/sub/x-link").c_str()), 0);
+  WriteFile(tree_ / "b/x", "in a twice and in b");
+  WriteFile(tree_ / "b/only", "unique");
+  Scan();
+  std::string a = *CanonicalPath(tree_ / "a"), sub = *CanonicalPath(tree_ / "a/sub");
+  auto count = [&](Index* idx, const std::vector<std::string>& roots) {
+    std::vector<std::array<uint64_t, 3>> out;
+    Status s = idx->ForEachDuplicateCountUnder(roots, 1, [&](uint64_t size, uint64_t here, uint64_t total) {
+      out.push_back({size, here, total});
+    });
+    EXPECT_TRUE(s.ok()) << s.ToString();
+    return out;
+  };
+  using Row = std::vector<std::array<uint64_t, 3>>;
+  const uint64_t size = std::string("in a twice and in b").size();
+  EXPECT_EQ(count(index_.get(), {a}), (Row{{size, 2, 3}})) << "a/x and its link are one inode";
+  EXPECT_EQ(count(index_.get(), {a, sub}), (Row{{size, 2, 3}})) << "a/sub lies in a";
+  EXPECT_EQ(count(index_.get(), {sub}), (Row{{size, 2, 3}})) << "x2 and the link to a/x";
+  EXPECT_EQ(count(index_.get(), {*CanonicalPath(tree_ / "b")}), (Row{{size, 1, 3}}));
+  EXPECT_EQ(count(index_.get(), {"/"}), (Row{{size, 3, 3}}));
+  EXPECT_TRUE(count(index_.get(), {}).empty());
+  auto ro = Index::Open(db_ / "index.db", Index::Mode::kReadOnly);
+  ASSERT_TRUE(ro.ok()) << ro.status().ToString();
+  EXPECT_EQ(count(ro->get(), {a, sub}), (Row{{size, 2, 3}}));
+  auto listed = FindDuplicatesUnder(ro->get(), {a, sub}, 1);
+  ASSERT_TRUE(listed.ok()) << listed.status().ToString();
+  ASSERT_EQ(listed->size(), 1u);
+  EXPECT_EQ((*listed)[0].inodes.size(), 3u);
 }
 
 // What lxc_hook_test met with lazy hashing (8 duplicates where hashing

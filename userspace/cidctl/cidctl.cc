@@ -891,6 +891,10 @@ int CmdHash(int argc, char** argv) {
     Error("hash: no PATH given");
     return kExitUsage;
   }
+  if (Status c = Sha256Available(); !c.ok()) {
+    Error(c.message());
+    return kExitError;
+  }
   FileHasher hasher(DefaultEngineFactory(ScanOptions::kDefaultQueueDepth)(), HasherOptions{});
   int exit_code = kExitOk;
   for (int i = optind; i < argc; i++) {

@@ -1,20 +1,94 @@
 #include "cid/digest.h"
 
+#include <dlfcn.h>
 #include <openssl/evp.h>
+#include <openssl/opensslv.h>
 
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 
 namespace cid {
 
+// libcrypto is loaded when SHA-256 is first needed, not when the program
+// starts: most runs of the container hooks hash nothing, and mapping and
+// relocating libcrypto (about 21,000 relocations, each page of them a
+// copy-on-write fault) was the largest single part of their start-up
+// (container-hooks/README.md, "Start-up").  The soname is the one the
+// headers were built for.
 namespace {
-const EVP_MD* Sha256Md() {
-  // Fetched once: EVP_MD_fetch avoids a provider lookup per file.
-  static const EVP_MD* md = [] {
-    EVP_MD* m = EVP_MD_fetch(nullptr, "SHA256", nullptr);
-    return m ? static_cast<const EVP_MD*>(m) : EVP_sha256();
-  }();
-  return md;
+
+#define CID_STR2(x) #x
+#define CID_STR(x) CID_STR2(x)
+constexpr char kLibcryptoSoname[] = "libcrypto.so." CID_STR(OPENSSL_SHLIB_VERSION);
+#undef CID_STR
+#undef CID_STR2
+
+// The libcrypto functions libcid uses, resolved from one dlopen.
+struct CryptoApi {
+  decltype(&EVP_MD_fetch) md_fetch;
+  decltype(&EVP_sha256) sha256;
+  decltype(&EVP_MD_CTX_new) ctx_new;
+  decltype(&EVP_MD_CTX_free) ctx_free;
+  decltype(&EVP_DigestInit_ex) init;
+  decltype(&EVP_DigestUpdate) update;
+  decltype(&EVP_DigestFinal_ex) finish;
+  const EVP_MD* md;  // SHA-256, fetched once: EVP_MD_fetch avoids a provider lookup per file
+};
+
+struct LoadedCrypto {
+  CryptoApi api{};
+  Status status;
+};
+
+LoadedCrypto Load(const char* soname) {
+  LoadedCrypto out;
+  // Never closed: the digests and contexts made from it live until exit.
+  void* h = dlopen(soname, RTLD_NOW | RTLD_LOCAL);
+  if (!h) {
+    const char* e = dlerror();
+    out.status = Status::Unsupported(std::string("cannot load ") + soname + " for SHA-256: " + (e ? e : "dlopen failed") +
+                                     " (is OpenSSL's libcrypto installed?)");
+    return out;
+  }
+  bool all = true;
+  auto sym = [&](auto* fn, const char* name) {
+    void* p = dlsym(h, name);
+    if (!p) all = false;
+    *fn = reinterpret_cast<std::remove_reference_t<decltype(*fn)>>(p);
+  };
+  CryptoApi& a = out.api;
+  sym(&a.md_fetch, "EVP_MD_fetch");
+  sym(&a.sha256, "EVP_sha256");
+  sym(&a.ctx_new, "EVP_MD_CTX_new");
+  sym(&a.ctx_free, "EVP_MD_CTX_free");
+  sym(&a.init, "EVP_DigestInit_ex");
+  sym(&a.update, "EVP_DigestUpdate");
+  sym(&a.finish, "EVP_DigestFinal_ex");
+  if (!all) {
+    out.status = Status::Unsupported(std::string(soname) + ": lacks the EVP digest functions (not OpenSSL 3's libcrypto?)");
+    return out;
+  }
+  EVP_MD* m = a.md_fetch(nullptr, "SHA256", nullptr);
+  a.md = m ? static_cast<const EVP_MD*>(m) : a.sha256();
+  if (!a.md) out.status = Status::Unsupported(std::string(soname) + ": no SHA-256 digest");
+  return out;
+}
+
+const LoadedCrypto& Crypto() {
+  static const LoadedCrypto loaded = Load(kLibcryptoSoname);
+  return loaded;
+}
+
+// For hashing itself: a program that must not stop here checks
+// Sha256Available() before it hashes.
+const CryptoApi& Api() {
+  const LoadedCrypto& c = Crypto();
+  if (!c.status.ok()) {
+    fprintf(stderr, "cid: %s\n", c.status.message().c_str());
+    abort();
+  }
+  return c.api;
 }
 
 int HexValue(char c) {
@@ -24,6 +98,12 @@ int HexValue(char c) {
   return -1;
 }
 }  // namespace
+
+Status Sha256Available() { return Crypto().status; }
+
+namespace digest_internal {
+Status ProbeCrypto(const char* soname) { return Load(soname).status; }
+}  // namespace digest_internal
 
 std::string Digest::ToHex() const {
   static const char kHex[] = "0123456789abcdef";
@@ -69,25 +149,26 @@ Digest Digest::FromBytes(const void* data, size_t len) {
   return d;
 }
 
-Sha256::Sha256() : ctx_(EVP_MD_CTX_new()) {
+Sha256::Sha256() : ctx_(Api().ctx_new()) {
   if (!ctx_) abort();
   Reset();
 }
 
-Sha256::~Sha256() { EVP_MD_CTX_free(ctx_); }
+Sha256::~Sha256() { Api().ctx_free(ctx_); }
 
 void Sha256::Reset() {
-  if (EVP_DigestInit_ex(ctx_, Sha256Md(), nullptr) != 1) abort();
+  const CryptoApi& a = Api();
+  if (a.init(ctx_, a.md, nullptr) != 1) abort();
 }
 
 void Sha256::Update(const void* data, size_t len) {
-  if (len && EVP_DigestUpdate(ctx_, data, len) != 1) abort();
+  if (len && Api().update(ctx_, data, len) != 1) abort();
 }
 
 Digest Sha256::Finish() {
   Digest d;
   unsigned int len = 0;
-  if (EVP_DigestFinal_ex(ctx_, d.bytes.data(), &len) != 1 || len != kDigestSize) abort();
+  if (Api().finish(ctx_, d.bytes.data(), &len) != 1 || len != kDigestSize) abort();
   Reset();
   return d;
 }

@@ -6,6 +6,7 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
@@ -212,6 +213,13 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode, c
     flags |= SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE;
     uri = FileUri(path, "mode=rwc");
   }
+  // No bulk page-cache allocation per connection: SQLite would otherwise
+  // set up 20 cache slots (88 KiB, every page of it written) at each
+  // connection's first read, for a mapped read-only connection that hardly
+  // uses its cache, and for each sorter.  Short-lived processes (a hook
+  // run is a few ms) pay that in page faults; long ones do not notice.
+  // Process-wide, so only before SQLite is first used (else a no-op).
+  static const bool configured [[maybe_unused]] = sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0) == SQLITE_OK;
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(uri.c_str(), &db, flags, nullptr);
   std::unique_ptr<Index> idx(new Index(path, db));
@@ -236,6 +244,14 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode, c
 }
 
 Status Index::Init(Mode mode) {
+  if (mode == Mode::kReadOnly) {
+    // Readers (the container hooks at every start, reports) read the
+    // B-trees through a mapping of the file: no read() copies into pages
+    // of SQLite's own cache, which are new heap pages to fault in for a
+    // short-lived process.  Pages still in the WAL are read as before.
+    Status s = Exec("PRAGMA mmap_size=1073741824");
+    if (!s.ok()) return s;
+  }
   // Reading the header is the first thing that touches the file, so a file
   // that is not a database fails here with SQLITE_NOTADB.
   auto ver = Prepare("PRAGMA user_version");
@@ -351,6 +367,7 @@ Status Index::AddPartialColumn() {
   });
   // The schema changed under the cached statements: prepare them afresh.
   for (auto& [sql, st] : stmts_) sqlite3_finalize(st);
+  for (auto& [sql, st] : scoped_stmts_) sqlite3_finalize(st);
   stmts_.clear();
   return s;
 }
@@ -368,6 +385,7 @@ Status Index::InTransaction(const std::function<Status()>& fn) {
 
 Index::~Index() {
   for (auto& [sql, st] : stmts_) sqlite3_finalize(st);
+  for (auto& [sql, st] : scoped_stmts_) sqlite3_finalize(st);
   if (db_) sqlite3_close(db_);
 }
 
@@ -761,67 +779,109 @@ Status Index::DuplicateRows(const char* sql, uint64_t min_size,
   return Status::OK();
 }
 
-Status Index::SetScope(const std::vector<std::string>& roots) {
-  // The roots as ranges of the paths key, in a table of the connection's
-  // own temp schema (writable on a read-only connection too): each root
+std::string Index::ScopedInodesSql(size_t roots) {
+  // The roots as ranges of the paths key, bound from ?2 on: each root
   // itself, and what sorts between "root/" and "root0" ('0' follows '/').
-  Status s = Exec(
-      "CREATE TEMP TABLE IF NOT EXISTS scope(lo TEXT NOT NULL, hi TEXT NOT NULL); DELETE FROM temp.scope;");
-  if (!s.ok()) return s;
-  auto ins = Prepare("INSERT INTO temp.scope(lo, hi) VALUES(?1, ?2)");
-  if (!ins.ok()) return ins.status();
+  // A VALUES list, not a temp table: a temp table makes SQLite create the
+  // connection's temp database (a B-tree and a cache of its own) at every
+  // hook run.  CROSS JOIN fixes the loop order (SQLite keeps it): the
+  // ranges of the paths primary key first, then the inode.  Left to
+  // itself, the planner walks the whole digest index.
+  std::string values;
+  for (size_t i = 0; i < 2 * roots; i++) {
+    int lo = 2 + 2 * static_cast<int>(i);
+    values += (i ? ",(?" : "(?") + std::to_string(lo) + ",?" + std::to_string(lo + 1) + ")";
+  }
+  if (values.empty()) values = "(NULL,NULL)";  // no roots: no range matches
+  return "r(lo, hi) AS (VALUES " + values +
+         "), m AS (SELECT i.digest, i.size, i.dev, i.ino FROM r "
+         "CROSS JOIN paths p ON p.path>=r.lo AND p.path<r.hi CROSS JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino "
+         "WHERE i.size>=?1 AND length(i.digest)=32)";
+}
+
+Result<sqlite3_stmt*> Index::PrepareScoped(const std::string& sql, const std::vector<std::string>& roots,
+                                           uint64_t min_size) {
+  auto it = scoped_stmts_.find(sql);
+  sqlite3_stmt* st = nullptr;
+  if (it != scoped_stmts_.end()) {
+    st = it->second;
+  } else {
+    int rc = sqlite3_prepare_v2(db_, sql.c_str(), -1, &st, nullptr);
+    if (rc != SQLITE_OK) return Error("preparing a query", rc);
+    scoped_stmts_[sql] = st;
+  }
+  sqlite3_bind_int64(st, 1, S(min_size));
+  int n = 2;
   for (const std::string& root : roots) {
     std::string base = root == "/" ? "" : root;
     for (const auto& [lo, hi] : {std::pair{root, root + "\x01"}, std::pair{base + "/", base + "0"}}) {
-      StmtReset r{*ins};
-      sqlite3_bind_text(*ins, 1, lo.c_str(), static_cast<int>(lo.size()), SQLITE_TRANSIENT);
-      sqlite3_bind_text(*ins, 2, hi.c_str(), static_cast<int>(hi.size()), SQLITE_TRANSIENT);
-      int rc = sqlite3_step(*ins);
-      if (rc != SQLITE_DONE) return Error("listing the roots to look in", rc);
+      sqlite3_bind_text(st, n++, lo.c_str(), static_cast<int>(lo.size()), SQLITE_TRANSIENT);
+      sqlite3_bind_text(st, n++, hi.c_str(), static_cast<int>(hi.size()), SQLITE_TRANSIENT);
     }
   }
-  return Status::OK();
+  return st;
 }
-
-// The contents (digest, size) with an inode named beneath temp.scope, and
-// that inode; CROSS JOIN fixes the loop order (SQLite keeps it): the
-// roots' paths first, by range of the primary key, then the inode.  Left
-// to itself, the planner walks the whole digest index.
-#define CID_SCOPED_INODES                                                                        \
-  "SELECT DISTINCT i.digest, i.size, i.dev, i.ino FROM temp.scope r "                            \
-  "CROSS JOIN paths p ON p.path>=r.lo AND p.path<r.hi CROSS JOIN inodes i ON i.dev=p.dev AND i.ino=p.ino " \
-  "WHERE i.size>=?1 AND length(i.digest)=32"
 
 Status Index::ForEachDuplicateCountUnder(const std::vector<std::string>& roots, uint64_t min_size,
                                          const std::function<void(uint64_t, uint64_t, uint64_t)>& fn) {
-  Status s = SetScope(roots);
-  if (!s.ok()) return s;
-  auto st = Prepare(
-      "WITH m AS (" CID_SCOPED_INODES "), "
-      "c AS (SELECT digest, size, count(*) AS here FROM m GROUP BY digest) "
-      "SELECT size, here, (SELECT count(*) FROM inodes x WHERE x.digest=c.digest) AS total FROM c WHERE total>1");
+  // Each inode named beneath the roots, with how many inodes hold its
+  // content in all (the digest index), grouped here rather than in SQL: a
+  // GROUP BY sorts every row through a sorter whose memory grows by
+  // realloc, twice the work and page faults of a hash map for the few
+  // thousand rows of a container's layers, although the total is then
+  // looked up per inode instead of per content.  m names an inode once per
+  // path (hard links, a root inside another): each counts once.
+  auto st = PrepareScoped("WITH " + ScopedInodesSql(roots.size()) +
+                              " SELECT digest, size, dev, ino, "
+                              "(SELECT count(*) FROM inodes x WHERE x.digest=m.digest) FROM m",
+                          roots, min_size);
   if (!st.ok()) return st.status();
-  StmtReset r{*st};
-  sqlite3_bind_int64(*st, 1, S(min_size));
-  int rc;
-  while ((rc = sqlite3_step(*st)) == SQLITE_ROW)
-    fn(U(sqlite3_column_int64(*st, 0)), U(sqlite3_column_int64(*st, 1)), U(sqlite3_column_int64(*st, 2)));
-  if (rc != SQLITE_DONE) return Error("counting duplicates", rc);
+  struct Group {
+    uint64_t size = 0, total = 0;
+    std::vector<InodeKey> here;  // distinct; contents have a handful of inodes
+  };
+  std::unordered_map<Digest, Group, DigestHash> groups;
+  {
+    StmtReset r{*st};
+    int rc;
+    while ((rc = sqlite3_step(*st)) == SQLITE_ROW) {
+      uint64_t total = U(sqlite3_column_int64(*st, 4));
+      if (total < 2) continue;  // one inode holds it: not a duplicate
+      Group& g = groups[Digest::FromBytes(sqlite3_column_blob(*st, 0), kDigestSize)];
+      g.size = U(sqlite3_column_int64(*st, 1));
+      g.total = total;
+      InodeKey key{U(sqlite3_column_int64(*st, 2)), U(sqlite3_column_int64(*st, 3))};
+      if (std::find(g.here.begin(), g.here.end(), key) == g.here.end()) g.here.push_back(key);
+    }
+    if (rc != SQLITE_DONE) return Error("counting duplicates", rc);
+  }
+  // In digest order, as a listing would be.
+  std::vector<std::pair<Digest, const Group*>> sorted;
+  sorted.reserve(groups.size());
+  for (const auto& [d, g] : groups) sorted.emplace_back(d, &g);
+  std::sort(sorted.begin(), sorted.end(), [](const auto& a, const auto& b) { return a.first < b.first; });
+  for (const auto& [d, g] : sorted) fn(g->size, g->here.size(), g->total);
   return Status::OK();
 }
 
 Status Index::ForEachDuplicateUnder(const std::vector<std::string>& roots, uint64_t min_size,
                                     const std::function<void(const InodeRecord&, const std::string&)>& fn) {
-  Status s = SetScope(roots);
-  if (!s.ok()) return s;
-  return DuplicateRows(
-      "WITH d AS (SELECT DISTINCT digest FROM (" CID_SCOPED_INODES ")), "
-      "g AS (SELECT digest FROM d "
-      "  WHERE (SELECT count(*) FROM (SELECT 1 FROM inodes x WHERE x.digest=d.digest LIMIT 2))>1) "
-      "SELECT " CID_INODE_COLS ", p.path "
-      "FROM g CROSS JOIN inodes i ON i.digest=g.digest CROSS JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
-      "ORDER BY i.digest, i.dev, i.ino, p.path",
-      min_size, fn);
+  auto st = PrepareScoped(
+      "WITH " + ScopedInodesSql(roots.size()) +
+          ", d AS (SELECT DISTINCT digest FROM m), "
+          "g AS (SELECT digest FROM d "
+          "  WHERE (SELECT count(*) FROM (SELECT 1 FROM inodes x WHERE x.digest=d.digest LIMIT 2))>1) "
+          "SELECT " CID_INODE_COLS ", p.path "
+          "FROM g CROSS JOIN inodes i ON i.digest=g.digest CROSS JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
+          "ORDER BY i.digest, i.dev, i.ino, p.path",
+      roots, min_size);
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  int rc;
+  while ((rc = sqlite3_step(*st)) == SQLITE_ROW)
+    fn(ReadInode(*st, 0), reinterpret_cast<const char*>(sqlite3_column_text(*st, 7)));
+  if (rc != SQLITE_DONE) return Error("listing duplicates", rc);
+  return Status::OK();
 }
 
 }  // namespace cid

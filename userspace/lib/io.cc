@@ -1,6 +1,7 @@
 #include "cid/io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <liburing.h>
 #include <string.h>
 #include <sys/syscall.h>
@@ -48,6 +49,30 @@ struct CachestatResult {
 std::atomic<bool> cachestat_missing{false};
 
 }  // namespace
+
+Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes) {
+  int fd = open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno(path, errno);
+  std::string out;
+  char buf[8192];
+  for (;;) {
+    ssize_t n = read(fd, buf, sizeof(buf));
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) {
+      int err = errno;
+      close(fd);
+      return Status::FromErrno(path, err);
+    }
+    if (n == 0) break;
+    if (out.size() + static_cast<size_t>(n) > max_bytes) {
+      close(fd);
+      return Status::FromErrno(path, EFBIG);
+    }
+    out.append(buf, static_cast<size_t>(n));
+  }
+  close(fd);
+  return out;
+}
 
 int Cachestat(int fd, uint64_t off, uint64_t len, uint64_t* nr_cache) {
 #ifdef __NR_cachestat

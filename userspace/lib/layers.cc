@@ -13,6 +13,8 @@
 #include <fstream>
 #include <memory>
 
+#include "cid/io.h"
+
 namespace cid {
 
 namespace {
@@ -185,15 +187,22 @@ std::string ParentDir(const std::string& p) {
 std::string DefaultLayerRegistryPath(const std::string& index_path) { return ParentDir(index_path) + "/lower-layers"; }
 
 Status RememberLayers(const std::string& file, const std::vector<std::string>& layers) {
-  auto known = KnownLayers(file);
-  if (!known.ok()) return known.status();
+  // Only whether ours are listed: KnownLayers would stat every layer the
+  // host ever had, at every container start.
+  std::string listed = "\n";  // every line between newlines
+  if (auto text = ReadSmallFile(file); text.ok()) listed += *text;
+  else if (text.status().err() != ENOENT) return Status::FromErrno("layer registry " + file, text.status().err());
+  bool unterminated = listed.back() != '\n';  // a last line written by hand
+  if (unterminated) listed += '\n';
   std::string add;
   for (const auto& l : layers) {
-    if (std::find(known->begin(), known->end(), l) != known->end()) continue;
+    if (listed.find("\n" + l + "\n") != std::string::npos) continue;
     if (l.find('\n') != std::string::npos) continue;  // cannot be listed; never linked
     add += l + "\n";
+    listed += l + "\n";
   }
   if (add.empty()) return Status::OK();
+  if (unterminated) add = "\n" + add;
   int fd = open(file.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
   if (fd < 0) return Status::FromErrno("layer registry " + file, errno);
   ssize_t n = write(fd, add.data(), add.size());
@@ -273,13 +282,16 @@ Result<std::string> ResolveLayer(const std::string& layer, const std::string& st
     return Status::InvalidArgument("layer " + layer + ": goes through a symlink (to " + *real +
                                    ") and no storage root is known to check it against");
   }
-  DIR* d = opendir(real->c_str());
-  if (!d) return Status::FromErrno("layer " + layer + " (" + *real + ")", errno);
-  errno = 0;
-  bool readable = readdir(d) != nullptr || errno == 0;
+  // Readable: the first entries of the directory, into a small buffer
+  // (readdir's 32 KiB one has the file system list a whole large layer
+  // directory at every container start).
+  int fd = open(real->c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return Status::FromErrno("layer " + layer + " (" + *real + ")", errno);
+  alignas(8) char buf[512];
+  ssize_t n = getdents64(fd, buf, sizeof(buf));
   int err = errno;
-  closedir(d);
-  if (!readable) return Status::FromErrno("layer " + layer + " (" + *real + ")", err);
+  close(fd);
+  if (n < 0) return Status::FromErrno("layer " + layer + " (" + *real + ")", err);
   return *real;
 }
 

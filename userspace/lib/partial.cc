@@ -1,5 +1,11 @@
 #include "cid/partial.h"
 
+// XXH3-64 compiled in from libxxhash's header (its documented inline mode):
+// the scanner is in every program that may index, the container hooks
+// among them, and those link with --as-needed, so a hook run that hashes
+// nothing does not load libxxhash at all.  cid-analyze's XXH3-128 still
+// comes from the library.
+#define XXH_INLINE_ALL
 #include <xxhash.h>
 
 #include <algorithm>

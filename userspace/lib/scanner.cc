@@ -13,6 +13,7 @@
 #include <unordered_set>
 #include <vector>
 
+#include "cid/digest.h"
 #include "cid/partial.h"
 #include "cid/safe_open.h"
 #include "cid/walker.h"
@@ -984,6 +985,10 @@ Status Scan::Run(const std::string& root_arg) {
 }  // namespace
 
 Status ScanTree(Index* index, const std::string& root, const ScanOptions& options, ScanStats* stats) {
+  // A scan may hash: say so here if it cannot, rather than abort midway.
+  if (!options.check_only) {
+    if (Status c = Sha256Available(); !c.ok()) return c;
+  }
   Scan scan(index, options, stats);
   return scan.Run(root);
 }

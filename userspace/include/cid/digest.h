@@ -2,7 +2,7 @@
 // blocks, see cid/verity.h; what `fsverity digest` prints and what the
 // kernel's CID_IOC_TAG computes), written "fsverity-sha256:<64 lowercase
 // hex>".  SHA-256 goes through OpenSSL's EVP interface, which picks SHA-NI
-// or AVX2 code where the CPU has it.
+// or AVX2 code where the CPU has it; libcrypto is loaded when first needed.
 #ifndef CID_DIGEST_H_
 #define CID_DIGEST_H_
 
@@ -49,6 +49,18 @@ struct DigestHash {
     return h;
   }
 };
+
+// Whether SHA-256 can be taken: libcrypto is loaded (dlopen) when the first
+// Sha256 is made, and a program that cannot load it aborts there with the
+// reason.  Anything that must report that instead (scans do) asks here
+// first; the answer is the same for the life of the process.
+Status Sha256Available();
+
+namespace digest_internal {
+// Loads `soname` as Sha256 loads libcrypto, and says whether it would do
+// (for tests of the failure message).
+Status ProbeCrypto(const char* soname);
+}  // namespace digest_internal
 
 // Streaming SHA-256.  Not copyable; one per thread.
 class Sha256 {

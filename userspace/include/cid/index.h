@@ -209,14 +209,21 @@ class Index {
   // Runs a duplicate listing (?1: min_size; inode columns, then the path).
   Status DuplicateRows(const char* sql, uint64_t min_size,
                        const std::function<void(const InodeRecord&, const std::string& path)>& fn);
-  // Fills temp.scope with the ranges of the paths key `roots` cover.
-  Status SetScope(const std::vector<std::string>& roots);
+  // The common table expressions r (the ranges of the paths key `roots`
+  // covers, bound from ?2) and m (digest, size, dev, ino of every hashed
+  // inode of at least ?1 bytes named there, once per path), for a WITH.
+  static std::string ScopedInodesSql(size_t roots);
+  // Prepares (cached per text) a statement that starts with
+  // ScopedInodesSql(roots.size()) and binds min_size and the ranges.
+  Result<sqlite3_stmt*> PrepareScoped(const std::string& sql, const std::vector<std::string>& roots,
+                                      uint64_t min_size);
   Result<sqlite3_stmt*> Prepare(const char* sql);  // cached per SQL text
   Status Error(const char* what, int rc) const;
 
   const std::string path_;
   sqlite3* db_;
   std::unordered_map<const char*, sqlite3_stmt*> stmts_;
+  std::unordered_map<std::string, sqlite3_stmt*> scoped_stmts_;  // PrepareScoped's, by text
 };
 
 }  // namespace cid

@@ -77,6 +77,12 @@ class ReadEngine {
 // or filesystem said it cannot do that (EOPNOTSUPP).
 int64_t ReadNowait(int fd, void* buf, uint32_t len, uint64_t off);
 
+// The whole of a small file (a config, a list), with read(2): no
+// iostreams, whose locale set-up alone costs a short-lived process such as
+// a hook run 0.4 ms.  Errors name the path (Status::FromErrno); a file
+// larger than max_bytes is refused with EFBIG.
+Result<std::string> ReadSmallFile(const std::string& path, size_t max_bytes = 16u << 20);
+
 // cachestat(2) of [off, off + len) of fd: 0 with the pages of the range in
 // the page cache in *nr_cache, or the errno it failed with (ENOSYS: the
 // kernel, or the headers this was built with, predate Linux 6.5).
