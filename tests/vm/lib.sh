@@ -13,19 +13,33 @@ vm_log() { echo "vm: $*"; }
 vm_die() { echo "vm: error: $*" >&2; exit 1; }
 
 # vm_add_binary ROOT SRC DEST: copy an executable into the initramfs root and,
-# if it is dynamically linked, every library ldd names plus the loader.
+# if it is dynamically linked, every library ldd names plus the loader, and
+# libcrypto, which libcid loads with dlopen on the first hash (ldd does not
+# name it).
 vm_add_binary() {
-	local root=$1 src=$2 dest=$3 lib
+	local root=$1 src=$2 dest=$3
 	mkdir -p "$root/$(dirname "$dest")"
 	cp -L "$src" "$root/$dest"
 	chmod 0755 "$root/$dest"
-	if ldd "$src" >/dev/null 2>&1; then
-		for lib in $(ldd "$src" | grep -oE '/[^ ]+' | sort -u); do
-			[ -e "$root/$lib" ] && continue
-			mkdir -p "$root/$(dirname "$lib")"
-			cp -L "$lib" "$root/$lib"
-		done
-	fi
+	vm_add_libs "$root" "$src"
+}
+
+# vm_add_libs ROOT FILE: the libraries FILE needs (see vm_add_binary).
+vm_add_libs() {
+	local root=$1 src=$2 lib so
+	ldd "$src" >/dev/null 2>&1 || return 0
+	for lib in $(ldd "$src" | grep -oE '/[^ ]+' | sort -u); do
+		[ -e "$root/$lib" ] && continue
+		mkdir -p "$root/$(dirname "$lib")"
+		cp -L "$lib" "$root/$lib"
+	done
+	so=$(grep -aoE 'libcrypto\.so\.[0-9]+' "$src" | head -n 1) || true
+	[ -n "$so" ] || return 0
+	lib=$(ldconfig -p | awk -v so="$so" '$1 == so && /x86-64/ { print $NF; exit }')
+	[ -n "$lib" ] && [ ! -e "$root/$lib" ] || return 0
+	mkdir -p "$root/$(dirname "$lib")"
+	cp -L "$lib" "$root/$lib"
+	vm_add_libs "$root" "$lib"
 }
 
 # vm_bench_kernel LOG: build the benchmark kernel, the series with
