@@ -194,11 +194,14 @@ done
 		echo "Tagging: $(val tagged) of $(val tag_files) files tagged ($(val tag_errors) errors) in $(val tag_seconds)s," \
 			"$(val tag_MBps) MB/s of the kernel's reading and hashing;" \
 			"query of a tagged twin: $(val query_flags), content_pages $(val query_content_pages), tagged_inodes $(val query_tagged_inodes)"
+		# What tagging the 8 copies added (the 32 MiB files were tagged before).
 		db=$(val after_tag_digest_bytes) mb=$(val after_tag_metadata_bytes) ti=$(val after_tag_tagged_inodes)
-		if [ -n "$db" ] && [ -n "$mb" ] && [ "${tree_kib:-0}" -gt 0 ]; then
-			echo "Metadata after tagging 8 copies: digests $db bytes for one $((tree_kib / 1024)) MiB content set" \
-				"($(echo "$db * 1048576 / $tree_kib / 1024" | bc) KiB per GiB of distinct content);" \
-				"all of named merging's metadata $mb bytes, $(( (mb - db) / (ti > 0 ? ti : 1) )) bytes per tagged file besides the digests"
+		db0=$(val before_tag_digest_bytes) mb0=$(val before_tag_metadata_bytes) ti0=$(val before_tag_tagged_inodes)
+		if [ -n "$db" ] && [ -n "$mb" ] && [ -n "$db0" ] && [ -n "$mb0" ] && [ "${tree_kib:-0}" -gt 0 ]; then
+			db=$((db - db0)) mb=$((mb - mb0)) ti=$((ti - ${ti0:-0}))
+			echo "Metadata of tagging 8 copies: digests $db bytes for their $((tree_kib / 1024)) MiB of distinct content" \
+				"($(echo "scale=2; $db * 100 / ($tree_kib * 1024)" | bc)% of it, $(echo "$db * 1048576 / $tree_kib / 1024" | bc) KiB per GiB);" \
+				"all of named merging's metadata $mb bytes: $(( (mb - db) / (ti > 0 ? ti : 1) )) bytes per tagged file besides the digests"
 		fi
 	fi
 	echo
