@@ -560,6 +560,7 @@ int Main(int argc, char** argv) {
   j.Double("stopped_seconds", s.stopped_seconds);
   j.Double("scan_seconds", s.scan_seconds);
   j.Uint("pages_hashed", s.pages_hashed);
+  j.Uint("pages_pinned", s.pages_pinned);
   j.Double("pages_per_second", s.scan_seconds > 0 ? s.pages_hashed / s.scan_seconds : 0);
   j.Bool("verify", opts.verify);
   j.Uint("bytes_compared", s.bytes_compared);
