@@ -19,6 +19,7 @@
 # as bench/hash/run.sh describes, target cid-analyze).
 # Results: bench/results/analyze.txt (earlier runs kept below the new one).
 # Knob: CID_BENCH_REPS (3; best of).  Needs root.
+# shellcheck disable=SC2154 # t_KEY and c_KEY are set by try() through eval
 set -euo pipefail
 top=$(cd "$(dirname "$0")/../.." && pwd)
 BUILD=${BUILD:-build}
