@@ -140,7 +140,7 @@ print("stopped run, %d threads: stop %.3f s, page tables %.3f s, frame flags + c
 ' "$work/stop.json"
 	if [ -n "$BASELINE" ]; then
 		st_base=$(python3 -c 'import json, sys; print(json.load(open(sys.argv[1]))["snapshot"]["stopped_seconds"])' "$work/base.json")
-		echo "against the baseline ($BASELINE), same rounds: wall $(printf '%.2f' "$(echo "$t_stop / $t_base" | bc -l)")x, CPU $(printf '%.2f' "$(echo "$c_stop / $c_base" | bc -l)")x, stopped $(printf '%.2f' "$(echo "$stopped / $st_base" | bc -l)")x"
+		echo "against the baseline (CID_ANALYZE_BASELINE), same rounds: wall $(printf '%.2f' "$(echo "$t_stop / $t_base" | bc -l)")x, CPU $(printf '%.2f' "$(echo "$c_stop / $c_base" | bc -l)")x, stopped $(printf '%.2f' "$(echo "$stopped / $st_base" | bc -l)")x"
 	fi
 	echo "stopped per GiB of frames: $(printf '%.3f' "$(echo "$stopped * 262144 / $frames" | bc -l)") s (target: well under 1 s)"
 	echo "CPU time per GiB of frames, stopped snapshot: $(printf '%.3f' "$(echo "$c_stop * 262144 / $frames" | bc -l)") s (the whole run, process start to exit)"
