@@ -127,6 +127,8 @@ TEST(AnalyzeTest, ForkedChildrenShareAnonymousFrames) {
   EXPECT_EQ(f.uss, 0u);
   EXPECT_NEAR(f.pss, 32.0, 1e-9);  // three processes, a third each
   EXPECT_EQ(s.pages_hashed, 32u);  // each frame hashed once
+  // Never pinned (process_vm_readv): that would unshare them.
+  EXPECT_EQ(s.pages_pinned, 0u);
   EXPECT_EQ(s.hash_collisions, 0u);
   EXPECT_TRUE(s.stopped);
   // Reading left the sharing as it was: the same frames again.
@@ -150,6 +152,15 @@ TEST(AnalyzeTest, IdenticalAnonymousContentWrittenSeparately) {
   EXPECT_EQ(f.uss, 80u);
   EXPECT_GE(s.bytes_compared, 32u * 4096);  // --verify compared the equal pages
   EXPECT_EQ(s.hash_collisions, 0u);
+  // Each frame mapped once: all read with process_vm_readv, and left as
+  // they were (a second snapshot sees the same frames).
+  EXPECT_EQ(s.pages_pinned, 80u);
+  Snapshot again = Take(Targets({&a, &b}));
+  ASSERT_EQ(again.frames.size(), s.frames.size());
+  for (size_t i = 0; i < s.frames.size(); i++) {
+    EXPECT_EQ(again.frames[i].pfn, s.frames[i].pfn);
+    EXPECT_EQ(again.frames[i].hash, s.frames[i].hash);
+  }
 }
 
 TEST(AnalyzeTest, IdenticalFilesOnDifferentInodes) {

@@ -10,7 +10,9 @@
 // be stopped (already traced; --no-stop reads it live); 130 interrupted
 // (targets resumed, nothing written).
 #include <getopt.h>
+#include <malloc.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -560,6 +562,7 @@ int Main(int argc, char** argv) {
   j.Double("stopped_seconds", s.stopped_seconds);
   j.Double("scan_seconds", s.scan_seconds);
   j.Uint("pages_hashed", s.pages_hashed);
+  j.Uint("pages_pinned", s.pages_pinned);
   j.Double("pages_per_second", s.scan_seconds > 0 ? s.pages_hashed / s.scan_seconds : 0);
   j.Bool("verify", opts.verify);
   j.Uint("bytes_compared", s.bytes_compared);
@@ -653,7 +656,34 @@ int Main(int argc, char** argv) {
   return kExitOk;
 }
 
+// A snapshot's own arrays (per frame and per page: about 80 bytes a frame)
+// are fresh memory, and faulting that in 4 KiB at a time was a third of
+// the CPU of a 1 GiB snapshot in the VM it was measured in (~36 us a
+// fault; a 2 MiB huge page costs a few of those).  So the heap is put on
+// huge pages where the kernel offers them (THP "madvise" mode): arrays up
+// to 32 MiB come from it, not from mmap, the heap grows 256 MiB at a time,
+// is not given back, and that first 256 MiB is advised MADV_HUGEPAGE
+// (larger arrays are mmap'd and advised where they are allocated).  Memory
+// not touched is not used.
+void HeapOnHugePages() {
+  constexpr uintptr_t kHuge = 2 << 20;
+  mallopt(M_MMAP_THRESHOLD, 32 << 20);
+  mallopt(M_TOP_PAD, 256 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  uintptr_t lo = reinterpret_cast<uintptr_t>(sbrk(0));
+  static void* volatile grow;  // volatile: a malloc freed unused may be optimized away
+  grow = malloc(1 << 20);        // grows the heap by the pad
+  free(grow);
+  uintptr_t hi = reinterpret_cast<uintptr_t>(sbrk(0));
+  lo = (lo + kHuge - 1) & ~(kHuge - 1);
+  hi &= ~(kHuge - 1);
+  if (hi > lo) madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_HUGEPAGE);
+}
+
 }  // namespace
 }  // namespace cid::analyze
 
-int main(int argc, char** argv) { return cid::analyze::Main(argc, argv); }
+int main(int argc, char** argv) {
+  cid::analyze::HeapOnHugePages();
+  return cid::analyze::Main(argc, argv);
+}

@@ -11,15 +11,21 @@
 //
 // While they are stopped, and nothing else: /proc/PID/maps and
 // /proc/PID/pagemap give every present page's frame (one thread); then
-// several threads read /proc/kpageflags, kpagecount and kpagecgroup for
-// the distinct frames (in frame-number order, one pread per run of nearby
-// frames) and every distinct frame's contents, once, through the first
-// process that maps it (/proc/PID/mem, runs of up to 64 consecutive pages
-// per pread; process_vm_readv only where that cannot be opened, since its
-// page pins unshare shared anonymous pages), hashing each page with
-// XXH3-128 while it is in cache; --verify then re-reads and compares the
-// pages of equal hash.  After the targets resume: frame kinds from the
-// flags, and a content number per frame.
+// several threads read /proc/kpageflags for the distinct frames (in
+// frame-number order, one pread per run of nearby frames), and then
+// kpagecount, kpagecgroup and every distinct frame's contents, once,
+// through the first process that maps it, hashing each page with XXH3-128
+// (AVX2 where the CPU has it) while it is in cache.  Frames that pinning
+// cannot unshare (page cache, shmem, anonymous frames mapped once that are
+// not KSM pages: the flags are read first for that) are read with
+// process_vm_readv, up to 256 pages per call; the rest through
+// /proc/PID/mem, which never pins (runs of up to 64 consecutive pages per
+// pread).  --verify then re-reads and compares the pages of equal hash.
+// The kpage files are read while the targets are stopped, not after: a
+// frame freed and reused once they run again would give another page's
+// flags, mapping count or memcg next to this one's contents.  After the
+// targets resume: frame kinds from the flags, and a content number per
+// frame.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/ioctl.h>
@@ -49,12 +55,18 @@
 #include "cid/analyze.h"
 #include "analyze_memory.h"
 
+#ifdef CID_HAVE_HASH_AVX2
+extern "C" void cid_analyze_hash_page_avx2(const void* page, uint64_t out[2]);  // analyze_hash_avx2.c
+#endif
+
 namespace cid::analyze {
 namespace {
 
 constexpr uint64_t kPage = 4096;
 constexpr uint64_t kPmPresent = 1ull << 63;
 constexpr uint64_t kPmSwap = 1ull << 62;
+constexpr uint64_t kPmFile = 1ull << 61;       // a page-cache or shmem frame, not an anonymous one
+constexpr uint64_t kPmExclusive = 1ull << 56;  // mapped exactly once
 constexpr uint64_t kPmPfnMask = (1ull << 55) - 1;
 
 // PAGEMAP_SCAN (Linux 6.7, include/uapi/linux/fs.h; Debian 12's headers
@@ -258,17 +270,19 @@ bool SpecialMapping(const Mapping& m) {
 // pread per run of pfns that lie close together (gaps of at most kGap
 // entries are read and thrown away: an entry costs the kernel less than a
 // system call, but reading every entry between distant frames costs more).
-Status ReadKpage(const char* file, const std::vector<uint64_t>& pfns, const std::function<void(size_t, uint64_t)>& f) {
+// pfns[begin, end) only: f(i, entry) for i in that range.
+template <class F>
+Status ReadKpage(const char* file, const std::vector<uint64_t>& pfns, size_t begin, size_t end, F&& f) {
   Fd fd(open(file, O_RDONLY | O_CLOEXEC));
   if (fd.get() < 0) return Status::FromErrno(file, errno);
   constexpr size_t kWindow = 8192;
   constexpr uint64_t kGap = 16;
   std::vector<uint64_t> buf(kWindow);
-  size_t i = 0;
-  while (i < pfns.size()) {
+  size_t i = begin;
+  while (i < end) {
     uint64_t base = pfns[i];
     size_t j = i;
-    while (j + 1 < pfns.size() && pfns[j + 1] - pfns[j] <= kGap && pfns[j + 1] < base + kWindow) j++;
+    while (j + 1 < end && pfns[j + 1] - pfns[j] <= kGap && pfns[j + 1] < base + kWindow) j++;
     size_t n = pfns[j] - base + 1;
     ssize_t got = pread(fd.get(), buf.data(), n * 8, static_cast<off_t>(base * 8));
     if (got < 0) return Status::FromErrno(file, errno);
@@ -281,6 +295,14 @@ Status ReadKpage(const char* file, const std::vector<uint64_t>& pfns, const std:
 }
 
 Hash128 HashPage(const void* p) {
+#ifdef CID_HAVE_HASH_AVX2
+  static const bool avx2 = __builtin_cpu_supports("avx2");
+  if (avx2) {
+    Hash128 h;
+    cid_analyze_hash_page_avx2(p, h.data());
+    return h;
+  }
+#endif
   XXH128_hash_t h = XXH3_128bits(p, kPage);
   return {h.low64, h.high64};
 }
@@ -328,8 +350,34 @@ void NumberContents(Snapshot* snap) {
 // Where a frame's contents are read: the first (process, address) that
 // mapped it.
 struct Location {
-  uint32_t proc;
   uint64_t va;
+  uint32_t proc;
+  // process_vm_readv may read it: pinning it cannot unshare it (see
+  // Scanner::MayPin).
+  bool may_pin = false;
+};
+static_assert(sizeof(Location) == 16, "one per frame");
+
+// A buffer of whole 2 MiB blocks that may be huge pages: in a VM, faulting
+// in 4 KiB pages of fresh memory cost about 36 us each here, 256 of them
+// per 1 MiB buffer.
+class PageBuffer {
+ public:
+  explicit PageBuffer(size_t bytes) : bytes_((bytes + kHuge - 1) & ~(kHuge - 1)) {
+    void* p = mmap(nullptr, bytes_, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED) abort();  // out of memory, as new would throw
+    madvise(p, bytes_, MADV_HUGEPAGE);
+    data_ = static_cast<char*>(p);
+  }
+  ~PageBuffer() { munmap(data_, bytes_); }
+  PageBuffer(const PageBuffer&) = delete;
+  PageBuffer& operator=(const PageBuffer&) = delete;
+  char* data() { return data_; }
+
+ private:
+  static constexpr size_t kHuge = 2 << 20;
+  size_t bytes_;
+  char* data_;
 };
 
 // /proc/PID/mem descriptors of a few processes, for one thread.
@@ -406,7 +454,7 @@ class Scanner {
         bool fresh = false;
         uint32_t id = FrameId(pfn, m, &fresh);
         p->pages.push_back({id, mi});
-        if (fresh) loc_.push_back({pi, va});
+        if (fresh) loc_.push_back({va, pi, (e & (kPmFile | kPmExclusive)) != 0});
         return Status::OK();
       });
       if (!s.ok()) return s;
@@ -427,6 +475,13 @@ class Scanner {
       for (uint64_t lo = 0; lo < kChunk; lo++)
         if (uint32_t slot = by_pfn_[hi][lo]) pfn_order_.push_back(slot - 1);
     }
+    pfns_.reserve(pfn_order_.size());
+    for (uint32_t id : pfn_order_) pfns_.push_back(snap_->frames[id].pfn);
+    // Frame flags first: a KSM page must not be read by process_vm_readv.
+    Status flags = ReadFlags();
+    if (!flags.ok()) return flags;
+    for (uint32_t id = 0; id < snap_->frames.size(); id++)
+      if (snap_->frames[id].Has(kKpfKsm)) loc_[id].may_pin = false;
     std::vector<uint32_t> ids(snap_->frames.size());
     for (uint32_t id = 0; id < ids.size(); id++) ids[id] = id;  // by process, then address
     for (;;) {
@@ -502,14 +557,15 @@ class Scanner {
  private:
   static constexpr size_t kBatch = 32768;   // pagemap entries per read (256 KiB)
   static constexpr size_t kRun = 64;        // pages per /proc/PID/mem read: 256 KiB, hashed while in cache
+  static constexpr size_t kPinRun = 256;    // pages per process_vm_readv (1 MiB, at most this many iovecs)
   static constexpr size_t kItem = 1024;     // pages per work item
   static constexpr uint64_t kChunk = 4096;  // frame-number table chunk
   static constexpr uint64_t kScanAbove = 8192;  // pages: larger anonymous mappings use PAGEMAP_SCAN
 
   // Calls f(va, entry) for the pagemap entry of every present or swapped
   // page of m within the snapshot's range; *gone if the process exited.
-  Status WalkPagemap(pid_t pid, int fd, const Mapping& m, bool* gone,
-                     const std::function<Status(uint64_t, uint64_t)>& f) {
+  template <class F>
+  Status WalkPagemap(pid_t pid, int fd, const Mapping& m, bool* gone, F&& f) {
     if (m.path == "[vsyscall]") return Status::OK();  // kernel address, one page for everybody
     uint64_t lo = std::max(m.start, opts_.range_lo), hi = std::min(m.end, opts_.range_hi);
     if (lo >= hi) return Status::OK();
@@ -556,8 +612,8 @@ class Scanner {
 
   // f(va, entry) for the present or swapped pages of [lo, hi), read from
   // pagemap in batches.
-  Status ReadEntries(pid_t pid, int fd, uint64_t lo, uint64_t hi, bool* gone,
-                     const std::function<Status(uint64_t, uint64_t)>& f) {
+  template <class F>
+  Status ReadEntries(pid_t pid, int fd, uint64_t lo, uint64_t hi, bool* gone, F&& f) {
     entries_.resize(kBatch);
     for (uint64_t va = lo; va < hi; va += kBatch * kPage) {
       if (opts_.interrupted && opts_.interrupted()) return Status::Busy("interrupted");
@@ -689,7 +745,8 @@ class Scanner {
   // Reads /proc/PID/mem (process_vm_readv only where that cannot be
   // opened: it pins pages, and pinning an anonymous page that is not
   // exclusive, a KSM page or one still shared after fork, unshares it,
-  // undoing the sharing being measured).
+  // undoing the sharing being measured; see MayPin for the frames it may
+  // read).
   ssize_t ReadRemote(pid_t pid, int memfd, uint64_t va, char* buf, size_t len) {
     if (memfd >= 0) return pread(memfd, buf, len, static_cast<off_t>(va));
     if (!pvr_used_.exchange(true)) {
@@ -705,18 +762,23 @@ class Scanner {
 
   // The frames ids (grouped by process, in address order within one)
   // read and hashed by threads_ workers, in items of up to kItem pages of
-  // one process; with_kpage, the /proc/kpage* files are read by the first
-  // workers free meanwhile.
+  // one process; with_kpage, /proc/kpagecount and kpagecgroup are read by
+  // the first workers free meanwhile.
+  //
+  // Frames that may be pinned (MayPin) are read with process_vm_readv, up
+  // to kPinRun pages in one call whatever their addresses (one iovec per
+  // run of consecutive ones): one copy, page tables walked in batches.  The
+  // others through /proc/PID/mem, which takes every page through a bounce
+  // buffer (two copies) but only references, never pins, what it reads.
   Status ReadContents(const std::vector<uint32_t>& ids, bool with_kpage) {
     struct Item {
-      int kpage;  // >= 0: which /proc/kpage* file; -1: contents ids[begin, end)
+      int kpage;  // > 0: which /proc/kpage* file; -1: contents ids[begin, end)
       size_t begin, end;
     };
     std::vector<Item> items;
     if (with_kpage) {
-      items.push_back({0, 0, 0});
-      items.push_back({1, 0, 0});
-      if (snap_->have_kpagecgroup) items.push_back({2, 0, 0});
+      items.push_back({1, 0, pfns_.size()});
+      if (snap_->have_kpagecgroup) items.push_back({2, 0, pfns_.size()});
     }
     for (size_t i = 0; i < ids.size();) {
       size_t j = i + 1;
@@ -724,23 +786,19 @@ class Scanner {
       items.push_back({-1, i, j});
       i = j;
     }
-    std::vector<uint64_t> pfns;
-    if (with_kpage) {
-      pfns.reserve(pfn_order_.size());
-      for (uint32_t id : pfn_order_) pfns.push_back(snap_->frames[id].pfn);
-    }
     std::atomic<size_t> next{0};
     std::atomic<uint64_t> done{0};
     return RunWorkers([&](unsigned w) -> Status {
-      std::vector<char> buf(kRun * kPage);
+      PageBuffer buf(std::max(kRun, kPinRun) * kPage);
+      std::vector<struct iovec> remote(kPinRun);
       MemFiles mems;
-      uint64_t hashed = 0, unreadable = 0;
+      uint64_t hashed = 0, unreadable = 0, pinned = 0;
       Status status;
       for (size_t it; status.ok() && (it = next.fetch_add(1)) < items.size();) {
         if (Interrupted(w)) break;
         const Item& item = items[it];
-        if (item.kpage >= 0) {
-          status = ReadKpageFile(item.kpage, pfns);
+        if (item.kpage > 0) {
+          status = ReadKpageFile(item.kpage, item.begin, item.end);
           continue;
         }
         uint32_t proc = loc_[ids[item.begin]].proc;
@@ -752,9 +810,29 @@ class Scanner {
           continue;
         }
         for (size_t i = item.begin; i < item.end && !gone_[proc];) {
-          size_t j = i + 1;  // a run of consecutive addresses
-          while (j < item.end && j - i < kRun && loc_[ids[j]].va == loc_[ids[j - 1]].va + kPage) j++;
-          ssize_t got = ReadRemote(pid, fd, loc_[ids[i]].va, buf.data(), (j - i) * kPage);
+          const Location& first = loc_[ids[i]];
+          size_t j = i + 1;
+          ssize_t got;
+          if (first.may_pin && fd >= 0) {
+            // Runs of consecutive addresses, one iovec each.
+            size_t nio = 1;
+            remote[0] = {reinterpret_cast<void*>(first.va), kPage};
+            for (; j < item.end && j - i < kPinRun && loc_[ids[j]].may_pin; j++) {
+              if (loc_[ids[j]].va == loc_[ids[j - 1]].va + kPage) {
+                remote[nio - 1].iov_len += kPage;
+              } else {
+                remote[nio++] = {reinterpret_cast<void*>(loc_[ids[j]].va), kPage};
+              }
+            }
+            struct iovec local{buf.data(), (j - i) * kPage};
+            got = process_vm_readv(pid, &local, 1, remote.data(), nio, 0);
+            if (got > 0) pinned += static_cast<size_t>(got) / kPage;
+          } else {
+            while (j < item.end && j - i < kRun && !(loc_[ids[j]].may_pin && fd >= 0) &&
+                   loc_[ids[j]].va == loc_[ids[j - 1]].va + kPage)
+              j++;
+            got = ReadRemote(pid, fd, first.va, buf.data(), (j - i) * kPage);
+          }
           if (got < 0 && (errno == ESRCH || Dead(pid))) {
             gone_[proc] = true;
             break;
@@ -783,15 +861,43 @@ class Scanner {
       }
       std::lock_guard<std::mutex> lock(notes_mu_);
       snap_->pages_hashed += hashed;
+      snap_->pages_pinned += pinned;
       snap_->unreadable += unreadable;
       return status;
     });
   }
 
-  // One /proc/kpage* file for every frame (pfns in frame-number order).
-  Status ReadKpageFile(int which, const std::vector<uint64_t>& pfns) {
+  // Whether process_vm_readv may read a frame: pinning it (FOLL_PIN
+  // without FOLL_WRITE) unshares an anonymous page the kernel has not
+  // marked exclusive to one mapping (gup_must_unshare), by copying it
+  // unless it is mapped once and otherwise unreferenced.  So: page-cache
+  // and shmem frames (pagemap's file bit: never unshared by a short pin),
+  // and anonymous frames mapped exactly once (pagemap's exclusive bit)
+  // that are not KSM pages (kpageflags; those are always copied).  At
+  // worst such a frame mapped once is copied in place of itself: no sharing
+  // is undone, and its contents are the same.
+  static bool MayPin(uint64_t entry, const Frame& f) {
+    return (entry & (kPmFile | kPmExclusive)) != 0 && !f.Has(kKpfKsm);
+  }
+
+  // /proc/kpageflags for every frame, on every worker (parts of the
+  // frame-number order): the contents' reading depends on it.
+  Status ReadFlags() {
+    std::atomic<size_t> next{0};
+    size_t n = pfns_.size(), parts = threads_;
+    return RunWorkers([&](unsigned) -> Status {
+      for (size_t part; (part = next.fetch_add(1)) < parts;) {
+        Status s = ReadKpageFile(0, part * n / parts, (part + 1) * n / parts);
+        if (!s.ok()) return s;
+      }
+      return Status::OK();
+    });
+  }
+
+  // One /proc/kpage* file for the frames pfn_order_[begin, end).
+  Status ReadKpageFile(int which, size_t begin, size_t end) {
     static const char* const kFiles[] = {"/proc/kpageflags", "/proc/kpagecount", "/proc/kpagecgroup"};
-    return ReadKpage(kFiles[which], pfns, [&](size_t i, uint64_t v) {
+    return ReadKpage(kFiles[which], pfns_, begin, end, [&](size_t i, uint64_t v) {
       Frame& f = snap_->frames[pfn_order_[i]];
       (which == 0 ? f.kflags : which == 1 ? f.kcount : f.memcg) = v;
     });
@@ -814,7 +920,7 @@ class Scanner {
           int32_t id = (e & kPmPresent) ? FindFrame(e & kPmPfnMask) : -1;
           if (id >= 0 && want[id]) {
             want[id] = false;
-            loc_[id] = {pi, va};
+            loc_[id] = {va, pi, MayPin(e, snap_->frames[id])};
             found.push_back(static_cast<uint32_t>(id));
           }
           return Status::OK();
@@ -835,13 +941,14 @@ class Scanner {
   unsigned threads_ = 1;
   std::vector<Location> loc_;            // by frame
   std::vector<uint32_t> pfn_order_;      // frame ids in frame-number order
+  std::vector<uint64_t> pfns_;           // their frame numbers
   std::vector<uint64_t> entries_;        // pagemap buffer (page-table thread only)
   std::vector<uint32_t*> by_pfn_;        // frame number / kChunk -> chunk: index in snap_->frames + 1
   ChunkArena chunks_;
   std::unique_ptr<std::atomic<bool>[]> gone_;  // by process: exited while its frames were read
   std::atomic<bool> abort_{false};       // interrupted
   std::atomic<bool> pvr_used_{false};
-  std::mutex notes_mu_;                  // guards snap_->notes, pages_hashed, unreadable during the workers
+  std::mutex notes_mu_;                  // guards snap_->notes, pages_hashed, pages_pinned, unreadable during the workers
   bool kpage_done_ = false;
   bool scan_works_ = true;               // PAGEMAP_SCAN (Linux 6.7)
 };

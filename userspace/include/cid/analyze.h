@@ -165,6 +165,7 @@ struct Snapshot {
   double stopped_seconds = 0;   // from the first thread stopped to the last resumed
   double scan_seconds = 0;      // the whole snapshot
   uint64_t pages_hashed = 0;    // frames read and hashed (each once)
+  uint64_t pages_pinned = 0;    // of those, read with process_vm_readv (the rest through /proc/PID/mem)
   uint64_t bytes_compared = 0;  // --verify
   uint64_t hash_collisions = 0; // --verify: equal hash, different bytes (kept apart)
   uint64_t unreadable = 0;      // present pages whose contents could not be read
