@@ -719,5 +719,45 @@ TEST_F(ScannerTest, LazyHashingAcrossRootsSeesATwinAsItIsNow) {
   EXPECT_EQ(dropped, 1u);
 }
 
+// Batches are applied on a thread of their own while the scan goes on:
+// with a batch of a few rows, many are being applied while later files
+// look up their size twins, which must find the rows still in flight (as
+// well as those committed) or a duplicate would be recorded as unique.
+TEST_F(ScannerTest, LookupsSeeTheRowsOfBatchesBeingApplied) {
+  TempDir r2;
+  const int kFiles = 120;
+  auto content = [](int i) {
+    // Sizes distinct per i: small (hashed at once), over 8 KiB (partial
+    // pass), over 32 KiB (byte comparison).
+    size_t size = i % 3 == 0 ? 100 + i : i % 3 == 1 ? 9000 + i : 40000 + i;
+    return std::string(size, static_cast<char>('a' + i % 26));
+  };
+  for (int i = 0; i < kFiles; i++) {
+    WriteFile(tree_ / ("d" + std::to_string(i % 7) + "/f" + std::to_string(i)), content(i));
+    WriteFile(r2 / ("g" + std::to_string(i)), content(i));
+  }
+  ScanOptions o;
+  o.racy_ns = 0;
+  o.batch_writes = 3;
+  ScanStats first;
+  ASSERT_TRUE(ScanTree(index_.get(), tree_.path(), o, &first).ok());
+  EXPECT_EQ(first.deferred, static_cast<uint64_t>(kFiles));
+  ScanStats second;
+  ASSERT_TRUE(ScanTree(index_.get(), r2.path(), o, &second).ok());
+  EXPECT_EQ(second.hashed, 2u * kFiles) << "every file of both trees has a twin";
+  auto groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  EXPECT_EQ(groups->size(), static_cast<size_t>(kFiles));
+  for (int i = 0; i < kFiles; i += 11)
+    EXPECT_EQ(DigestOf("d" + std::to_string(i % 7) + "/f" + std::to_string(i)), VerityHasher::Of(content(i)));
+  // Everything is committed when ScanTree returns: another connection sees it.
+  auto other = Index::Open(index_->path(), Index::Mode::kReadOnly);
+  ASSERT_TRUE(other.ok());
+  auto n = (*other)->Count();
+  ASSERT_TRUE(n.ok());
+  EXPECT_EQ(n->paths, 2u * kFiles);
+  EXPECT_EQ(n->inodes, 2u * kFiles);
+}
+
 }  // namespace
 }  // namespace cid

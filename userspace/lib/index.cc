@@ -222,9 +222,9 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode, c
   static const bool configured [[maybe_unused]] = sqlite3_config(SQLITE_CONFIG_PAGECACHE, nullptr, 0, 0) == SQLITE_OK;
   sqlite3* db = nullptr;
   int rc = sqlite3_open_v2(uri.c_str(), &db, flags, nullptr);
-  std::unique_ptr<Index> idx(new Index(path, db));
-  if (rc != SQLITE_OK) return idx->Error("cannot open", rc);
   int busy = options.busy_timeout_ms >= 0 ? options.busy_timeout_ms : BusyTimeoutFromEnv(kBusyTimeoutMs);
+  std::unique_ptr<Index> idx(new Index(path, db, busy));
+  if (rc != SQLITE_OK) return idx->Error("cannot open", rc);
   sqlite3_busy_timeout(db, busy);
   sqlite3_extended_result_codes(db, 1);
   Status s = idx->Init(mode);
@@ -234,7 +234,7 @@ Result<std::unique_ptr<Index>> Index::Open(const std::string& path, Mode mode, c
     idx.reset();
     db = nullptr;
     rc = sqlite3_open_v2(FileUri(path, "immutable=1").c_str(), &db, flags, nullptr);
-    idx.reset(new Index(path, db));
+    idx.reset(new Index(path, db, busy));
     if (rc != SQLITE_OK) return idx->Error("cannot open", rc);
     sqlite3_extended_result_codes(db, 1);
     s = idx->Init(mode);
@@ -304,10 +304,11 @@ Status Index::Init(Mode mode) {
   // spend a good part of their time waiting for the disk.
   s = Exec("PRAGMA wal_autocheckpoint=8192");
   if (!s.ok()) return s;
-  // A scan touches pages of five B-trees all over for every file: keep them
-  // in memory (SQLite's default, 2 MiB, re-reads them from the WAL for a
-  // tree of 100,000 files).  A bound, not a per-file cost.
-  s = Exec("PRAGMA cache_size=-32768");
+  // A scan's writes touch pages of five B-trees all over for every file:
+  // keep them in memory (SQLite's default, 2 MiB, re-reads them from the
+  // WAL for a tree of 100,000 files).  A bound, not a per-file cost; a
+  // scan lowers it on the connection it only reads with (scanner.cc).
+  s = SetCacheKiB(kWriterCacheKiB);
   if (!s.ok()) return s;
   if (version < kSchemaVersion) {  // a new index, or an older schema to upgrade in place
     s = InTransaction([&] {
@@ -370,6 +371,16 @@ Status Index::AddPartialColumn() {
   for (auto& [sql, st] : scoped_stmts_) sqlite3_finalize(st);
   stmts_.clear();
   return s;
+}
+
+Result<std::unique_ptr<Index>> Index::OpenAnother() const {
+  IndexOptions o;
+  o.busy_timeout_ms = busy_ms_;
+  return Open(path_, Mode::kReadWrite, o);
+}
+
+Status Index::SetCacheKiB(unsigned kib) {
+  return Exec(("PRAGMA cache_size=-" + std::to_string(kib)).c_str());
 }
 
 Status Index::InTransaction(const std::function<Status()>& fn) {

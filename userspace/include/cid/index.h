@@ -130,6 +130,15 @@ class Index {
 
   const std::string& path() const { return path_; }
 
+  // A second read-write connection to the same file, with the same busy
+  // timeout: for a thread of its own (a scan applies its batches on one).
+  Result<std::unique_ptr<Index>> OpenAnother() const;
+  // SQLite's page cache for this connection, in KiB (PRAGMA cache_size).
+  // Read-write connections start with kWriterCacheKiB; pages are
+  // allocated as they are read, up to that bound.
+  Status SetCacheKiB(unsigned kib);
+  static constexpr unsigned kWriterCacheKiB = 32768;
+
   Status Begin();  // a write transaction (BEGIN IMMEDIATE)
   // A read transaction (BEGIN DEFERRED): the statements until Commit() see
   // one snapshot and take the WAL read lock once, not each.
@@ -200,7 +209,7 @@ class Index {
                                     const std::function<void(uint64_t size, uint64_t here, uint64_t total)>& fn);
 
  private:
-  Index(std::string path, sqlite3* db) : path_(std::move(path)), db_(db) {}
+  Index(std::string path, sqlite3* db, int busy_ms) : path_(std::move(path)), db_(db), busy_ms_(busy_ms) {}
   Status Init(Mode mode);
   Status AddPartialColumn();
   Status Exec(const char* sql);
@@ -222,6 +231,7 @@ class Index {
 
   const std::string path_;
   sqlite3* db_;
+  const int busy_ms_;  // the busy timeout it was opened with
   std::unordered_map<const char*, sqlite3_stmt*> stmts_;
   std::unordered_map<std::string, sqlite3_stmt*> scoped_stmts_;  // PrepareScoped's, by text
 };
