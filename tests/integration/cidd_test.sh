@@ -50,8 +50,34 @@ inode_rows() { sqlite3 "$IDX" "SELECT COUNT(*) FROM inodes" 2>/dev/null || echo 
 make_storage "$D/c"
 o=$D/c/storage/overlay
 for i in $(seq 1 20); do head -c $((i * 1000)) /dev/urandom >"$o/L1/diff/f$i"; cp "$o/L1/diff/f$i" "$o/L2/diff/f$i"; done
+# systemd's side of Type=notify: a datagram socket in NOTIFY_SOCKET.
+python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM); s.bind(sys.argv[1])
+with open(sys.argv[2], "a") as log:
+    while True:
+        log.write(s.recv(4096).decode() + "\n---\n"); log.flush()' "$D/notify.sock" "$D/notify.log" &
+PIDS+=($!)
+wait_for "the notify socket" 10 test -S "$D/notify.sock"
+export NOTIFY_SOCKET=$D/notify.sock
 start_cidd "$D/cidd.log" --metrics-dir "$D/metrics" --metrics-interval 1
+unset NOTIFY_SOCKET
 wait_for "cidd's socket" 10 "$CIDCTL" metrics
+expect_eq "socket mode" "$(stat -c %a "$SOCK")" 600
+wait_for "READY=1" 10 grep -q '^READY=1$' "$D/notify.log"
+expect_grep "MAINPID" "^MAINPID=$CIDD_PID$" "$D/notify.log"
+ok "sd_notify: READY=1 and MAINPID=$CIDD_PID on NOTIFY_SOCKET once the socket (mode 0600) listens"
+idle_thread() {  # a thread of cidd at nice 19 in the idle I/O class
+	local t
+	for t in /proc/"$CIDD_PID"/task/*; do
+		[ "$(awk '{print $19}' "$t/stat")" = 19 ] && ionice -p "${t##*/}" | grep -q '^idle$' && return 0
+	done
+	return 1
+}
+wait_for "cidd's hashing thread at idle priority" 10 idle_thread
+# The socket thread keeps the priority cidd was started with (this shell's).
+[ "$(awk '{print $19}' /proc/"$CIDD_PID"/stat)" = "$(awk '{print $19}' /proc/$$/stat)" ] ||
+	fail "cidd's main thread (the socket) was niced too"
+ok "by default the hashing thread runs at nice 19 in the idle I/O class, the socket thread at the caller's priority"
 rc=0
 "$CIDD" --index "$IDX" --socket "$D/other.sock" 2>"$D/second.err" || rc=$?
 expect_eq "second instance exit" "$rc" 3
@@ -72,6 +98,28 @@ expect_eq "duplicated bytes" "$(json "$D/state.json" 'j["totals"]["duplicated_by
 "$CIDCTL" top >"$D/top.txt"
 expect_grep "top lists the container" "ctr-1 .* web .* 2 .* 40" "$D/top.txt"
 ok "the hook's leftover layers were indexed by cidd; cidctl metrics --json and top show the container"
+
+# On a terminal, top redraws every --interval until interrupted.
+timeout 3 script -qfec "$CIDCTL top --interval 0.2" /dev/null >"$D/top.tty" 2>&1 </dev/null || true
+redraws=$(grep -o $'\033\[2J' "$D/top.tty" | wc -l)
+[ "$redraws" -ge 3 ] || { cat -v "$D/top.tty" >&2; fail "cidctl top on a terminal drew $redraws times in 3 s"; }
+expect_grep "top on a terminal lists the container" "ctr-1 .* web" "$D/top.tty"
+ok "cidctl top on a terminal (script(1)) refreshes ($redraws screens in 3 s at --interval 0.2); piped it prints once"
+
+# Annotations reach cidd: io.cid.domain names the container's domain;
+# io.cid.merge=false hands nothing over.
+hook_with() {  # ID ANNOTATIONS-JSON
+	echo "{\"ociVersion\": \"1.0.2\", \"id\": \"$1\", \"pid\": 0, \"bundle\": \"$D/c/bundle\", \"annotations\": $2}" |
+		"$CID_OCI_HOOK" --fail-closed --cidd-timeout-ms 10000 --index "$IDX" --mountinfo "$D/c/mountinfo" 2>"$D/hook.err" ||
+		{ cat "$D/hook.err" >&2; fail "hook for $1"; }
+}
+hook_with ctr-dom '{"io.cid.domain": "tenant-a"}'
+hook_with ctr-out '{"io.cid.merge": "false"}'
+wait_for "cidd to list ctr-dom" 10 sh -c "'$CIDCTL' metrics --json | grep -q ctr-dom"
+"$CIDCTL" metrics --json >"$D/state.json"
+expect_eq "domain of ctr-dom" "$(json "$D/state.json" '[c["domain"] for c in j["containers"] if c["id"] == "ctr-dom"]')" "['tenant-a']"
+expect_eq "opted-out container unknown to cidd" "$(json "$D/state.json" '[c["id"] for c in j["containers"] if c["id"] == "ctr-out"]')" "[]"
+ok "io.cid.domain=tenant-a reaches cidd with the container; io.cid.merge=false hands nothing over"
 
 "$CIDCTL" metrics >"$D/metrics.txt"
 expect_grep "metrics text" '^cid_duplicated_bytes 210000$' "$D/metrics.txt"
@@ -121,8 +169,25 @@ if [ "$(id -u)" = 0 ]; then
 	rc=0
 	setpriv --reuid 65534 --regid 65534 --clear-groups "$CIDCTL" metrics --socket "$SOCK" 2>"$D/nobody.err" || rc=$?
 	[ "$rc" != 0 ] || fail "an unprivileged user read cidd's metrics"
-	expect_grep "unprivileged refused" "Permission denied\|only root" "$D/nobody.err"
-	ok "an unprivileged user cannot use the socket (exit $rc)"
+	expect_grep "unprivileged refused by the socket's mode" "Permission denied" "$D/nobody.err"
+	# With the socket's mode opened up, cidd itself refuses (SO_PEERCRED).
+	chmod 666 "$SOCK"
+	rc=0
+	setpriv --reuid 65534 --regid 65534 --clear-groups "$CIDCTL" metrics --socket "$SOCK" 2>"$D/nobody.err" || rc=$?
+	[ "$rc" != 0 ] || fail "an unprivileged user read cidd's metrics through a mode-666 socket"
+	expect_grep "SO_PEERCRED refusal" "only root may talk to cidd" "$D/nobody.err"
+	q0=$(queue_length)
+	setpriv --reuid 65534 --regid 65534 --clear-groups /usr/bin/python3 -c 'import socket, sys
+s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])
+try:
+    s.sendall(sys.argv[2].encode() + b"\n")
+except (BrokenPipeError, ConnectionResetError):
+    pass  # cidd refuses without reading; its answer is still there
+print(s.makefile().readline().strip())' "$SOCK" "{\"op\":\"enqueue\",\"paths\":[\"$D/metrics\"]}" >"$D/nobody.out"
+	expect_grep "enqueue by nobody refused" '"ok":false' "$D/nobody.out"
+	expect_eq "queue after nobody's enqueue" "$(queue_length)" "$q0"
+	chmod 600 "$SOCK"
+	ok "an unprivileged user cannot use the socket: its mode (exit $rc), and SO_PEERCRED behind it (no enqueue)"
 fi
 
 kill -HUP "$CIDD_PID"
@@ -135,7 +200,29 @@ expect_eq "exit after SIGTERM" "$rc" 0
 # Only once cidd has stopped: while it runs, it may be writing the next one.
 ls -a "$D/metrics" >"$D/ls.txt"
 grep -q tmp "$D/ls.txt" && fail "a temporary metrics file was left: $(cat "$D/ls.txt")"
-ok "SIGHUP re-tags and rewrites metrics; SIGTERM stops cleanly and removes the socket"
+expect_grep "STOPPING=1 on SIGTERM" '^STOPPING=1$' "$D/notify.log"
+ok "SIGHUP re-tags and rewrites metrics; SIGTERM stops cleanly (STOPPING=1) and removes the socket"
+
+# --- a busy index: waited for (bounded), reported, retried, never corrupted
+busy=$D/busy-tree
+mkdir -p "$busy"
+for i in 1 2 3; do head -c 5000 /dev/urandom >"$busy/f$i"; done
+before=$(inode_rows)
+python3 -c 'import sqlite3, sys, time
+c = sqlite3.connect(sys.argv[1], isolation_level=None); c.execute("BEGIN EXCLUSIVE")
+open(sys.argv[2], "w").close(); time.sleep(4); c.execute("ROLLBACK")' "$IDX" "$D/locked" &
+locker=$!
+PIDS+=("$locker")
+wait_for "the index to be locked" 10 test -e "$D/locked"
+rc=0
+CID_BUSY_TIMEOUT_MS=300 "$CIDD" --index "$IDX" --socket "$SOCK" --once --no-idle --cpu-percent 0 "$busy" 2>"$D/busy.log" || rc=$?
+wait "$locker"
+expect_eq "cidd --once over a busy index" "$rc" 0
+expect_grep "busy index reported" "another process holds the index locked.*retrying later" "$D/busy.log"
+expect_eq "rows once the index was free" "$(inode_rows)" $((before + 3))
+expect_eq "queue after the busy index" "$(queue_length)" 0
+expect_eq "index integrity" "$(sqlite3 "$IDX" 'PRAGMA integrity_check')" ok
+ok "a locked index: cidd waits CID_BUSY_TIMEOUT_MS, says so, keeps the tree queued and indexes it once the lock is gone"
 
 # --- SIGTERM and kill -9 mid-queue ---------------------------------------
 # 60 MB at 2 MB/s: each phase below sees a few MB done, never the whole tree,

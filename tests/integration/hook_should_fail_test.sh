@@ -79,6 +79,20 @@ expect_eq "second run: layers already current" "$(json "$w/last.json" 'j["layers
 expect_eq "second run: index only read" "$(json "$w/last.json" 'j["index_written"]')" False
 ok "golden stack: both lowers indexed through l/ links, 1 duplicated content reported, rerun reads the index only"
 
+# No cidd and a budget too small for the stack: one line says so, the
+# container is not blocked, and the work is left for later.
+# The index and the budget come from the hook's environment (hooks.d "env").
+rc=0
+CID_INDEX=$w/unindexed.db CID_HOOK_BUDGET_MS=0 "$CID_OCI_HOOK" --fail-closed --mountinfo "$w/mountinfo" \
+	--socket "$w/no-cidd.sock" --log "$w/nocidd.log" <"$w/state.json" 2>"$w/nocidd.err" || rc=$?
+expect_eq "no cidd, budget 0: exit" "$rc" 0
+[ -s "$w/unindexed.db" ] || fail "CID_INDEX=$w/unindexed.db was not the index the hook opened"
+expect_eq "lines naming the missing cidd" "$(grep -c 'cidd is not running' "$w/nocidd.err")" 1
+expect_grep "what was done" "did only what fits in 0 ms (0 of 2 layers indexed)" "$w/nocidd.err"
+expect_eq "work left pending" "$(json "$w/nocidd.log" 'j["pending"]')" True
+expect_eq "cidd reached" "$(json "$w/nocidd.log" 'j["cidd"]')" False
+ok "without cidd: said once on stderr, only what fitted (0 ms: nothing), container not blocked; CID_INDEX and CID_HOOK_BUDGET_MS honoured"
+
 # A layer that changed is scanned again (on a read-write connection).
 cp "$o/L1/diff/shared.bin" "$o/L2/diff/again.bin"
 "$CID_OCI_HOOK" --fail-closed --budget-ms 60000 --index "$w/index.db" --mountinfo "$w/mountinfo" \

@@ -56,19 +56,24 @@ tar -C "$B" -cf "$WORK/b.tar" .
 "${PODMAN[@]}" import -q "$WORK/b.tar" localhost/cid-test-b:1 >/dev/null
 ok "two images imported ($files files each, B with 3 other mtimes and 1 extra file)"
 
-hooks_json() {  # DIR EXTRA-ARGS...
-	local dir=$1
-	shift
-	python3 - "$dir/50-cid.json" "$CID_OCI_HOOK" "$P/index.db" "$P/hook.log" "$P/no-cidd.sock" "$@" <<'PY'
+hooks_json() {  # DIR SHIPPED-FILE EXTRA-ARGS...: the shipped hooks.d file, pointed at this build and $P
+	local dir=$1 shipped=$2
+	shift 2
+	python3 - "$CID_SOURCE_DIR/container-hooks/oci/hooks.d/$shipped" "$dir/50-cid.json" "$CID_OCI_HOOK" \
+		"$P/index.db" "$P/hook.log" "$P/no-cidd.sock" "$@" <<'PY'
 import json, sys
-out, hook, index, log, sock, *extra = sys.argv[1:]
-args = ["cid-oci-hook", "--fail-closed", "--budget-ms", "30000", "--index", index, "--log", log, "--socket", sock] + extra
-json.dump({"version": "1.0.0", "hook": {"path": hook, "args": args, "timeout": 60},
-           "when": {"always": True}, "stages": ["createRuntime"]}, open(out, "w"))
+src, out, hook, index, log, sock, *extra = sys.argv[1:]
+h = json.load(open(src))
+h["hook"]["path"] = hook
+h["hook"]["args"] += ["--fail-closed", "--budget-ms", "30000", "--index", index, "--log", log, "--socket", sock] + extra
+h["hook"]["timeout"] = 60
+json.dump(h, open(out, "w"))
 PY
 }
-hooks_json "$P/hooks-report"
-hooks_json "$P/hooks-link" --hardlink
+hooks_json "$P/hooks-report" 50-cid.json
+hooks_json "$P/hooks-link" 50-cid.json --hardlink
+mkdir -p "$P/hooks-prestart"
+hooks_json "$P/hooks-prestart" 50-cid-prestart.json.example
 
 # in IMAGE HOOKSDIR: sha256 of every file of the tree as the container sees it
 in_container() {
@@ -94,6 +99,16 @@ expect_eq "duplicate groups (cidctl vs oracle)" "$(json "$P/dups.json" 'j["group
 	"$(json "$P/oracle.json" 'len(j["groups"])')"
 expect_eq "duplicate groups" "$(json "$P/dups.json" 'j["groups_count"]')" "$files"
 ok "report-only: hook ran in both containers, both layers indexed, $files duplicated contents found, bytes right"
+
+# The prestart example runs only for containers annotated io.cid.merge=true.
+"${PODMAN[@]}" --hooks-dir "$P/hooks-prestart" "${RUN[@]}" --rm localhost/cid-test-a:1 /bin/sh -c : ||
+	fail "container without the annotation (prestart hooks dir)"
+expect_eq "hook runs without io.cid.merge=true" "$(wc -l <"$P/hook.log")" 2
+"${PODMAN[@]}" --hooks-dir "$P/hooks-prestart" "${RUN[@]}" --rm --annotation io.cid.merge=true \
+	localhost/cid-test-a:1 /bin/sh -c : || fail "container with io.cid.merge=true (prestart hooks dir)"
+expect_eq "hook runs with io.cid.merge=true" "$(wc -l <"$P/hook.log")" 3
+expect_eq "prestart run's layer" "$(tail -1 "$P/hook.log" | python3 -c 'import json,sys; print(json.load(sys.stdin)["layers"][0])')" "$layer_a"
+ok "the shipped hooks.d files as podman loads them: 50-cid.json (createRuntime, always), and the prestart example only with io.cid.merge=true"
 
 ino() { stat -c %i "$1"; }
 mapfile -t all < <(cd "$T" && find usr/lib -type f | sort)

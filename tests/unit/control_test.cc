@@ -17,20 +17,24 @@ namespace {
 using test::TempDir;
 
 // A one-shot server: reads a line, answers with `answer` (nothing if empty).
+// With read_first false it answers at once and closes without reading, as
+// cidd refuses a peer that SO_PEERCRED says is not root.
 class OneShotServer {
  public:
-  OneShotServer(const std::string& path, std::string answer) : answer_(std::move(answer)) {
+  OneShotServer(const std::string& path, std::string answer, bool read_first = true) : answer_(std::move(answer)) {
     fd_ = socket(AF_UNIX, SOCK_STREAM, 0);
     sockaddr_un a{};
     a.sun_family = AF_UNIX;
     snprintf(a.sun_path, sizeof(a.sun_path), "%s", path.c_str());
     EXPECT_EQ(bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
     EXPECT_EQ(listen(fd_, 1), 0);
-    thread_ = std::thread([this] {
+    thread_ = std::thread([this, read_first] {
       int c = accept(fd_, nullptr, nullptr);
-      char buf[256];
-      ssize_t n = read(c, buf, sizeof(buf));
-      got_ = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+      if (read_first) {
+        char buf[256];
+        ssize_t n = read(c, buf, sizeof(buf));
+        got_ = n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+      }
       if (!answer_.empty()) {
         EXPECT_EQ(write(c, answer_.data(), answer_.size()), static_cast<ssize_t>(answer_.size()));
       }
@@ -67,6 +71,21 @@ TEST(ControlRequest, OneLineEachWay) {
   }
   ASSERT_TRUE(r.ok()) << r.status().ToString();
   EXPECT_EQ(*r, "{\"ok\":true}");
+}
+
+// The server answers and closes before it has read the request (cidd's
+// refusal of a non-root peer): the client must report that answer, not
+// EPIPE from the rest of its request.  The request is larger than the
+// socket buffers, so the client is still sending when the server closes.
+TEST(ControlRequest, AnswerBeforeTheRequestWasRead) {
+  TempDir d;
+  Result<std::string> r = Status::IoError("unset");
+  {
+    OneShotServer s(d / "s.sock", "{\"ok\":false,\"error\":\"permission denied\"}\n", /*read_first=*/false);
+    r = ControlRequest(d / "s.sock", "{\"op\":\"enqueue\",\"pad\":\"" + std::string(8 << 20, 'x') + "\"}", 5000);
+  }
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(*r, "{\"ok\":false,\"error\":\"permission denied\"}");
 }
 
 TEST(ControlRequest, ClosedWithoutAnswer) {

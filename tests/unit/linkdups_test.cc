@@ -79,6 +79,12 @@ TEST_F(LinkDupsTest, LinksOnlyWhereEverythingMatchesAndUndoRestores) {
   ASSERT_EQ(chmod((b_ + "/mode").c_str(), 0600), 0);
   Pair("mtime", "identical bytes, other mtime");
   SetMtime(b_ + "/mtime", 1600000000);
+  // Another owner: only root can give a file away.
+  bool owners = geteuid() == 0;
+  if (owners) {
+    Pair("owner", "identical bytes, other owner");
+    ASSERT_EQ(chown((b_ + "/owner").c_str(), 65534, 65534), 0);
+  }
   Pair("upper", "also in a writable layer, hard-linked there");
   ASSERT_EQ(link((b_ + "/upper").c_str(), (up_ + "/upper").c_str()), 0);
   bool xattrs = setxattr((a_ + "/same").c_str(), "user.probe", "1", 1, 0) == 0;
@@ -96,11 +102,14 @@ TEST_F(LinkDupsTest, LinksOnlyWhereEverythingMatchesAndUndoRestores) {
   LinkStats st = Link();
   EXPECT_EQ(st.linked, 1u);
   EXPECT_EQ(st.linked_bytes, std::string("identical bytes and metadata").size());
-  EXPECT_EQ(st.differ, xattrs ? 6u : 4u);  // two copies per content left alone
+  EXPECT_EQ(st.differ, 4u + (xattrs ? 2u : 0u) + (owners ? 2u : 0u));  // two copies per content left alone
   EXPECT_EQ(st.outside, 1u);
   EXPECT_EQ(st.errors, 0u);
   EXPECT_EQ(Ino(a_ + "/same"), Ino(b_ + "/same"));
   for (const char* n : {"mode", "mtime", "upper"}) EXPECT_NE(Ino(a_ + "/" + n), Ino(b_ + "/" + n)) << n;
+  if (owners) {
+    EXPECT_NE(Ino(a_ + "/owner"), Ino(b_ + "/owner"));
+  }
   if (xattrs) {
     EXPECT_NE(Ino(a_ + "/xattr"), Ino(b_ + "/xattr"));
   }

@@ -41,6 +41,7 @@ std::string DefaultSocketPath() {
 
 Result<std::string> ControlRequest(const std::string& socket_path, const std::string& request, int timeout_ms) {
   const std::string what = "cidd socket " + socket_path;
+  const char* const kRefused = " (not allowed? only root may talk to cidd)";
   sockaddr_un addr{};
   addr.sun_family = AF_UNIX;
   if (socket_path.size() >= sizeof(addr.sun_path)) return Status::InvalidArgument(what + ": path too long");
@@ -67,6 +68,10 @@ Result<std::string> ControlRequest(const std::string& socket_path, const std::st
       off += static_cast<size_t>(n);
     } else if (n < 0 && (errno == EAGAIN || errno == EINTR)) {
       if (int e = WaitFd(fd, POLLOUT, deadline)) return Status::FromErrno(what + ": send", e);
+    } else if (n < 0 && (errno == EPIPE || errno == ECONNRESET)) {
+      // cidd answers a peer it refuses (SO_PEERCRED) at once and closes
+      // without reading: its answer is waiting below, and says why.
+      break;
     } else {
       return Status::FromErrno(what + ": send", errno);
     }
@@ -81,10 +86,11 @@ Result<std::string> ControlRequest(const std::string& socket_path, const std::st
       if (nl != std::string::npos) return in.substr(0, nl);
       if (in.size() > (64u << 20)) return Status::Corruption(what + ": answer longer than 64 MiB");
     } else if (n == 0) {
-      return Status::IoError(what + ": cidd closed the connection without an answer" +
-                             (in.empty() ? " (not allowed? only root may talk to cidd)" : ""));
+      return Status::IoError(what + ": cidd closed the connection without an answer" + (in.empty() ? kRefused : ""));
     } else if (errno == EAGAIN || errno == EINTR) {
       if (int e = WaitFd(fd, POLLIN, deadline)) return Status::FromErrno(what + ": waiting for an answer", e);
+    } else if (errno == ECONNRESET && in.empty()) {
+      return Status::IoError(what + ": cidd closed the connection without an answer" + kRefused);
     } else {
       return Status::FromErrno(what + ": recv", errno);
     }
