@@ -14,6 +14,8 @@ PODMAN_ARGS=(--root "$WORK/podman" --runroot "$WORK/podman-run" --storage-driver
 pm() { podman "${PODMAN_ARGS[@]}" "$@"; }
 extra_cleanup() {
 	pm rm -f -t 0 analyze-c1 analyze-c2 >/dev/null 2>&1 || true
+	# conmon outlives its container briefly, writing under the work dir.
+	for _ in $(seq 50); do pgrep -f "conmon.*$WORK" >/dev/null || break; sleep 0.1; done
 	# Anything podman left mounted under the work dir (its shm mounts).
 	findmnt -rn -o TARGET | grep "^$WORK/" | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 }

@@ -21,7 +21,14 @@ cleanup() {
 		echo "work dir kept: $WORK" >&2
 	else
 		chmod -R u+rwX "$WORK" 2>/dev/null || true
-		rm -rf "$WORK"
+		# A runtime's helper (podman's conmon) may still be writing its
+		# exit files in there for a moment after the container is gone.
+		local i
+		for i in 1 2 3 4 5 6 7 8 9 10; do
+			rm -rf "$WORK" 2>/dev/null && break
+			sleep 0.3
+		done
+		[ ! -e "$WORK" ] || echo "warning: could not remove $WORK" >&2
 	fi
 }
 trap cleanup EXIT
