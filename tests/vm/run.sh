@@ -79,10 +79,17 @@ chmod 0755 "$root/selftests/on-disk.sh"
 
 # 2. cidctl from the userspace build, if any.
 from=${CID_VM_CIDCTL_FROM:-$BUILD}
-# built NAME: the first executable NAME of the userspace build, if any.
+# built NAME: the first executable NAME of the userspace build, if any
+# (under userspace/ and tests/ first: other directories of a build tree
+# hold stale copies, such as the study's guest root).
 built() {
-	find "$from" \( -path "$from/vm" -o -path "$from/bench-vm" -o -path "$from/kasan" \) -prune -o \
-		-type f -name "$1" -perm -u+x -print 2>/dev/null | head -1
+	local d
+	for d in "$from/userspace" "$from/tests" "$from/container-hooks" "$from"; do
+		[ -d "$d" ] || continue
+		find "$d" \( -path "$from/vm" -o -path "$from/bench-vm" -o -path "$from/kasan" -o -path "$from/study" \) -prune -o \
+			-type f -name "$1" -perm -u+x -print 2>/dev/null | head -1 | grep . && return
+	done
+	return 0
 }
 cidctl=$(built cidctl)
 if [ -n "$cidctl" ]; then

@@ -126,7 +126,34 @@ grep -q 'cid_kernel_stat{name="pages_sharing"}' "$w/metrics/cid.prom" && ok "met
 	not_ok "kernel figures in metrics"
 kill "$cidd_pid"
 wait "$cidd_pid"
+
+# Tags are per boot.  As after a reboot (tags gone, index kept), a new
+# cidd re-tags what the index says is duplicated; a file changed in place
+# since it was indexed (size and mtime kept) is refused by the kernel's
+# own hash and queued for a rescan, never tagged.
 umount "$o/U/merged"
+for f in "$o"/L[12]/diff/usr/lib/big.bin "$o"/L[12]/diff/usr/lib/busybox.copy; do cidctl untag "$f" >/dev/null 2>&1; done
+changed=$o/L2/diff/usr/lib/busybox.copy
+touch -r "$changed" "$w/mtime.ref"
+printf 'X' | dd of="$changed" bs=1 seek=4096 conv=notrunc 2>/dev/null
+touch -r "$w/mtime.ref" "$changed"
+cidd --index "$idx" --socket "$sock" --metrics-dir "$w/metrics" --metrics-interval 1 --no-idle 2>"$w/cidd2.log" &
+cidd_pid=$!
+i=0
+while ! grep -q 'changed since indexed' "$w/cidd2.log" && [ $i -lt 300 ]; do sleep 0.1; i=$((i + 1)); done
+if [ "$(cidctl query "$o/L1/diff/usr/lib/big.bin" "$o/L2/diff/usr/lib/big.bin" 2>&1 | grep -c 'tagged fsverity-sha256:')" = 2 ]; then
+	ok "a new cidd re-tagged the duplicates the index knows"
+else
+	not_ok "re-tag at start"; show "$w/cidd2.log"
+fi
+if ! cidctl query "$changed" 2>&1 | grep -q 'tagged fsverity-sha256:' &&
+	grep -q 're-tag: .* 1 changed since indexed (1 trees queued for a rescan)' "$w/cidd2.log"; then
+	ok "the file changed since it was indexed was not tagged, and its layer was queued for a rescan"
+else
+	not_ok "changed file at re-tag"; cidctl query "$changed" 2>&1 | sed 's/^/# /'; show "$w/cidd2.log"
+fi
+kill "$cidd_pid"
+wait "$cidd_pid"
 rm -rf "$w"
 echo "1..$n"
 [ "$failed" = 0 ]
