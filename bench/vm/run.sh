@@ -200,7 +200,7 @@ done
 		if [ -n "$db" ] && [ -n "$mb" ] && [ -n "$db0" ] && [ -n "$mb0" ] && [ "${tree_kib:-0}" -gt 0 ]; then
 			db=$((db - db0)) mb=$((mb - mb0)) ti=$((ti - ${ti0:-0}))
 			echo "Metadata of tagging 8 copies: digests $db bytes for their $((tree_kib / 1024)) MiB of distinct content" \
-				"($(echo "scale=2; $db * 100 / ($tree_kib * 1024)" | bc)% of it, $(echo "$db * 1048576 / $tree_kib / 1024" | bc) KiB per GiB);" \
+				"($(printf '%.2f' "$(echo "$db * 100 / ($tree_kib * 1024)" | bc -l)")% of it, $(echo "$db * 1048576 / $tree_kib / 1024" | bc) KiB per GiB);" \
 				"all of named merging's metadata $mb bytes: $(( (mb - db) / (ti > 0 ? ti : 1) )) bytes per tagged file besides the digests"
 		fi
 	fi
