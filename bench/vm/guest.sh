@@ -62,6 +62,22 @@ if [ $have = 1 ]; then
 	# shellcheck disable=SC2086
 	cidbench cold $untagged tagged $p/tagged-b-1.bin tagged $p/tagged-b-2.bin \
 		tagged $p/tagged-b-3.bin tagged $p/tagged-b-4.bin | sed 's/^/RESULT /'
+	# The same from storage slower than this guest's hashing: from a cgroup
+	# whose reads of /dev/vda blk-throttle caps at 8 MiB/s.  A fill that
+	# runs the next window's source I/O while it verifies this one keeps
+	# pace with such a disk; one that waited for the I/O and then hashed
+	# would take the sum of the two (run.sh prints what that would give).
+	cg=/sys/fs/cgroup/cidbench-slow
+	if grep -qw io /sys/fs/cgroup/cgroup.controllers 2>/dev/null &&
+		echo +io >/sys/fs/cgroup/cgroup.subtree_control && mkdir -p $cg &&
+		echo "$(cat /sys/block/vda/dev) rbps=8388608" >$cg/io.max; then
+		r slow_rbps 8388608
+		sh -c "echo \$\$ >$cg/cgroup.procs && exec cidbench cold slowuntagged $p/untagged-1.bin \
+			slowtagged $p/tagged-b-1.bin" | sed 's/^/RESULT /'
+		rmdir $cg
+	else
+		echo "# no blk-throttle in this kernel: no slow-storage cold read"
+	fi
 fi
 # What a locked read-modify-write costs here: a tagged open and close add two.
 cidbench atomic | sed 's/^/RESULT /'

@@ -189,6 +189,23 @@ done
 			printf '  %-6s %10s %10s %8s\n' "$b" "${u:--}" "${t:--}" "$(ratio "$t" "$u")"
 		done
 	fi
+	if [ -n "$(val slowuntagged_cold_read_MiBps)" ]; then
+		echo
+		echo "The same from storage slower than the guest's SHA-256: one untagged and one tagged file read"
+		echo "from a cgroup whose reads of the disk blk-throttle caps at $(($(val slow_rbps) / 1048576)) MiB/s.  'serial' is what a"
+		echo "fill that waited for its source and then hashed it would reach, 1/(1/slow untagged + 1/H), with"
+		echo "H = 1/(1/tagged - 1/untagged) from the unthrottled reads above (an over-estimate of the hashing"
+		echo "rate if fills overlap, so 'serial' is a generous bound)"
+		printf '  %-6s %10s %10s %8s %10s %8s\n' boot untagged tagged "t/u" serial "s/u"
+		for b in $(seq 1 "$boots"); do
+			u=$(val slowuntagged_cold_read_MiBps "$b") t=$(val slowtagged_cold_read_MiBps "$b")
+			u0=$(val untagged_cold_read_MiBps "$b") t0=$(val tagged_cold_read_MiBps "$b") s=
+			if [ -n "$u" ] && [ -n "$u0" ] && [ -n "$t0" ]; then
+				s=$(printf '%.1f' "$(echo "h = 1 / (1 / $t0 - 1 / $u0); 1 / (1 / $u + 1 / h)" | bc -l)")
+			fi
+			printf '  %-6s %10s %10s %8s %10s %8s\n' "$b" "${u:--}" "${t:--}" "$(ratio "$t" "$u")" "${s:--}" "$(ratio "$s" "$u")"
+		done
+	fi
 	if [ -n "$(val tagged)" ]; then
 		echo
 		echo "Tagging: $(val tagged) of $(val tag_files) files tagged ($(val tag_errors) errors) in $(val tag_seconds)s," \
