@@ -363,6 +363,7 @@ int CmdDups(int argc, char** argv) {
         jw.EndArray().EndObject();
       }
       jw.EndArray().EndObject();
+      if (jw.str().size() >= (64 << 10) && !jw.FlushTo(stdout) && errno == EPIPE) return kExitOk;
     }
     jw.EndArray().EndObject();
     printf("%s\n", jw.str().c_str());

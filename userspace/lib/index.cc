@@ -768,13 +768,75 @@ Status Index::ForEachRootInode(const std::function<void(int64_t, const InodeReco
 
 Status Index::ForEachDuplicate(uint64_t min_size,
                                const std::function<void(const InodeRecord&, const std::string&)>& fn) {
-  return DuplicateRows(
-      "WITH g AS (SELECT digest FROM inodes WHERE size>=?1 AND length(digest)=32 "
-      "GROUP BY digest HAVING count(*)>1) "
-      "SELECT " CID_INODE_COLS ", p.path "
-      "FROM g JOIN inodes i ON i.digest=g.digest JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
-      "ORDER BY i.digest, i.dev, i.ino, p.path",
-      min_size, fn);
+  // Two sequential scans joined here, in one read snapshot: the inodes
+  // table (every hashed inode of at least min_size bytes, sorted here by
+  // digest, dev, ino), then the paths table in path order for the names of
+  // the inodes whose digest another shares.  The join in SQL (a lookup in
+  // the digest index per inode, one in paths_by_inode per duplicated inode
+  // and a sorter for the names) was 40% of `cidctl dups`.
+  bool own_snapshot = sqlite3_get_autocommit(db_) != 0;
+  if (own_snapshot) {
+    if (Status s = BeginRead(); !s.ok()) return s;
+  }
+  struct Dup {
+    InodeRecord inode;
+    std::vector<std::string> paths;
+  };
+  std::vector<Dup> dups;
+  Status s = [&]() -> Status {
+    auto ins = Prepare("SELECT " CID_INODE_COLS " FROM inodes i NOT INDEXED WHERE size>=?1 AND length(digest)=32");
+    if (!ins.ok()) return ins.status();
+    std::vector<InodeRecord> rows;
+    rows.reserve(1 << 14);
+    {
+      StmtReset r{*ins};
+      sqlite3_bind_int64(*ins, 1, S(min_size));
+      int rc;
+      while ((rc = sqlite3_step(*ins)) == SQLITE_ROW) rows.push_back(ReadInode(*ins, 0));
+      if (rc != SQLITE_DONE) return Error("listing duplicates", rc);
+    }
+    // Sorted by position, not moving the records; the digests compared
+    // with memcmp (Digest's <=> goes byte by byte).
+    std::vector<uint32_t> order(rows.size());
+    for (size_t i = 0; i < rows.size(); i++) order[i] = static_cast<uint32_t>(i);
+    auto cmp = [&](uint32_t x, uint32_t y) {
+      const InodeRecord &a = rows[x], &b = rows[y];
+      if (int c = memcmp(a.digest.bytes.data(), b.digest.bytes.data(), kDigestSize); c != 0) return c < 0;
+      return a.dev != b.dev ? a.dev < b.dev : a.ino < b.ino;
+    };
+    std::sort(order.begin(), order.end(), cmp);
+    auto same = [&](uint32_t x, uint32_t y) {
+      return memcmp(rows[x].digest.bytes.data(), rows[y].digest.bytes.data(), kDigestSize) == 0;
+    };
+    for (size_t i = 0, j; i < order.size(); i = j) {
+      for (j = i + 1; j < order.size() && same(order[j], order[i]);) j++;
+      if (j - i > 1)
+        for (size_t k = i; k < j; k++) dups.push_back(Dup{rows[order[k]], {}});
+    }
+    if (dups.empty()) return Status::OK();
+    std::unordered_map<InodeKey, size_t, InodeKeyHash> at;
+    at.reserve(dups.size());
+    for (size_t i = 0; i < dups.size(); i++) at.emplace(InodeKey{dups[i].inode.dev, dups[i].inode.ino}, i);
+    auto ps = Prepare("SELECT dev, ino, path FROM paths NOT INDEXED");
+    if (!ps.ok()) return ps.status();
+    StmtReset r{*ps};
+    int rc;
+    while ((rc = sqlite3_step(*ps)) == SQLITE_ROW) {
+      auto it = at.find(InodeKey{U(sqlite3_column_int64(*ps, 0)), U(sqlite3_column_int64(*ps, 1))});
+      if (it != at.end())
+        dups[it->second].paths.emplace_back(reinterpret_cast<const char*>(sqlite3_column_text(*ps, 2)));
+    }
+    if (rc != SQLITE_DONE) return Error("listing duplicates", rc);
+    return Status::OK();
+  }();
+  if (own_snapshot) {
+    Status c = Commit();
+    if (s.ok()) s = c;
+  }
+  if (!s.ok()) return s;
+  for (const Dup& d : dups)
+    for (const std::string& p : d.paths) fn(d.inode, p);  // the paths table's order is path order
+  return Status::OK();
 }
 
 Status Index::DuplicateRows(const char* sql, uint64_t min_size,
