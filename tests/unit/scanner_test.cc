@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -757,6 +758,51 @@ TEST_F(ScannerTest, LookupsSeeTheRowsOfBatchesBeingApplied) {
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(n->paths, 2u * kFiles);
   EXPECT_EQ(n->inodes, 2u * kFiles);
+}
+
+// A first scan into a new index answers its lookups from the rows it wrote
+// itself, in memory, while nobody else writes.  Another client writing
+// meanwhile ends that, and its rows are seen: here a row recorded by size
+// alone, by another client, of a file the scan has a twin of.
+TEST_F(ScannerTest, FirstScanSeesRowsAnotherClientWroteMeanwhile) {
+  lazy_ = true;
+  TempDir elsewhere;
+  const std::string content(5000, 'z');
+  WriteFile(elsewhere / "twin", content);
+  for (int i = 0; i < 40; i++) WriteFile(tree_ / ("a" + std::to_string(100 + i)), std::string(100 + i, 'x'));
+  WriteFile(tree_ / "z-twin", content);  // walked last, after 40 batches
+  auto other = Index::Open(index_->path(), Index::Mode::kReadWrite);
+  ASSERT_TRUE(other.ok());
+  auto root = CanonicalPath(elsewhere.path());
+  ASSERT_TRUE(root.ok());
+  struct stat st;
+  ASSERT_EQ(stat((*root + "/twin").c_str(), &st), 0);
+  bool written = false;
+  ScanOptions o;
+  o.batch_writes = 1;
+  // Called on the scan's thread at its first file: the index was new then.
+  o.on_progress = [&](const ScanProgress&) {
+    if (written) return;
+    written = true;
+    Index* db = other->get();
+    auto id = db->AddRoot(*root);
+    ASSERT_TRUE(id.ok());
+    FileStat f = FileStat::From(st);
+    InodeRecord r{f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, Digest{}};
+    r.hashed = false;
+    ASSERT_TRUE(db->Begin().ok());
+    ASSERT_TRUE(db->PutInode(r).ok());
+    ASSERT_TRUE(db->PutPath(*root + "/twin", *id, f.dev, f.ino).ok());
+    ASSERT_TRUE(db->Commit().ok());
+  };
+  ScanStats scanned = Scan(o);
+  ASSERT_TRUE(written);
+  EXPECT_EQ(scanned.hashed, 2u) << "the scan's file and the other client's twin";
+  auto groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ(groups->front().digest, VerityHasher::Of(content));
+  EXPECT_EQ(groups->front().inodes.size(), 2u);
 }
 
 }  // namespace

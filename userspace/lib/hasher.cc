@@ -631,6 +631,16 @@ bool HashPool::Take(std::vector<HashOutcome>* out, bool wait) {
     // Nothing out (a stop may have dropped the rest) ends the wait too:
     // only the caller adds work, so none can come until it does.
     done_cv_.wait(l, [this] { return !outcomes_.empty() || in_progress_ == 0; });
+  return TakeLocked(out);
+}
+
+bool HashPool::TakeWithin(std::vector<HashOutcome>* out, std::chrono::milliseconds most) {
+  std::unique_lock<std::mutex> l(mu_);
+  done_cv_.wait_for(l, most, [this] { return !outcomes_.empty() || in_progress_ == 0; });
+  return TakeLocked(out);
+}
+
+bool HashPool::TakeLocked(std::vector<HashOutcome>* out) {
   while (!outcomes_.empty()) {
     out->push_back(std::move(outcomes_.front()));
     outcomes_.pop_front();

@@ -423,6 +423,22 @@ Status Index::BeginRead() { return Exec("BEGIN DEFERRED"); }
 Status Index::Commit() { return Exec("COMMIT"); }
 Status Index::Rollback() { return Exec("ROLLBACK"); }
 
+Result<bool> Index::HasInodes() {
+  auto st = Prepare("SELECT EXISTS(SELECT 1 FROM inodes)");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  if (int rc = sqlite3_step(*st); rc != SQLITE_ROW) return Error("looking for inodes", rc);
+  return sqlite3_column_int(*st, 0) != 0;
+}
+
+Result<int64_t> Index::DataVersion() {
+  auto st = Prepare("PRAGMA data_version");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  if (int rc = sqlite3_step(*st); rc != SQLITE_ROW) return Error("reading data_version", rc);
+  return sqlite3_column_int64(*st, 0);
+}
+
 Result<int64_t> Index::AddRoot(const std::string& root) {
   auto ins = Prepare("INSERT INTO roots(path) VALUES(?1) ON CONFLICT(path) DO NOTHING");
   if (!ins.ok()) return ins.status();

@@ -15,6 +15,7 @@
 #define CID_HASHER_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -160,11 +161,14 @@ class HashPool {
   // one or none is outstanding.  Returns true while more may come, false
   // once the pool is closed and everything added has been taken.
   bool Take(std::vector<HashOutcome>* out, bool wait);
+  // The same, waiting at most `most` for one.
+  bool TakeWithin(std::vector<HashOutcome>* out, std::chrono::milliseconds most);
   size_t pending() const;
   std::string engine_name() const;
 
  private:
   bool Next(HashRequest* req, bool may_block);
+  bool TakeLocked(std::vector<HashOutcome>* out);  // mu_ held
   bool Stopped() const { return stop_ && stop_->load(std::memory_order_relaxed); }
   void Done(HashOutcome&& o);
 

@@ -146,6 +146,12 @@ class Index {
   Status Commit();
   Status Rollback();
 
+  // Whether any inode row exists (one B-tree step).
+  Result<bool> HasInodes();
+  // PRAGMA data_version: changes between two calls on this connection if
+  // and only if another connection committed meanwhile.
+  Result<int64_t> DataVersion();
+
   Result<int64_t> AddRoot(const std::string& root);
   Status SetRootScanned(int64_t root_id, bool complete, int64_t when_ns);
   // Records (or with "" forgets) RootRecord::signature.
