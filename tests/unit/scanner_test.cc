@@ -805,5 +805,55 @@ TEST_F(ScannerTest, FirstScanSeesRowsAnotherClientWroteMeanwhile) {
   EXPECT_EQ(groups->front().inodes.size(), 2u);
 }
 
+// The scans of one run (a ScanSession) hand the rows in memory on from
+// root to root, and the next root takes them only if the index still has
+// exactly those inode rows: a row another client added in between is seen.
+TEST_F(ScannerTest, NextRootOfARunSeesRowsAnotherClientAddedInBetween) {
+  lazy_ = true;
+  TempDir second, elsewhere;
+  const std::string content(6000, 'q');
+  WriteFile(tree_ / "a", "first root, unique size");
+  WriteFile(tree_ / "b", std::string(7000, 'b'));
+  WriteFile(second / "b-copy", std::string(7000, 'b'));
+  WriteFile(second / "twin", content);
+  WriteFile(elsewhere / "twin", content);
+  ScanSession session;
+  ScanOptions o;
+  o.session = &session;
+  Scan(o);
+  ASSERT_NE(session.own, nullptr) << "the first root's rows are handed on";
+  // Another client records a file by size alone, between the two roots.
+  auto other = Index::Open(index_->path(), Index::Mode::kReadWrite);
+  ASSERT_TRUE(other.ok());
+  auto root = CanonicalPath(elsewhere.path());
+  ASSERT_TRUE(root.ok());
+  struct stat st;
+  ASSERT_EQ(stat((*root + "/twin").c_str(), &st), 0);
+  auto id = (*other)->AddRoot(*root);
+  ASSERT_TRUE(id.ok());
+  FileStat f = FileStat::From(st);
+  InodeRecord r{f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, Digest{}};
+  r.hashed = false;
+  ASSERT_TRUE((*other)->PutInode(r).ok());
+  ASSERT_TRUE((*other)->PutPath(*root + "/twin", *id, f.dev, f.ino).ok());
+  ScanStats st2;
+  o.racy_ns = 0;
+  ASSERT_TRUE(ScanTree(index_.get(), second.path(), o, &st2).ok());
+  EXPECT_EQ(st2.hashed, 4u) << "both copies of b, and the twin here and the other client's";
+  auto groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  EXPECT_EQ(groups->size(), 2u);
+  // With nobody writing in between, the rows go on to the next root.
+  TempDir third;
+  WriteFile(third / "b-again", std::string(7000, 'b'));
+  ScanStats st3;
+  ASSERT_TRUE(ScanTree(index_.get(), third.path(), o, &st3).ok());
+  EXPECT_EQ(st3.hashed, 1u);
+  groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  ASSERT_EQ(groups->size(), 2u);
+  EXPECT_EQ(groups->front().inodes.size(), 3u) << "b's three copies";
+}
+
 }  // namespace
 }  // namespace cid

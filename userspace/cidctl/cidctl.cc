@@ -197,6 +197,8 @@ int CmdScan(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
 
   bool tty = isatty(STDERR_FILENO) && !quiet && !json;
+  ScanSession session;  // a first scan of several roots keeps its rows in memory from one to the next
+  so.session = &session;
   so.stop = &g_stop;
   so.on_error = [&](const Status& s) {
     if (tty) fprintf(stderr, "\r\033[K");

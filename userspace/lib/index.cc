@@ -423,12 +423,20 @@ Status Index::BeginRead() { return Exec("BEGIN DEFERRED"); }
 Status Index::Commit() { return Exec("COMMIT"); }
 Status Index::Rollback() { return Exec("ROLLBACK"); }
 
-Result<bool> Index::HasInodes() {
+Result<uint64_t> Index::HasInodes() {
   auto st = Prepare("SELECT EXISTS(SELECT 1 FROM inodes)");
   if (!st.ok()) return st.status();
   StmtReset r{*st};
   if (int rc = sqlite3_step(*st); rc != SQLITE_ROW) return Error("looking for inodes", rc);
-  return sqlite3_column_int(*st, 0) != 0;
+  return U(sqlite3_column_int64(*st, 0));
+}
+
+Result<uint64_t> Index::CountInodes() {
+  auto st = Prepare("SELECT count(*) FROM inodes");
+  if (!st.ok()) return st.status();
+  StmtReset r{*st};
+  if (int rc = sqlite3_step(*st); rc != SQLITE_ROW) return Error("counting inodes", rc);
+  return U(sqlite3_column_int64(*st, 0));
 }
 
 Result<int64_t> Index::DataVersion() {

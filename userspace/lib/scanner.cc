@@ -21,50 +21,9 @@
 
 namespace cid {
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
-
-int64_t NowNs() {
-  struct timespec ts;
-  clock_gettime(CLOCK_REALTIME, &ts);
-  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
-}
-
-// How close to the scan's start a file's times may be before its row is
-// racy (see ScanOptions::racy_ns).
-int64_t RacyWindow(const ScanOptions& o, const FileStat& st) {
-  if (o.racy_ns >= 0) return o.racy_ns;
-  constexpr int64_t kSec = 1000000000;
-  if (st.mtime_ns % kSec == 0 && st.ctime_ns % kSec == 0) return 2 * kSec;
-  static const int64_t tick = [] {
-    struct timespec res;
-    if (clock_getres(CLOCK_REALTIME_COARSE, &res) != 0) return int64_t{10000000};
-    return static_cast<int64_t>(res.tv_sec) * kSec + res.tv_nsec;
-  }();
-  return tick;
-}
-
-// RootRecord::signature of a root directory, or "" if its times are too
-// close to `start_ns` to vouch for anything written within them.
-std::string RootSignature(const ScanOptions& o, const struct stat& st, int64_t start_ns) {
-  if (!S_ISDIR(st.st_mode)) return "";
-  FileStat fs = FileStat::From(st);
-  if (std::max(fs.mtime_ns, fs.ctime_ns) >= start_ns - RacyWindow(o, fs)) return "";
-  return std::to_string(fs.dev) + ":" + std::to_string(fs.ino) + ":" + std::to_string(fs.mtime_ns) + ":" +
-         std::to_string(fs.ctime_ns);
-}
-
-// The page cache of a scan's own connection (see ScanTree), in KiB, and
-// after how many lookups it grows to Index::kWriterCacheKiB.
-constexpr unsigned kMergeCacheKiB = 4096;
-constexpr unsigned kLookupsForCache = 1024;
-
-// What a check (ScanOptions::check_only) stops with at its first write.
-constexpr char kWouldChange[] = "the index does not describe the tree as it is";
-
 // Every inode row this scan wrote, in memory, for an index that had no
-// inode rows when the scan began (a first scan into a new index): while
+// inode rows when the scan began (a first scan into a new index, and the
+// scans of the next roots of the same run, ScanSession): while
 // no other connection writes, these are all the rows there are, and the
 // scan's lookups by size, by fingerprint and by inode are answered here
 // instead of by SQL.  A lookup in SQL began a read snapshot after every
@@ -78,6 +37,7 @@ constexpr char kWouldChange[] = "the index does not describe the tree as it is";
 // to SQL again.
 class OwnRows {
  public:
+  size_t size() const { return rows_.size(); }
   void Put(const InodeRecord& r) {
     InodeKey k{r.dev, r.ino};
     auto [it, added] = rows_.try_emplace(k);
@@ -159,6 +119,51 @@ class OwnRows {
   std::unordered_map<SizePartial, std::vector<InodeKey>, SizePartialHash> by_partial_;
 };
 
+ScanSession::ScanSession() = default;
+ScanSession::~ScanSession() = default;
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+int64_t NowNs() {
+  struct timespec ts;
+  clock_gettime(CLOCK_REALTIME, &ts);
+  return static_cast<int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+// How close to the scan's start a file's times may be before its row is
+// racy (see ScanOptions::racy_ns).
+int64_t RacyWindow(const ScanOptions& o, const FileStat& st) {
+  if (o.racy_ns >= 0) return o.racy_ns;
+  constexpr int64_t kSec = 1000000000;
+  if (st.mtime_ns % kSec == 0 && st.ctime_ns % kSec == 0) return 2 * kSec;
+  static const int64_t tick = [] {
+    struct timespec res;
+    if (clock_getres(CLOCK_REALTIME_COARSE, &res) != 0) return int64_t{10000000};
+    return static_cast<int64_t>(res.tv_sec) * kSec + res.tv_nsec;
+  }();
+  return tick;
+}
+
+// RootRecord::signature of a root directory, or "" if its times are too
+// close to `start_ns` to vouch for anything written within them.
+std::string RootSignature(const ScanOptions& o, const struct stat& st, int64_t start_ns) {
+  if (!S_ISDIR(st.st_mode)) return "";
+  FileStat fs = FileStat::From(st);
+  if (std::max(fs.mtime_ns, fs.ctime_ns) >= start_ns - RacyWindow(o, fs)) return "";
+  return std::to_string(fs.dev) + ":" + std::to_string(fs.ino) + ":" + std::to_string(fs.mtime_ns) + ":" +
+         std::to_string(fs.ctime_ns);
+}
+
+// The page cache of a scan's own connection (see ScanTree), in KiB, and
+// after how many lookups it grows to Index::kWriterCacheKiB.
+constexpr unsigned kMergeCacheKiB = 4096;
+constexpr unsigned kLookupsForCache = 1024;
+
+// What a check (ScanOptions::check_only) stops with at its first write.
+constexpr char kWouldChange[] = "the index does not describe the tree as it is";
+
 // A scan's index writes, buffered in memory and applied in one short
 // transaction once batch_writes of them are waiting or the oldest has
 // waited batch_time, and before every wait for hashing.  A batch is
@@ -198,9 +203,17 @@ class Batch {
 
   // The index has no inode rows: keep this scan's in memory (OwnRows)
   // and answer lookups from them while nobody else writes.
-  void TrustOwnRows() {
-    own_ = std::make_unique<OwnRows>();
+  // `rows` are all `count` inode rows the index has.
+  void TrustOwnRows(std::unique_ptr<OwnRows> rows) {
+    own_start_ = rows->size();
+    own_ = std::move(rows);
     own_watch_ = true;
+  }
+  // OwnRows, if they are still all the rows there are, once every batch is
+  // committed.
+  std::unique_ptr<OwnRows> TakeOwnRows() {
+    if (!Own() || WriterBusy() || !ops_.empty()) return nullptr;
+    return std::move(own_);
   }
 
   void PutInode(const InodeRecord& r) {
@@ -376,8 +389,9 @@ class Batch {
     return own_.get();
   }
   // On the writing thread, in each batch's transaction, with OwnRows:
-  // before the first batch the index must still have no inode rows, and
-  // from one batch to the next no other connection may have committed.
+  // before the first batch the index must still have the inode rows it had
+  // when the scan began (none, or the earlier roots' of the run), and from
+  // one batch to the next no other connection may have committed.
   // If one did, OwnRows are given up (the lookups go to SQL and the
   // overlays); its rows were missed at most since the batch before, the
   // same window in which other clients miss this scan's buffered rows.
@@ -386,9 +400,9 @@ class Batch {
     if (!version.ok()) return version.status();
     bool other = *version != own_version_;
     if (!own_first_checked_) {
-      auto any = db->HasInodes();
-      if (!any.ok()) return any.status();
-      other = *any;
+      auto n = own_start_ ? db->CountInodes() : db->HasInodes();
+      if (!n.ok()) return n.status();
+      other = *n != own_start_;
       own_first_checked_ = true;
     }
     own_version_ = *version;
@@ -490,6 +504,7 @@ class Batch {
   // The writing thread's (set before it starts): see CheckAlone.
   bool own_watch_ = false;
   bool own_first_checked_ = false;
+  uint64_t own_start_ = 0;  // the inode rows there were as the scan began
   int64_t own_version_ = 0;
   // The writing thread and what it shares with the scan.
   std::unique_ptr<Index> writer_db_;
@@ -1170,10 +1185,13 @@ Status Scan::Run(const std::string& root_arg) {
     root_id_ = *id;
     s = index_->Commit();
     if (!s.ok()) return s;
-    if (options_.lazy) {  // a first scan into a new index: its lookups from memory
-      auto any = index_->HasInodes();
-      if (!any.ok()) return any.status();
-      if (!*any) batch_.TrustOwnRows();
+    // A first scan into a new index (or the next root of such a run):
+    // its lookups from memory.
+    std::unique_ptr<OwnRows> own = options_.session ? std::move(options_.session->own) : nullptr;
+    if (options_.lazy) {
+      auto n = own ? index_->CountInodes() : index_->HasInodes();
+      if (!n.ok()) return n.status();
+      if (*n == (own ? own->size() : 0)) batch_.TrustOwnRows(own ? std::move(own) : std::make_unique<OwnRows>());
     }
   }
   root_path_ = *root;
@@ -1256,12 +1274,14 @@ Status Scan::Run(const std::string& root_arg) {
   s = batch_.Commit(true);
   if (s.ok()) s = index_->Begin();
   if (!s.ok()) return s;
+  uint64_t orphans = 0;
   if (!orphan_candidates_.empty()) {
     auto n = index_->DeleteInodesIfOrphan(orphan_candidates_);
     if (!n.ok()) {
       index_->Rollback();
       return n.status();
     }
+    orphans = *n;
   }
   s = index_->SetRootScanned(root_id_, !stats_->interrupted, NowNs());
   // The root as the walk began: a change during the scan leaves a newer one.
@@ -1271,6 +1291,9 @@ Status Scan::Run(const std::string& root_arg) {
     index_->Rollback();
     return s;
   }
+  // The next root of the run goes on with the rows in memory, unless
+  // some were deleted here (it checks the count before it trusts them).
+  if (options_.session && !orphans) options_.session->own = batch_.TakeOwnRows();
   Progress(true);
   stats_->seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return Status::OK();

@@ -146,8 +146,10 @@ class Index {
   Status Commit();
   Status Rollback();
 
-  // Whether any inode row exists (one B-tree step).
-  Result<bool> HasInodes();
+  // Whether any inode row exists (one B-tree step), as 0 or 1.
+  Result<uint64_t> HasInodes();
+  // How many inode rows there are (a walk of the smallest B-tree).
+  Result<uint64_t> CountInodes();
   // PRAGMA data_version: changes between two calls on this connection if
   // and only if another connection committed meanwhile.
   Result<int64_t> DataVersion();
