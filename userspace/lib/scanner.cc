@@ -602,7 +602,9 @@ class Scan {
   std::vector<std::string> TakeWaiting(const InodeKey& key, const std::string& path);
   InodeRecord RowOf(const HashOutcome& o) const;
   Status Drain(bool wait);
-  bool Take(std::vector<HashOutcome>* out);
+  // Waits up to 20 ms for at_least outcomes (fewer if fewer are due),
+  // else for one (see the definition).
+  bool Take(std::vector<HashOutcome>* out, size_t at_least);
   void Report(const Status& s) {
     if (options_.on_error) options_.on_error(s);
   }
@@ -1099,7 +1101,7 @@ void Scan::Throttle() {
   std::vector<HashOutcome> out;
   while (s.ok() && pool_->pending() > kMaxQueued / 2) {
     out.clear();
-    if (!Take(&out)) break;
+    if (!Take(&out, pool_->pending() - kMaxQueued / 2)) break;
     for (auto& o : out) {
       s = Record(std::move(o));
       if (!s.ok()) break;
@@ -1109,16 +1111,17 @@ void Scan::Throttle() {
   if (!s.ok()) failed_ = s;
 }
 
-// Takes the outcomes there are, or waits for one: up to 20 ms as it is,
-// then, before it waits on, what is buffered goes to the writing thread
+// Takes the outcomes there are, waiting up to 20 ms for at_least of them
+// (the hashing threads wake it once, not at every file); if none came,
+// then, before it waits on for one, what is buffered goes to the writing thread
 // and the lookups' snapshot ends (a scan waiting for a large file keeps
 // nothing uncommitted, and holds no snapshot that would stop a
 // checkpoint).  Outcomes come a few at a time: committing before every
 // wait, as before, made batches of a few rows (a first scan of /usr/share:
 // 62,000 pwrite64 of WAL frames for an 18 MB index).
-bool Scan::Take(std::vector<HashOutcome>* out) {
+bool Scan::Take(std::vector<HashOutcome>* out, size_t at_least) {
   constexpr std::chrono::milliseconds kShortWait{20};
-  bool more = pool_->TakeWithin(out, kShortWait);
+  bool more = pool_->TakeWithin(out, kShortWait, at_least);
   if (!out->empty() || !more) return more;
   if (Status s = batch_.Commit(false); !s.ok()) failed_ = s;
   return pool_->Take(out, true);
@@ -1134,7 +1137,7 @@ Status Scan::Drain(bool wait) {
       // Only outcomes taken here queue more work (RecordPartial): with
       // none out, nothing more can come.
       if (pool_->pending() == 0) pool_->Close();
-      more = Take(&out);
+      more = Take(&out, std::min<size_t>(pool_->pending(), 64));
       if (!failed_.ok()) return failed_;
     } else {
       more = pool_->Take(&out, false);
