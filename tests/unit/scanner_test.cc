@@ -51,6 +51,26 @@ class ScannerTest : public ::testing::Test {
     return (*p)->inode.digest;
   }
 
+  // As another client's scan of `dir` would: `dir`/`name` recorded by its
+  // size alone, on a connection of its own.
+  void RecordBySizeElsewhere(const std::string& dir, const std::string& name) {
+    auto other = Index::Open(index_->path(), Index::Mode::kReadWrite);
+    ASSERT_TRUE(other.ok());
+    auto root = CanonicalPath(dir);
+    ASSERT_TRUE(root.ok());
+    struct stat st;
+    ASSERT_EQ(stat((*root + "/" + name).c_str(), &st), 0);
+    auto id = (*other)->AddRoot(*root);
+    ASSERT_TRUE(id.ok());
+    FileStat f = FileStat::From(st);
+    InodeRecord r{f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, Digest{}};
+    r.hashed = false;
+    ASSERT_TRUE((*other)->Begin().ok());
+    ASSERT_TRUE((*other)->PutInode(r).ok());
+    ASSERT_TRUE((*other)->PutPath(*root + "/" + name, *id, f.dev, f.ino).ok());
+    ASSERT_TRUE((*other)->Commit().ok());
+  }
+
   TempDir tree_, db_;
   bool lazy_ = false;
   std::unique_ptr<Index> index_;
@@ -771,12 +791,6 @@ TEST_F(ScannerTest, FirstScanSeesRowsAnotherClientWroteMeanwhile) {
   WriteFile(elsewhere / "twin", content);
   for (int i = 0; i < 40; i++) WriteFile(tree_ / ("a" + std::to_string(100 + i)), std::string(100 + i, 'x'));
   WriteFile(tree_ / "z-twin", content);  // walked last, after 40 batches
-  auto other = Index::Open(index_->path(), Index::Mode::kReadWrite);
-  ASSERT_TRUE(other.ok());
-  auto root = CanonicalPath(elsewhere.path());
-  ASSERT_TRUE(root.ok());
-  struct stat st;
-  ASSERT_EQ(stat((*root + "/twin").c_str(), &st), 0);
   bool written = false;
   ScanOptions o;
   o.batch_writes = 1;
@@ -784,16 +798,7 @@ TEST_F(ScannerTest, FirstScanSeesRowsAnotherClientWroteMeanwhile) {
   o.on_progress = [&](const ScanProgress&) {
     if (written) return;
     written = true;
-    Index* db = other->get();
-    auto id = db->AddRoot(*root);
-    ASSERT_TRUE(id.ok());
-    FileStat f = FileStat::From(st);
-    InodeRecord r{f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, Digest{}};
-    r.hashed = false;
-    ASSERT_TRUE(db->Begin().ok());
-    ASSERT_TRUE(db->PutInode(r).ok());
-    ASSERT_TRUE(db->PutPath(*root + "/twin", *id, f.dev, f.ino).ok());
-    ASSERT_TRUE(db->Commit().ok());
+    RecordBySizeElsewhere(elsewhere.path(), "twin");
   };
   ScanStats scanned = Scan(o);
   ASSERT_TRUE(written);
@@ -823,19 +828,7 @@ TEST_F(ScannerTest, NextRootOfARunSeesRowsAnotherClientAddedInBetween) {
   Scan(o);
   ASSERT_NE(session.own, nullptr) << "the first root's rows are handed on";
   // Another client records a file by size alone, between the two roots.
-  auto other = Index::Open(index_->path(), Index::Mode::kReadWrite);
-  ASSERT_TRUE(other.ok());
-  auto root = CanonicalPath(elsewhere.path());
-  ASSERT_TRUE(root.ok());
-  struct stat st;
-  ASSERT_EQ(stat((*root + "/twin").c_str(), &st), 0);
-  auto id = (*other)->AddRoot(*root);
-  ASSERT_TRUE(id.ok());
-  FileStat f = FileStat::From(st);
-  InodeRecord r{f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, Digest{}};
-  r.hashed = false;
-  ASSERT_TRUE((*other)->PutInode(r).ok());
-  ASSERT_TRUE((*other)->PutPath(*root + "/twin", *id, f.dev, f.ino).ok());
+  RecordBySizeElsewhere(elsewhere.path(), "twin");
   ScanStats st2;
   o.racy_ns = 0;
   ASSERT_TRUE(ScanTree(index_.get(), second.path(), o, &st2).ok());

@@ -423,29 +423,27 @@ Status Index::BeginRead() { return Exec("BEGIN DEFERRED"); }
 Status Index::Commit() { return Exec("COMMIT"); }
 Status Index::Rollback() { return Exec("ROLLBACK"); }
 
-Result<uint64_t> Index::HasInodes() {
-  auto st = Prepare("SELECT EXISTS(SELECT 1 FROM inodes)");
+Result<int64_t> Index::QueryInt(const char* sql, const char* what) {
+  auto st = Prepare(sql);
   if (!st.ok()) return st.status();
   StmtReset r{*st};
-  if (int rc = sqlite3_step(*st); rc != SQLITE_ROW) return Error("looking for inodes", rc);
-  return U(sqlite3_column_int64(*st, 0));
+  if (int rc = sqlite3_step(*st); rc != SQLITE_ROW) return Error(what, rc);
+  return sqlite3_column_int64(*st, 0);
+}
+
+Result<uint64_t> Index::HasInodes() {
+  auto n = QueryInt("SELECT EXISTS(SELECT 1 FROM inodes)", "looking for inodes");
+  if (!n.ok()) return n.status();
+  return U(*n);
 }
 
 Result<uint64_t> Index::CountInodes() {
-  auto st = Prepare("SELECT count(*) FROM inodes");
-  if (!st.ok()) return st.status();
-  StmtReset r{*st};
-  if (int rc = sqlite3_step(*st); rc != SQLITE_ROW) return Error("counting inodes", rc);
-  return U(sqlite3_column_int64(*st, 0));
+  auto n = QueryInt("SELECT count(*) FROM inodes", "counting inodes");
+  if (!n.ok()) return n.status();
+  return U(*n);
 }
 
-Result<int64_t> Index::DataVersion() {
-  auto st = Prepare("PRAGMA data_version");
-  if (!st.ok()) return st.status();
-  StmtReset r{*st};
-  if (int rc = sqlite3_step(*st); rc != SQLITE_ROW) return Error("reading data_version", rc);
-  return sqlite3_column_int64(*st, 0);
-}
+Result<int64_t> Index::DataVersion() { return QueryInt("PRAGMA data_version", "reading data_version"); }
 
 Result<int64_t> Index::AddRoot(const std::string& root) {
   auto ins = Prepare("INSERT INTO roots(path) VALUES(?1) ON CONFLICT(path) DO NOTHING");

@@ -235,6 +235,7 @@ class Index {
   Result<sqlite3_stmt*> PrepareScoped(const std::string& sql, const std::vector<std::string>& roots,
                                       uint64_t min_size);
   Result<sqlite3_stmt*> Prepare(const char* sql);  // cached per SQL text
+  Result<int64_t> QueryInt(const char* sql, const char* what);  // the first column of its one row
   Status Error(const char* what, int rc) const;
 
   const std::string path_;
