@@ -2,6 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <cstdio>
+#include <string>
+
 namespace cid {
 namespace {
 
@@ -14,6 +17,32 @@ TEST(JsonTest, NestedContainersAndCommas) {
 
 TEST(JsonTest, EscapesPathsWithControlCharacters) {
   EXPECT_EQ(JsonWriter::Escape("a\"b\\c\nd\x01"), "\"a\\\"b\\\\c\\nd\\u0001\"");
+}
+
+// Plain runs are appended whole: escapes at either end of one, and a
+// listing flushed to a file in pieces, give the same text as one string.
+TEST(JsonTest, FlushedPiecesMakeTheSameText) {
+  EXPECT_EQ(JsonWriter::Escape("\tab/c\x7f\x1f"), "\"\\tab/c\x7f\\u001f\"");
+  JsonWriter whole, pieces;
+  FILE* f = tmpfile();
+  ASSERT_NE(f, nullptr);
+  for (JsonWriter* w : {&whole, &pieces}) {
+    w->BeginObject().BeginArray("paths");
+    for (int i = 0; i < 3; i++) {
+      w->String("/usr/lib/\xc3\xa9" + std::to_string(i));
+      if (w == &pieces) {
+        ASSERT_TRUE(w->FlushTo(f));
+      }
+    }
+    w->EndArray().EndObject();
+  }
+  ASSERT_TRUE(pieces.FlushTo(f));
+  rewind(f);
+  char buf[256] = {};
+  size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+  fclose(f);
+  EXPECT_EQ(std::string(buf, n), whole.str());
+  EXPECT_TRUE(pieces.str().empty());
 }
 
 }  // namespace

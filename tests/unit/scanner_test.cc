@@ -3,6 +3,7 @@
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
@@ -48,6 +49,26 @@ class ScannerTest : public ::testing::Test {
     auto p = index_->FindPath(*canon);
     if (!p.ok() || !p->has_value()) return std::nullopt;
     return (*p)->inode.digest;
+  }
+
+  // As another client's scan of `dir` would: `dir`/`name` recorded by its
+  // size alone, on a connection of its own.
+  void RecordBySizeElsewhere(const std::string& dir, const std::string& name) {
+    auto other = Index::Open(index_->path(), Index::Mode::kReadWrite);
+    ASSERT_TRUE(other.ok());
+    auto root = CanonicalPath(dir);
+    ASSERT_TRUE(root.ok());
+    struct stat st;
+    ASSERT_EQ(stat((*root + "/" + name).c_str(), &st), 0);
+    auto id = (*other)->AddRoot(*root);
+    ASSERT_TRUE(id.ok());
+    FileStat f = FileStat::From(st);
+    InodeRecord r{f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, Digest{}};
+    r.hashed = false;
+    ASSERT_TRUE((*other)->Begin().ok());
+    ASSERT_TRUE((*other)->PutInode(r).ok());
+    ASSERT_TRUE((*other)->PutPath(*root + "/" + name, *id, f.dev, f.ino).ok());
+    ASSERT_TRUE((*other)->Commit().ok());
   }
 
   TempDir tree_, db_;
@@ -757,6 +778,74 @@ TEST_F(ScannerTest, LookupsSeeTheRowsOfBatchesBeingApplied) {
   ASSERT_TRUE(n.ok());
   EXPECT_EQ(n->paths, 2u * kFiles);
   EXPECT_EQ(n->inodes, 2u * kFiles);
+}
+
+// A first scan into a new index answers its lookups from the rows it wrote
+// itself, in memory, while nobody else writes.  Another client writing
+// meanwhile ends that, and its rows are seen: here a row recorded by size
+// alone, by another client, of a file the scan has a twin of.
+TEST_F(ScannerTest, FirstScanSeesRowsAnotherClientWroteMeanwhile) {
+  lazy_ = true;
+  TempDir elsewhere;
+  const std::string content(5000, 'z');
+  WriteFile(elsewhere / "twin", content);
+  for (int i = 0; i < 40; i++) WriteFile(tree_ / ("a" + std::to_string(100 + i)), std::string(100 + i, 'x'));
+  WriteFile(tree_ / "z-twin", content);  // walked last, after 40 batches
+  bool written = false;
+  ScanOptions o;
+  o.batch_writes = 1;
+  // Called on the scan's thread at its first file: the index was new then.
+  o.on_progress = [&](const ScanProgress&) {
+    if (written) return;
+    written = true;
+    RecordBySizeElsewhere(elsewhere.path(), "twin");
+  };
+  ScanStats scanned = Scan(o);
+  ASSERT_TRUE(written);
+  EXPECT_EQ(scanned.hashed, 2u) << "the scan's file and the other client's twin";
+  auto groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  ASSERT_EQ(groups->size(), 1u);
+  EXPECT_EQ(groups->front().digest, VerityHasher::Of(content));
+  EXPECT_EQ(groups->front().inodes.size(), 2u);
+}
+
+// The scans of one run (a ScanSession) hand the rows in memory on from
+// root to root, and the next root takes them only if the index still has
+// exactly those inode rows: a row another client added in between is seen.
+TEST_F(ScannerTest, NextRootOfARunSeesRowsAnotherClientAddedInBetween) {
+  lazy_ = true;
+  TempDir second, elsewhere;
+  const std::string content(6000, 'q');
+  WriteFile(tree_ / "a", "first root, unique size");
+  WriteFile(tree_ / "b", std::string(7000, 'b'));
+  WriteFile(second / "b-copy", std::string(7000, 'b'));
+  WriteFile(second / "twin", content);
+  WriteFile(elsewhere / "twin", content);
+  ScanSession session;
+  ScanOptions o;
+  o.session = &session;
+  Scan(o);
+  ASSERT_NE(session.own, nullptr) << "the first root's rows are handed on";
+  // Another client records a file by size alone, between the two roots.
+  RecordBySizeElsewhere(elsewhere.path(), "twin");
+  ScanStats st2;
+  o.racy_ns = 0;
+  ASSERT_TRUE(ScanTree(index_.get(), second.path(), o, &st2).ok());
+  EXPECT_EQ(st2.hashed, 4u) << "both copies of b, and the twin here and the other client's";
+  auto groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  EXPECT_EQ(groups->size(), 2u);
+  // With nobody writing in between, the rows go on to the next root.
+  TempDir third;
+  WriteFile(third / "b-again", std::string(7000, 'b'));
+  ScanStats st3;
+  ASSERT_TRUE(ScanTree(index_.get(), third.path(), o, &st3).ok());
+  EXPECT_EQ(st3.hashed, 1u);
+  groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  ASSERT_EQ(groups->size(), 2u);
+  EXPECT_EQ(groups->front().inodes.size(), 3u) << "b's three copies";
 }
 
 }  // namespace

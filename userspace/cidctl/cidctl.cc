@@ -197,6 +197,8 @@ int CmdScan(int argc, char** argv) {
   sigaction(SIGTERM, &sa, nullptr);
 
   bool tty = isatty(STDERR_FILENO) && !quiet && !json;
+  ScanSession session;  // a first scan of several roots keeps its rows in memory from one to the next
+  so.session = &session;
   so.stop = &g_stop;
   so.on_error = [&](const Status& s) {
     if (tty) fprintf(stderr, "\r\033[K");
@@ -296,7 +298,8 @@ const Command kScan = {
     "                 index (default $CID_BUSY_TIMEOUT_MS, else 2000); then exit 4\n"
     "  --workers N    hashing threads (default: one per CPU)\n"
     "  --batch N      commit to the index every N writes or every second,\n"
-    "                 whichever comes first (default 4096)\n"
+    "                 whichever comes first (default 4096; up to 4N while the\n"
+    "                 batch before is still being written)\n"
     "  --rehash       hash every file again, even those the index has as unchanged\n"
     "                 (a write through a shared mapping need not move mtime)\n"
     "  --hash-all     hash every file; by default a file whose size no other\n"
@@ -363,6 +366,7 @@ int CmdDups(int argc, char** argv) {
         jw.EndArray().EndObject();
       }
       jw.EndArray().EndObject();
+      if (jw.str().size() >= (64 << 10) && !jw.FlushTo(stdout) && errno == EPIPE) return kExitOk;
     }
     jw.EndArray().EndObject();
     printf("%s\n", jw.str().c_str());

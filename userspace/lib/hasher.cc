@@ -618,19 +618,38 @@ bool HashPool::Next(HashRequest* req, bool may_block) {
 }
 
 void HashPool::Done(HashOutcome&& o) {
+  bool wake;
   {
     std::lock_guard<std::mutex> l(mu_);
     outcomes_.push_back(std::move(o));
+    wake = want_ != 0 && Enough();
   }
-  done_cv_.notify_one();
+  // Only a Take that waits, and only once it has what it waits for: a
+  // wake-up per file cost the taking thread a futex round trip each.
+  if (wake) done_cv_.notify_one();
 }
 
 bool HashPool::Take(std::vector<HashOutcome>* out, bool wait) {
   std::unique_lock<std::mutex> l(mu_);
-  if (wait)
+  if (wait) {
     // Nothing out (a stop may have dropped the rest) ends the wait too:
     // only the caller adds work, so none can come until it does.
-    done_cv_.wait(l, [this] { return !outcomes_.empty() || in_progress_ == 0; });
+    want_ = 1;
+    done_cv_.wait(l, [this] { return Enough(); });
+    want_ = 0;
+  }
+  return TakeLocked(out);
+}
+
+bool HashPool::TakeWithin(std::vector<HashOutcome>* out, std::chrono::milliseconds most, size_t at_least) {
+  std::unique_lock<std::mutex> l(mu_);
+  want_ = std::max<size_t>(at_least, 1);
+  done_cv_.wait_for(l, most, [this] { return Enough(); });
+  want_ = 0;
+  return TakeLocked(out);
+}
+
+bool HashPool::TakeLocked(std::vector<HashOutcome>* out) {
   while (!outcomes_.empty()) {
     out->push_back(std::move(outcomes_.front()));
     outcomes_.pop_front();

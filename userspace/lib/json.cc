@@ -1,5 +1,6 @@
 #include "cid/json.h"
 
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 
@@ -37,46 +38,69 @@ size_t Utf8Length(std::string_view s, size_t i) {
 // os.fsencode(json.loads(text)) gives back the exact bytes.  No valid
 // UTF-8 text produces such an escape, so the mapping is lossless.
 std::string JsonWriter::Escape(std::string_view s) {
-  std::string out = "\"";
+  std::string out;
+  EscapeTo(s, &out);
+  return out;
+}
+
+// Appends to *out: runs of bytes that need no escape (printable ASCII but
+// '"' and '\\', the bulk of every path) are appended whole; `dups --json`
+// writes a name per file.
+void JsonWriter::EscapeTo(std::string_view s, std::string* out) {
+  out->reserve(out->size() + s.size() + 2);
+  *out += '"';
+  size_t plain = 0;  // start of the run not yet appended
+  auto flush = [&](size_t i) { out->append(s.data() + plain, i - plain); };
   for (size_t i = 0; i < s.size();) {
     unsigned char c = static_cast<unsigned char>(s[i]);
-    size_t n = Utf8Length(s, i);
-    if (n == 0) {
-      char buf[8];
-      snprintf(buf, sizeof(buf), "\\udc%02x", c);
-      out += buf;
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
       i++;
       continue;
     }
-    if (n > 1) {
-      out.append(s.substr(i, n));
+    size_t n = Utf8Length(s, i);
+    if (n > 1) {  // valid UTF-8 passes through: it stays in the run
       i += n;
       continue;
     }
-    i++;
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      case '\n': out += "\\n"; break;
-      case '\t': out += "\\t"; break;
-      case '\r': out += "\\r"; break;
-      default:
-        if (c < 0x20) {
-          char buf[8];
-          snprintf(buf, sizeof(buf), "\\u%04x", c);
-          out += buf;
-        } else {
-          out += static_cast<char>(c);
-        }
+    flush(i);
+    if (n == 0) {
+      char buf[8];
+      snprintf(buf, sizeof(buf), "\\udc%02x", c);
+      *out += buf;
+      plain = ++i;
+      continue;
     }
+    switch (c) {
+      case '"': *out += "\\\""; break;
+      case '\\': *out += "\\\\"; break;
+      case '\n': *out += "\\n"; break;
+      case '\t': *out += "\\t"; break;
+      case '\r': *out += "\\r"; break;
+      default: {
+        char buf[8];
+        snprintf(buf, sizeof(buf), "\\u%04x", c);
+        *out += buf;
+      }
+    }
+    plain = ++i;
   }
-  return out + "\"";
+  flush(s.size());
+  *out += '"';
+}
+
+bool JsonWriter::FlushTo(FILE* f) {
+  bool ok = fwrite(out_.data(), 1, out_.size(), f) == out_.size();
+  out_.clear();
+  return ok;
 }
 
 void JsonWriter::Key(std::string_view key) {
   if (!first_.back()) out_ += ",";
   first_.back() = false;
-  if (!key.empty()) out_ += Escape(key) + ":";
+  if (!key.empty()) {
+    EscapeTo(key, &out_);
+    out_ += ':';
+  }
 }
 
 JsonWriter& JsonWriter::BeginObject(std::string_view key) {
@@ -107,13 +131,14 @@ JsonWriter& JsonWriter::EndArray() {
 
 JsonWriter& JsonWriter::String(std::string_view key, std::string_view value) {
   Key(key);
-  out_ += Escape(value);
+  EscapeTo(value, &out_);
   return *this;
 }
 
 JsonWriter& JsonWriter::Uint(std::string_view key, uint64_t value) {
   Key(key);
-  out_ += std::to_string(value);
+  char buf[24];
+  out_.append(buf, std::to_chars(buf, buf + sizeof(buf), value).ptr);
   return *this;
 }
 

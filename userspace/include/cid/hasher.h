@@ -14,7 +14,9 @@
 #ifndef CID_HASHER_H_
 #define CID_HASHER_H_
 
+#include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <deque>
@@ -160,11 +162,18 @@ class HashPool {
   // one or none is outstanding.  Returns true while more may come, false
   // once the pool is closed and everything added has been taken.
   bool Take(std::vector<HashOutcome>* out, bool wait);
+  // The same, waiting at most `most` for `at_least` (or every outcome
+  // still due, if fewer).
+  bool TakeWithin(std::vector<HashOutcome>* out, std::chrono::milliseconds most, size_t at_least = 1);
   size_t pending() const;
   std::string engine_name() const;
 
  private:
   bool Next(HashRequest* req, bool may_block);
+  bool TakeLocked(std::vector<HashOutcome>* out);  // mu_ held
+  // What a waiting Take waits for is there: want_ outcomes, or every one
+  // still due (none may be: a stop drops requests).  mu_ held.
+  bool Enough() const { return outcomes_.size() >= std::max<size_t>(want_, 1) || outcomes_.size() == in_progress_; }
   bool Stopped() const { return stop_ && stop_->load(std::memory_order_relaxed); }
   void Done(HashOutcome&& o);
 
@@ -175,6 +184,7 @@ class HashPool {
   std::deque<HashOutcome> outcomes_;  // guarded by mu_
   bool closed_ = false;               // guarded by mu_
   size_t in_progress_ = 0;            // added but not yet taken; guarded by mu_
+  size_t want_ = 0;                   // outcomes a waiting Take waits for (0: none waits); guarded by mu_
   std::string engine_name_;           // guarded by mu_
   const std::atomic<bool>* const stop_;
   std::vector<std::thread> threads_;

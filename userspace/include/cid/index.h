@@ -146,6 +146,14 @@ class Index {
   Status Commit();
   Status Rollback();
 
+  // Whether any inode row exists (one B-tree step), as 0 or 1.
+  Result<uint64_t> HasInodes();
+  // How many inode rows there are (a walk of the smallest B-tree).
+  Result<uint64_t> CountInodes();
+  // PRAGMA data_version: changes between two calls on this connection if
+  // and only if another connection committed meanwhile.
+  Result<int64_t> DataVersion();
+
   Result<int64_t> AddRoot(const std::string& root);
   Status SetRootScanned(int64_t root_id, bool complete, int64_t when_ns);
   // Records (or with "" forgets) RootRecord::signature.
@@ -227,6 +235,7 @@ class Index {
   Result<sqlite3_stmt*> PrepareScoped(const std::string& sql, const std::vector<std::string>& roots,
                                       uint64_t min_size);
   Result<sqlite3_stmt*> Prepare(const char* sql);  // cached per SQL text
+  Result<int64_t> QueryInt(const char* sql, const char* what);  // the first column of its one row
   Status Error(const char* what, int rc) const;
 
   const std::string path_;

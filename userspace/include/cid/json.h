@@ -4,6 +4,7 @@
 #define CID_JSON_H_
 
 #include <cstdint>
+#include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -29,7 +30,12 @@ class JsonWriter {
   JsonWriter& String(std::string_view value) { return String({}, value); }
 
   const std::string& str() const { return out_; }
+  // Writes what is buffered to `f` and empties the buffer (a long listing
+  // streams instead of growing one string of megabytes); false if the write
+  // failed.
+  bool FlushTo(FILE* f);
   static std::string Escape(std::string_view s);
+  static void EscapeTo(std::string_view s, std::string* out);  // appends Escape(s)
 
  private:
   void Key(std::string_view key);

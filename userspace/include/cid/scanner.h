@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "cid/hasher.h"
@@ -25,6 +26,21 @@ struct ScanProgress {
   uint64_t queued = 0;        // waiting to be hashed
 };
 
+class OwnRows;
+
+// What the scans of one run share (cidctl scan A B C), passed to each
+// ScanTree in ScanOptions::session: a first scan into a new index keeps
+// the rows it wrote in memory and answers its lookups from them
+// (scanner.cc, OwnRows); the next root's scan takes them over if the index
+// still has exactly those inode rows.
+struct ScanSession {
+  ScanSession();
+  ~ScanSession();
+  ScanSession(const ScanSession&) = delete;
+  ScanSession& operator=(const ScanSession&) = delete;
+  std::unique_ptr<OwnRows> own;
+};
+
 struct ScanOptions {
   unsigned workers = 0;  // hashing threads; 0: one per online CPU
   EngineFactory engine;  // empty: DefaultEngineFactory(kDefaultQueueDepth)
@@ -37,6 +53,7 @@ struct ScanOptions {
   uint64_t batch_writes = 4096;
   std::chrono::milliseconds batch_time{1000};
   const std::atomic<bool>* stop = nullptr;           // set to stop early
+  ScanSession* session = nullptr;                    // shared by the scans of one run
   std::function<void(const Status&)> on_error;       // unreadable or changed files
   std::function<void(const ScanProgress&)> on_progress;  // about 10 times a second
   // Hash every file again, whatever the index says (cidctl scan --rehash).
