@@ -860,19 +860,6 @@ Status Index::ForEachDuplicate(uint64_t min_size,
   return Status::OK();
 }
 
-Status Index::DuplicateRows(const char* sql, uint64_t min_size,
-                            const std::function<void(const InodeRecord&, const std::string&)>& fn) {
-  auto st = Prepare(sql);
-  if (!st.ok()) return st.status();
-  StmtReset r{*st};
-  sqlite3_bind_int64(*st, 1, S(min_size));
-  int rc;
-  while ((rc = sqlite3_step(*st)) == SQLITE_ROW)
-    fn(ReadInode(*st, 0), reinterpret_cast<const char*>(sqlite3_column_text(*st, 7)));
-  if (rc != SQLITE_DONE) return Error("listing duplicates", rc);
-  return Status::OK();
-}
-
 std::string Index::ScopedInodesSql(size_t roots) {
   // The roots as ranges of the paths key, bound from ?2 on: each root
   // itself, and what sorts between "root/" and "root0" ('0' follows '/').

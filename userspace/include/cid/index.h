@@ -223,9 +223,6 @@ class Index {
   Status Exec(const char* sql);
   // BEGIN IMMEDIATE, fn, then COMMIT, or ROLLBACK if fn fails.
   Status InTransaction(const std::function<Status()>& fn);
-  // Runs a duplicate listing (?1: min_size; inode columns, then the path).
-  Status DuplicateRows(const char* sql, uint64_t min_size,
-                       const std::function<void(const InodeRecord&, const std::string& path)>& fn);
   // The common table expressions r (the ranges of the paths key `roots`
   // covers, bound from ?2) and m (digest, size, dev, ino of every hashed
   // inode of at least ?1 bytes named there, once per path), for a WITH.
