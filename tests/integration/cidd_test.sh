@@ -89,6 +89,7 @@ echo "{\"ociVersion\": \"1.0.2\", \"id\": \"ctr-1\", \"pid\": 0, \"bundle\": \"$
 	{ cat "$D/hook.err" >&2; fail "hook"; }
 echo "$(tail -1 "$D/hook.log")" >"$D/hook.json"
 expect_eq "hook reached cidd" "$(json "$D/hook.json" 'j["cidd"]')" True
+expect_eq "hook ran in cidd" "$(json "$D/hook.json" 'j["ran_in"]')" cidd
 expect_eq "hook left work pending (0 ms budget)" "$(json "$D/hook.json" 'j["pending"]')" True
 wait_for "cidd to index both layers" 30 sh -c "[ \$(sqlite3 '$IDX' 'SELECT COUNT(*) FROM inodes') = 40 ] && [ \$(sqlite3 '$D/cidd.db' 'SELECT COUNT(*) FROM queue') = 0 ]"
 "$CIDCTL" metrics --json >"$D/state.json"

@@ -118,9 +118,11 @@ fi
 # same frames (analyze_helper reads pagemap), cidctl top shows the container.
 # A few seconds of guest time.
 hook=$(built cid-oci-hook)
+standalone=$(built cid-oci-hook-standalone)
 cidd=$(built cidd)
-if [ -n "$cidctl" ] && [ -n "$hook" ] && [ -n "$cidd" ]; then
+if [ -n "$cidctl" ] && [ -n "$hook" ] && [ -n "$standalone" ] && [ -n "$cidd" ]; then
 	vm_add_binary "$root" "$hook" /usr/bin/cid-oci-hook
+	vm_add_binary "$root" "$standalone" /usr/bin/cid-oci-hook-standalone
 	vm_add_binary "$root" "$cidd" /usr/bin/cidd
 	[ -z "$hlp" ] || vm_add_binary "$root" "$hlp" /usr/bin/analyze_helper
 	cp tests/integration/guest/hook_kernel.sh tests/integration/guest/hook_state.json "$root/selftests/"

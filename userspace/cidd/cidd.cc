@@ -14,7 +14,9 @@
 //
 // Exit status: 0 stopped by SIGTERM/SIGINT (or --once done), 1 error,
 // 2 usage, 3 another cidd holds the state.
+#include <fcntl.h>
 #include <getopt.h>
+#include <sched.h>
 #include <signal.h>
 #include <sys/file.h>
 #include <sys/resource.h>
@@ -23,6 +25,7 @@
 #include <sys/syscall.h>
 #include <sys/un.h>
 #include <poll.h>
+#include <pthread.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
@@ -44,6 +47,7 @@
 #include <vector>
 
 #include "cid/control.h"
+#include "cid/fd.h"
 #include "cid/index.h"
 #include "cid/kernel.h"
 #include "cid/layers.h"
@@ -54,6 +58,7 @@
 #include "cid/share.h"
 #include "cid/throttle.h"
 #include "cid/walker.h"
+#include "oci/oci_hook.h"
 #include "state.h"
 #include "watch.h"
 
@@ -271,38 +276,76 @@ class Daemon {
       if (n <= 0) continue;
       int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) continue;
-      HandleConnection(fd);
-      close(fd);
+      if (!HandleConnection(fd)) close(fd);
     }
     Wake();
+    // Hook runs hold `this`: they end within their budget.
+    std::unique_lock<std::mutex> l(hooks_mu_);
+    hooks_cv_.wait(l, [this] { return hook_threads_ == 0; });
   }
 
-  void HandleConnection(int fd) {
+  static void Reply(int fd, const json& j) {
+    std::string s = j.dump() + "\n";
+    SendAll(fd, s.data(), s.size());
+  }
+
+  static bool SendAll(int fd, const char* p, size_t len) {
+    while (len > 0) {
+      ssize_t n = send(fd, p, len, MSG_NOSIGNAL);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return false;
+      p += n;
+      len -= static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  // Reads one request and answers it.  Returns true if the connection was
+  // handed to a thread (an "oci-hook" run), which then closes it.
+  bool HandleConnection(int fd) {
     ucred cred{};
     socklen_t len = sizeof(cred);
-    auto reply = [fd](const json& j) {
-      std::string s = j.dump() + "\n";
-      (void)!send(fd, s.data(), s.size(), MSG_NOSIGNAL);
-    };
     if (getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &len) < 0 || (cred.uid != 0 && cred.uid != geteuid())) {
-      reply({{"ok", false}, {"error", "permission denied: only root may talk to cidd"}});
-      return;
+      Reply(fd, {{"ok", false}, {"error", "permission denied: only root may talk to cidd"}});
+      return false;
     }
     timeval tv{2, 0};
     setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
     std::string line;
+    std::vector<Fd> fds;  // passed with the request (cid-oci-hook: its mount namespace and cwd)
     char buf[4096];
     while (line.find('\n') == std::string::npos && line.size() < (1u << 20)) {
-      ssize_t n = recv(fd, buf, sizeof(buf), 0);
+      iovec iov{buf, sizeof(buf)};
+      alignas(cmsghdr) char control[CMSG_SPACE(4 * sizeof(int))];
+      msghdr msg{};
+      msg.msg_iov = &iov;
+      msg.msg_iovlen = 1;
+      msg.msg_control = control;
+      msg.msg_controllen = sizeof(control);
+      ssize_t n = recvmsg(fd, &msg, MSG_CMSG_CLOEXEC);
       if (n <= 0) break;
+      for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+        if (c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) continue;
+        size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t i = 0; i < count; i++) {
+          int passed;
+          memcpy(&passed, CMSG_DATA(c) + i * sizeof(int), sizeof(int));
+          fds.emplace_back(passed);
+        }
+      }
       line.append(buf, static_cast<size_t>(n));
     }
-    line = line.substr(0, line.find('\n'));
-    reply(Handle(line));
+    size_t nl = line.find('\n');
+    std::string rest = nl == std::string::npos ? "" : line.substr(nl + 1);
+    line = line.substr(0, nl);
+    json req = json::parse(line, nullptr, false);
+    if (req.is_object() && req.value("op", "") == "oci-hook") return StartHook(fd, std::move(req), std::move(rest), std::move(fds));
+    Reply(fd, Handle(req));
+    return false;
   }
 
-  json Handle(const std::string& line) {
-    json req = json::parse(line, nullptr, false);
+  json Handle(const json& req) {
     if (req.is_discarded() || !req.is_object() || !req.contains("op") || !req["op"].is_string()) {
       return {{"ok", false}, {"error", "not a request: want one JSON object with \"op\" on one line"}};
     }
@@ -325,7 +368,113 @@ class Daemon {
       return {{"ok", true}, {"id", *id}};
     }
     if (op == "enqueue") return Enqueue(req);
-    return {{"ok", false}, {"error", "unknown op '" + op + "' (enqueue, domain, state, metrics)"}};
+    return {{"ok", false}, {"error", "unknown op '" + op + "' (enqueue, domain, state, metrics, oci-hook)"}};
+  }
+
+  // ---- OCI hook runs for cid-oci-hook --------------------------------------
+  //
+  // {"op":"oci-hook","args":[ARGV...],"env":{NAME:VALUE...},"state_bytes":N}
+  // on one line, then the N bytes of the state the runtime gave the hook,
+  // with two descriptors (SCM_RIGHTS): the hook's mount namespace and its
+  // working directory.  The hook (oci_hook.h) runs in a thread of its own
+  // that has entered both, so every path resolves as in the hook's process;
+  // the answer is {"exit":N,"ok":true,"stderr_bytes":E,"stdout_bytes":O},
+  // then its stdout and stderr.  {"ok":false,...}: cid-oci-hook runs
+  // cid-oci-hook-standalone instead.
+
+  static constexpr int kMaxHookThreads = 16;
+  static constexpr size_t kMaxState = (16u << 20) + 1;
+
+  bool StartHook(int fd, json req, std::string state, std::vector<Fd> fds) {
+    auto refuse = [fd](const std::string& why) {
+      Reply(fd, {{"ok", false}, {"error", "oci-hook: " + why}});
+      return false;
+    };
+    if (fds.size() != 2) return refuse("want two descriptors (mount namespace, working directory)");
+    if (!req.contains("args") || !req["args"].is_array() || req["args"].empty()) return refuse("no \"args\" array");
+    for (const auto& a : req["args"])
+      if (!a.is_string()) return refuse("\"args\" must hold strings");
+    if (req.contains("env") && (!req["env"].is_object() ||
+                                std::any_of(req["env"].begin(), req["env"].end(), [](const json& v) { return !v.is_string(); })))
+      return refuse("\"env\" must map names to strings");
+    if (!req.contains("state_bytes") || !req["state_bytes"].is_number_unsigned() || req["state_bytes"].get<uint64_t>() > kMaxState)
+      return refuse("no \"state_bytes\" (at most 16 MiB)");
+    {
+      std::lock_guard<std::mutex> l(hooks_mu_);
+      if (hook_threads_ >= kMaxHookThreads) return refuse("busy: " + std::to_string(kMaxHookThreads) + " hook runs already");
+      hook_threads_++;
+    }
+    std::thread([this, fd, req = std::move(req), state = std::move(state), fds = std::move(fds)]() mutable {
+      RunHook(fd, req, std::move(state), fds[0].get(), fds[1].get());
+      close(fd);
+      fds.clear();
+      std::lock_guard<std::mutex> l(hooks_mu_);
+      hook_threads_--;
+      hooks_cv_.notify_all();
+    }).detach();
+    return true;
+  }
+
+  void RunHook(int fd, const json& req, std::string state, int ns_fd, int cwd_fd) {
+    pthread_setname_np(pthread_self(), "cidd-oci-hook");
+    auto refuse = [fd](const std::string& why) { Reply(fd, {{"ok", false}, {"error", "oci-hook: " + why}}); };
+    size_t want = req["state_bytes"].get<size_t>();
+    char buf[65536];
+    while (state.size() < want) {
+      ssize_t n = recv(fd, buf, std::min(sizeof(buf), want - state.size()), 0);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) return refuse("the state ends early (" + std::to_string(state.size()) + " of " + std::to_string(want) + " bytes)");
+      state.append(buf, static_cast<size_t>(n));
+    }
+    if (state.size() > want) return refuse("more bytes than \"state_bytes\"");
+    // This thread alone: its own root and cwd, then the hook's mount
+    // namespace (setns needs a thread whose fs is not shared) and cwd.
+    if (unshare(CLONE_FS) < 0) return refuse(std::string("unshare(CLONE_FS): ") + strerror(errno));
+    struct stat theirs, ours;
+    if (fstat(ns_fd, &theirs) < 0 || stat("/proc/thread-self/ns/mnt", &ours) < 0)
+      return refuse(std::string("mount namespace: ") + strerror(errno));
+    if ((theirs.st_dev != ours.st_dev || theirs.st_ino != ours.st_ino) && setns(ns_fd, CLONE_NEWNS) < 0)
+      return refuse(std::string("cannot enter the hook's mount namespace: ") + strerror(errno));
+    if (fchdir(cwd_fd) < 0) return refuse(std::string("cannot enter the hook's working directory: ") + strerror(errno));
+
+    std::map<std::string, std::string> env;
+    if (req.contains("env"))
+      for (auto it = req["env"].begin(); it != req["env"].end(); ++it) env[it.key()] = it.value().get<std::string>();
+    std::vector<std::string> args = req["args"].get<std::vector<std::string>>();
+    char *out_text = nullptr, *err_text = nullptr;
+    size_t out_len = 0, err_len = 0;
+    OciHookIo io;
+    io.ran_in = "cidd";
+    io.out = open_memstream(&out_text, &out_len);
+    io.err = open_memstream(&err_text, &err_len);
+    if (!io.out || !io.err) {
+      if (io.out) fclose(io.out);
+      if (io.err) fclose(io.err);
+      free(out_text);
+      free(err_text);
+      return refuse(std::string("open_memstream: ") + strerror(errno));
+    }
+    io.getenv = [&env](const char* name) -> const char* {
+      auto it = env.find(name);
+      return it == env.end() ? nullptr : it->second.c_str();
+    };
+    // The hook's requests to cidd (enqueue, domain) are answered here.
+    io.control = [this](const std::string&, const std::string& request, int) -> Result<std::string> {
+      return Handle(json::parse(request, nullptr, false)).dump();
+    };
+    int code = 1;
+    try {
+      code = RunOciHook(args, &state, io);
+    } catch (const std::exception& e) {
+      fprintf(io.err, "cid-oci-hook: in cidd: %s\n", e.what());
+    }
+    fclose(io.out);
+    fclose(io.err);
+    json head = {{"ok", true}, {"exit", code}, {"stdout_bytes", out_len}, {"stderr_bytes", err_len}};
+    std::string h = head.dump() + "\n";
+    if (SendAll(fd, h.data(), h.size()) && SendAll(fd, out_text, out_len)) SendAll(fd, err_text, err_len);
+    free(out_text);
+    free(err_text);
   }
 
   json Enqueue(const json& req) {
@@ -714,6 +863,10 @@ class Daemon {
   std::atomic<uint64_t> hashed_bytes_{0};
   double hash_seconds_ = 0;  // worker thread only
   std::atomic<bool> worker_failed_{false};
+
+  std::mutex hooks_mu_;
+  std::condition_variable hooks_cv_;
+  int hook_threads_ = 0;  // guarded by hooks_mu_: OCI hook runs in progress
 
   std::mutex mu_;
   std::condition_variable cv_;

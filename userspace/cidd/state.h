@@ -1,8 +1,9 @@
 // cidd's own database, beside the index (cidd.db): the queue of trees to
 // index, the containers the hooks announced with their layers, and the
 // sharing domains' names mapped to kernel domain ids.  SQLite in WAL mode
-// with synchronous=FULL: a row cidd was told about survives kill -9 and a
-// power cut, so the next start resumes the queue.
+// with synchronous=NORMAL: a row cidd was told about survives kill -9, so
+// the next start resumes the queue; a power cut can take the last commits,
+// which the hooks and the watcher hand over again (state.cc, Open).
 #ifndef CID_CIDD_STATE_H_
 #define CID_CIDD_STATE_H_
 

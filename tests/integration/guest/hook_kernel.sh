@@ -2,7 +2,7 @@
 # cid-oci-hook and cidd against the patched kernel, inside the QEMU guest
 # (busybox sh).  Not a host test: the VM harness runs it as a suite, e.g.
 #   vm_add_suite "$root" hooks 120 sh /hook_kernel.sh /mnt/ext4 /hook_state.json
-# (tests/vm/run.sh adds it as the suite "hooks") with cidctl, cid-oci-hook and cidd in /usr/bin, overlayfs in the kernel,
+# (tests/vm/run.sh adds it as the suite "hooks") with cidctl, cid-oci-hook(-standalone) and cidd in /usr/bin, overlayfs in the kernel,
 # DIR on a real filesystem and STATE the fixture hook_state.json beside this
 # script (@BUNDLE@ is replaced).  An overlay over two lower layers holding
 # the same files, a state JSON as a runtime passes it: after the hook (and
@@ -30,7 +30,7 @@ if ! cidctl status | grep -q 'named merging: available'; then
 	echo "1..0 # SKIP no /sys/kernel/mm/cid"
 	exit 77
 fi
-for b in cid-oci-hook cidd; do
+for b in cid-oci-hook cid-oci-hook-standalone cidd; do
 	command -v $b >/dev/null || { echo "1..0 # SKIP $b not in the guest"; exit 77; }
 done
 w=$dir/hook-guest.$$
@@ -104,6 +104,11 @@ cidd_pid=$!
 i=0
 while [ ! -S "$sock" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
 cid-oci-hook --budget-ms 0 --cidd-timeout-ms 10000 --index "$idx" --socket "$sock" --log "$w/hook.log" <"$w/state.json" >"$w/hook2.out" 2>&1
+if tail -n 1 "$w/hook.log" | grep -q '"ran_in":"cidd"' && head -n 1 "$w/hook.log" | grep -q '"ran_in":"standalone"'; then
+	ok "with cidd running the hook ran in cidd, without it standalone"
+else
+	not_ok "where the hook ran"; show "$w/hook.log"; show "$w/hook2.out"
+fi
 i=0
 until cidctl query "$o/L2/diff/usr/lib/big.bin" 2>/dev/null | grep -q 'tagged fsverity-sha256:'; do
 	[ $i -lt 300 ] || break

@@ -15,6 +15,11 @@ class Fd {
   }
   Fd(const Fd&) = delete;
   Fd& operator=(const Fd&) = delete;
+  Fd(Fd&& o) noexcept : fd_(o.fd_) { o.fd_ = -1; }
+  Fd& operator=(Fd&& o) noexcept {
+    if (this != &o) reset(o.fd_), o.fd_ = -1;
+    return *this;
+  }
   int get() const { return fd_; }
   void reset(int fd) {
     if (fd_ >= 0) close(fd_);

@@ -1,13 +1,14 @@
-// cid-oci-hook: an OCI runtime hook (createRuntime, or prestart for runtimes
-// without it) that makes a container's overlay lower layers share their
-// duplicated files: it indexes every lower layer, then tags the duplicates
-// (patched kernel), hard-links them (--hardlink, stock kernel, read-only
-// layers only) or reports them.  Whatever does not fit the synchronous
-// budget is handed to cidd.  See container-hooks/README.md.
+// The OCI hook's work (see oci_hook.h): the state and config.json read, the
+// overlay layers found, indexed within the budget, their duplicates shared
+// or reported, the rest handed to cidd.  cid-oci-hook-standalone runs it in
+// its own process, cidd in a thread of its own for cid-oci-hook (the
+// client).
 //
 // It never blocks a container: on bad input it says what is wrong on stderr
 // and exits 0, unless --fail-closed, where each kind of failure has its own
 // exit status (listed in kUsage).
+#include "oci/oci_hook.h"
+
 #include <getopt.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -18,7 +19,6 @@
 #include <cinttypes>
 #include <climits>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstring>
 #include <map>
@@ -26,7 +26,6 @@
 #include <optional>
 #include <nlohmann/json.hpp>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "cid/control.h"
@@ -68,6 +67,12 @@ constexpr char kUsageText[] =
     "(in /proc/PID/mountinfo of the state's pid), indexes every lower layer and\n"
     "tags their duplicated files (patched kernel), hard-links them (--hardlink,\n"
     "stock kernel) or reports them.  Work beyond the budget goes to cidd.\n"
+    "\n"
+    "cid-oci-hook, what hooks.d runs, hands each run to cidd when cidd is\n"
+    "running (it runs the hook in a thread that enters the caller's mount\n"
+    "namespace and working directory); otherwise, or if cidd cannot, it runs\n"
+    "cid-oci-hook-standalone, the same hook in a process of its own.  Both\n"
+    "take these options and give these exit statuses.\n"
     "\n"
     "  --index FILE        index database (default as cidctl: /var/lib/cid/index.db;\n"
     "                      also CID_INDEX)\n"
@@ -115,8 +120,8 @@ struct Failure {
   std::string msg;
 };
 
-const char* EnvOr(const char* name, const char* def) {
-  const char* v = getenv(name);
+const char* EnvOr(const OciHookIo& io, const char* name, const char* def) {
+  const char* v = io.getenv ? io.getenv(name) : nullptr;
   return v && *v ? v : def;
 }
 
@@ -190,17 +195,18 @@ std::optional<Failure> ReadContainer(const std::string& state_text, Container* c
 
 class Hook {
  public:
-  explicit Hook(Options o) : o_(std::move(o)) {}
+  Hook(Options o, const OciHookIo& io) : o_(std::move(o)), io_(io) {}
 
   int Run(const std::string& state_text) {
     start_ = Clock::now();
     summary_["hook"] = "cid-oci-hook";
+    summary_["ran_in"] = io_.ran_in;
     auto fail = Execute(state_text);
     summary_["ms"] = std::chrono::duration<double, std::milli>(Clock::now() - start_).count();
     if (fail) {
       summary_["error"] = fail->msg;
       summary_["exit"] = fail->code;
-      fprintf(stderr, "cid-oci-hook: %s%s\n", fail->msg.c_str(),
+      fprintf(io_.err, "cid-oci-hook: %s%s\n", fail->msg.c_str(),
               o_.fail_closed ? "" : " (container not blocked; --fail-closed would refuse it)");
     }
     WriteLog();
@@ -219,7 +225,7 @@ class Hook {
       for (auto& ch : v) ch = static_cast<char>(tolower(static_cast<unsigned char>(ch)));
       if (v == "false" || v == "0" || v == "no" || v == "off") {
         summary_["skipped"] = "io.cid.merge=false";
-        if (!o_.quiet) fprintf(stderr, "cid-oci-hook: container %s: io.cid.merge=false, left alone\n", c.id.c_str());
+        if (!o_.quiet) fprintf(io_.err, "cid-oci-hook: container %s: io.cid.merge=false, left alone\n", c.id.c_str());
         return std::nullopt;
       }
       if (v != "true" && v != "1" && v != "yes" && v != "on") {
@@ -268,7 +274,7 @@ class Hook {
     // later container's layers with this one's.
     std::string registry = DefaultLayerRegistryPath(index_path);
     if (Status r = RememberLayers(registry, layers); !r.ok()) {
-      fprintf(stderr, "cid-oci-hook: %s (hard-linking will not know these layers)\n", r.message().c_str());
+      fprintf(io_.err, "cid-oci-hook: %s (hard-linking will not know these layers)\n", r.message().c_str());
     }
 
     std::atomic<bool> stop{false};
@@ -303,7 +309,7 @@ class Hook {
       sh.journal = o_.journal.empty() ? DefaultJournalPath(index_path) : o_.journal;
       sh.stop = &stop;
       if (mode == ShareMode::kHardlink) sh.link_layers = LinkableLayers(registry, layers, {*mount}, storage_root);
-      sh.on_error = [&](const Status& s) { fprintf(stderr, "cid-oci-hook: %s\n", s.message().c_str()); };
+      sh.on_error = [&](const Status& s) { fprintf(io_.err, "cid-oci-hook: %s\n", s.message().c_str()); };
       Status s = ShareDuplicates(run.index.get(), layers, sh, &ss);
       if (!s.ok()) return Failure{kShareFailed, "container " + c.id + ": " + s.message()};
       pending = ss.stopped;
@@ -321,17 +327,17 @@ class Hook {
     json req = {{"op", "enqueue"}, {"container", c.id}, {"paths", layers}, {"hardlink", mode == ShareMode::kHardlink}};
     if (!domain.empty()) req["domain"] = domain;
     if (auto n = c.annotations.find("io.podman.annotations.name"); n != c.annotations.end()) req["name"] = n->second;
-    auto answer = ControlRequest(o_.socket, req.dump(), o_.cidd_timeout_ms);
+    auto answer = io_.control(o_.socket, req.dump(), o_.cidd_timeout_ms);
     summary_["cidd"] = answer.ok();
     if (!answer.ok() && (pending || !cidd_note.empty())) {
       if (cidd_note.empty()) cidd_note = answer.status().message();
-      fprintf(stderr,
+      fprintf(io_.err,
               "cid-oci-hook: container %s: %s; did only what fits in %d ms (%zu of %zu layers indexed), "
               "the rest waits for the next start or 'cidctl scan'\n",
               c.id.c_str(), cidd_note.c_str(), o_.budget_ms, scanned, layers.size());
     }
     if (!o_.quiet) {
-      fprintf(stderr,
+      fprintf(io_.err,
               "cid-oci-hook: container %s: %zu layers (%zu indexed now), %" PRIu64 " duplicated files (%" PRIu64
               " bytes); %s%s\n",
               c.id.c_str(), layers.size(), scanned, ss.files, ss.duplicated_bytes,
@@ -345,7 +351,7 @@ class Hook {
 
   Result<uint32_t> AskDomain(const std::string& name) {
     json req = {{"op", "domain"}, {"name", name}};
-    auto a = ControlRequest(o_.socket, req.dump(), o_.cidd_timeout_ms);
+    auto a = io_.control(o_.socket, req.dump(), o_.cidd_timeout_ms);
     if (!a.ok()) return a.status();
     json j = json::parse(*a, nullptr, false);
     if (j.is_discarded() || !j.value("ok", false) || !j.contains("id") || !j["id"].is_number_unsigned()) {
@@ -358,7 +364,7 @@ class Hook {
     if (o_.log.empty()) return;
     FILE* f = fopen(o_.log.c_str(), "a");
     if (!f) {
-      fprintf(stderr, "cid-oci-hook: log %s: %s\n", o_.log.c_str(), strerror(errno));
+      fprintf(io_.err, "cid-oci-hook: log %s: %s\n", o_.log.c_str(), strerror(errno));
       return;
     }
     fprintf(f, "%s\n", summary_.dump().c_str());
@@ -366,17 +372,29 @@ class Hook {
   }
 
   const Options o_;
+  const OciHookIo& io_;
   Clock::time_point start_;
   json summary_ = json::object();
 };
 
-int Main(int argc, char** argv) {
-  Options o;
-  o.index = EnvOr("CID_INDEX", "");
-  o.socket = DefaultSocketPath();
+// Parses args (args[0] the program's name) into *o: -1 to go on, else the
+// exit status.  getopt_long keeps its state in globals: one parse at a time
+// in a process (cidd runs hooks in several threads).
+int ParseArgs(const std::vector<std::string>& args, const OciHookIo& io, Options* out) {
+  static std::mutex getopt_mu;
+  std::lock_guard<std::mutex> lock(getopt_mu);
+  std::vector<std::string> copy = args;
+  std::vector<char*> argv_vec;
+  for (auto& a : copy) argv_vec.push_back(a.data());
+  argv_vec.push_back(nullptr);
+  int argc = static_cast<int>(copy.size());
+  char** argv = argv_vec.data();
+  Options& o = *out;
+  o.index = EnvOr(io, "CID_INDEX", "");
+  o.socket = EnvOr(io, "CID_SOCKET", kDefaultSocket);
   long budget = 200;
-  if (!ParseLong(EnvOr("CID_HOOK_BUDGET_MS", "200"), 0, 600000, &budget)) {
-    fprintf(stderr, "cid-oci-hook: CID_HOOK_BUDGET_MS: want milliseconds\n");
+  if (!ParseLong(EnvOr(io, "CID_HOOK_BUDGET_MS", "200"), 0, 600000, &budget)) {
+    fprintf(io.err, "cid-oci-hook: CID_HOOK_BUDGET_MS: want milliseconds\n");
     return kUsage;
   }
   enum { kIndex = 1000, kSocket, kBudget, kCiddTimeout, kHardlink, kJournal, kStorage, kMountinfo, kMinSize, kLog, kFailClosed,
@@ -396,22 +414,23 @@ int Main(int argc, char** argv) {
                          {"help", no_argument, nullptr, 'h'},
                          {nullptr, 0, nullptr, 0}};
   opterr = 0;
+  optind = 0;  // glibc: start afresh
   int c;
   while ((c = getopt_long(argc, argv, "h", opts, nullptr)) != -1) {
     long v = 0;
     switch (c) {
-      case 'h': printf("%s", kUsageText); return kOk;
+      case 'h': fputs(kUsageText, io.out); return kOk;
       case kIndex: o.index = optarg; break;
       case kSocket: o.socket = optarg; break;
       case kBudget:
         if (!ParseLong(optarg, 0, 600000, &budget)) {
-          fprintf(stderr, "cid-oci-hook: --budget-ms %s: want milliseconds\n", optarg);
+          fprintf(io.err, "cid-oci-hook: --budget-ms %s: want milliseconds\n", optarg);
           return kUsage;
         }
         break;
       case kCiddTimeout:
         if (!ParseLong(optarg, 1, 600000, &v)) {
-          fprintf(stderr, "cid-oci-hook: --cidd-timeout-ms %s: want milliseconds\n", optarg);
+          fprintf(io.err, "cid-oci-hook: --cidd-timeout-ms %s: want milliseconds\n", optarg);
           return kUsage;
         }
         o.cidd_timeout_ms = static_cast<int>(v);
@@ -422,7 +441,7 @@ int Main(int argc, char** argv) {
       case kMountinfo: o.mountinfo = optarg; break;
       case kMinSize:
         if (!ParseLong(optarg, 1, LONG_MAX, &v)) {
-          fprintf(stderr, "cid-oci-hook: --min-size %s: want bytes\n", optarg);
+          fprintf(io.err, "cid-oci-hook: --min-size %s: want bytes\n", optarg);
           return kUsage;
         }
         o.min_size = static_cast<uint64_t>(v);
@@ -431,39 +450,30 @@ int Main(int argc, char** argv) {
       case kFailClosed: o.fail_closed = true; break;
       case kQuiet: o.quiet = true; break;
       default:
-        fprintf(stderr, "cid-oci-hook: unknown option or missing value: %s (see --help)\n", argv[optind - 1]);
+        fprintf(io.err, "cid-oci-hook: unknown option or missing value: %s (see --help)\n", argv[optind - 1]);
         return kUsage;
     }
   }
   if (optind < argc) {
     // runc passes the hook's args; anything extra is a configuration mistake.
-    fprintf(stderr, "cid-oci-hook: unexpected argument '%s' (see --help)\n", argv[optind]);
+    fprintf(io.err, "cid-oci-hook: unexpected argument '%s' (see --help)\n", argv[optind]);
     return kUsage;
   }
   o.budget_ms = static_cast<int>(budget);
-  if (isatty(STDIN_FILENO)) {
-    fprintf(stderr, "cid-oci-hook: reads the OCI state JSON on stdin (see --help)\n");
-    return kUsage;
-  }
-  std::string state;
-  char buf[65536];
-  ssize_t n;
-  while ((n = read(STDIN_FILENO, buf, sizeof(buf))) > 0) {
-    state.append(buf, static_cast<size_t>(n));
-    if (state.size() > (16u << 20)) break;  // no real state is this large
-  }
-  Hook hook(o);
-  return hook.Run(state);
+  return -1;
 }
 
 }  // namespace
-}  // namespace cid
 
-int main(int argc, char** argv) {
-  try {
-    return cid::Main(argc, argv);
-  } catch (const std::bad_alloc&) {
-    fprintf(stderr, "cid-oci-hook: out of memory\n");
-    return 1;
+int RunOciHook(const std::vector<std::string>& args, const std::string* state, const OciHookIo& io) {
+  Options o;
+  if (int done = ParseArgs(args, io, &o); done >= 0) return done;
+  if (!state) {
+    fprintf(io.err, "cid-oci-hook: reads the OCI state JSON on stdin (see --help)\n");
+    return kUsage;
   }
+  Hook hook(o, io);
+  return hook.Run(*state);
 }
+
+}  // namespace cid
