@@ -1,5 +1,7 @@
 #include "hook_util.h"
 
+#include <sys/stat.h>
+
 #include <cerrno>
 #include <cstdlib>
 
@@ -23,7 +25,7 @@ Deadline::~Deadline() {
 }
 
 IndexRun IndexTrees(const std::string& index_path, const std::vector<std::string>& trees, bool lower_layers,
-                    const std::atomic<bool>* stop) {
+                    const std::atomic<bool>* stop, Index* reader) {
   IndexRun run;
   auto fail = [&](const Status& s) {
     run.error = s;
@@ -44,36 +46,69 @@ IndexRun IndexTrees(const std::string& index_path, const std::vector<std::string
   // does not and every one after it are scanned.  No index yet (or one of
   // an older schema, which only a writer upgrades): scan them all.
   size_t first_stale = 0;
-  auto ro = Index::Open(index_path, Index::Mode::kReadOnly);
-  if (ro.ok()) {
+  std::unique_ptr<Index> own_reader;
+  if (!reader) {
+    auto ro = Index::Open(index_path, Index::Mode::kReadOnly);
+    if (ro.ok()) own_reader = std::move(*ro);
+    reader = own_reader.get();
+  }
+  if (reader) {
     ScanOptions check = so;
     check.check_only = true;
     check.trust_root_signature = lower_layers;
     for (; first_stale < trees.size(); first_stale++) {
       ScanStats st;
-      Status s = ScanTree(ro->get(), trees[first_stale], check, &st);
+      Status s = ScanTree(reader, trees[first_stale], check, &st);
       if (!s.ok() || !st.current) break;  // an error is the scan's to report
     }
     run.indexed = run.current = first_stale;
     if ((stop && stop->load()) || first_stale == trees.size()) {
-      run.index = std::move(*ro);
+      run.owned = std::move(own_reader);
+      run.index = reader;
       return run;
     }
   }
   auto rw = Index::Open(index_path, Index::Mode::kReadWrite);
   if (!rw.ok()) return fail(rw.status());
   run.wrote = true;
-  run.index = std::move(*rw);
-  if (ro.ok()) ro->reset();
+  run.owned = std::move(*rw);
+  run.index = run.owned.get();
+  own_reader.reset();
   for (size_t i = first_stale; i < trees.size(); i++) {
     ScanStats st;
-    Status s = ScanTree(run.index.get(), trees[i], so, &st);
+    Status s = ScanTree(run.index, trees[i], so, &st);
     if (!s.ok()) return fail(s);
     run.hashed += st.hashed;
     if (st.interrupted) break;
     run.indexed++;
   }
   return run;
+}
+
+Index* ReadIndexCache::For(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) < 0) return nullptr;
+  if (index && (st.st_dev != dev || st.st_ino != ino)) return nullptr;  // another index: the caller opens its own
+  if (!index) {
+    auto ro = Index::Open(path, Index::Mode::kReadOnly);
+    if (!ro.ok()) return nullptr;
+    index = std::move(*ro);
+    dev = st.st_dev;
+    ino = st.st_ino;
+    version = -1;
+    reports.clear();
+  }
+  auto v = index->DataVersion();
+  if (!v.ok()) {  // reopened at the next run
+    index.reset();
+    reports.clear();
+    return nullptr;
+  }
+  if (*v != version) {
+    reports.clear();
+    version = *v;
+  }
+  return index.get();
 }
 
 bool ParseLong(const char* s, long min, long max, long* out) {

@@ -7,13 +7,17 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <thread>
 #include <vector>
 
+#include <sys/types.h>
+
 #include "cid/index.h"
+#include "cid/share.h"
 #include "cid/status.h"
 
 namespace cid {
@@ -47,7 +51,8 @@ struct IndexRun {
   Status error;              // a tree could not be indexed at all
   bool index_failed = false; // ... because the index failed
   bool wrote = false;        // the index was opened for writing
-  std::unique_ptr<Index> index;  // open on the index, for what follows
+  std::unique_ptr<Index> owned;  // the connection IndexTrees opened, if it did
+  Index* index = nullptr;        // open on the index, for what follows (owned, or the one passed in)
 };
 
 // Indexes `trees` in order until *stop is set; the tree being indexed then
@@ -60,8 +65,32 @@ struct IndexRun {
 // never changes, and a root directory unchanged since its last complete
 // scan is trusted without a walk (ScanOptions::trust_root_signature; cidd,
 // which the hook hands every layer to, walks them in the background).
+// `reader`, if given, is a read-only connection to the same index for the
+// check (ReadIndexCache): none is opened then, and run.index is it when no
+// tree needed a scan.
 IndexRun IndexTrees(const std::string& index_path, const std::vector<std::string>& trees, bool lower_layers,
-                    const std::atomic<bool>* stop);
+                    const std::atomic<bool>* stop, Index* reader = nullptr);
+
+// What a long-lived process (cidd) keeps for the hook runs it does: one
+// read-only connection to the index, open across runs, and report mode's
+// counts of the layer sets it answered, kept while the index is unchanged
+// (PRAGMA data_version on that connection).  An already-indexed stack then
+// costs no connection set-up and, in report mode, no count.  One run at a
+// time uses it, under mu.  The index is told by its device and inode, not
+// its path: runs resolve paths in their callers' mount namespaces.
+struct ReadIndexCache {
+  std::mutex mu;
+  dev_t dev = 0;
+  ino_t ino = 0;
+  std::unique_ptr<Index> index;
+  int64_t version = -1;
+  std::map<std::pair<std::vector<std::string>, uint64_t>, ShareStats> reports;  // (layers, min_size)
+
+  // The connection for the index at `path` (stat here), or nullptr if the
+  // cache holds another index and cannot open this one; drops the counts if
+  // the index changed since the last call.  Call with mu held.
+  Index* For(const std::string& path);
+};
 
 // strtol of a whole string within [min, max].
 bool ParseLong(const char* s, long min, long max, long* out);

@@ -145,7 +145,7 @@ int Run(const Options& o, const std::string& name, const std::string& type) {
     sh.eligible = [&policy](const std::string& p) { return policy.Eligible(p); };
     sh.stop = &stop;
     sh.on_error = [](const Status& s) { fprintf(stderr, "cid-lxc-hook: %s\n", s.message().c_str()); };
-    Status s = ShareDuplicates(run.index.get(), {rootfs}, sh, &ss);
+    Status s = ShareDuplicates(run.index, {rootfs}, sh, &ss);
     if (!s.ok()) return finish(kShareFailed, s.message());
     pending = ss.stopped;
   }

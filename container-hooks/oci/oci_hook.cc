@@ -279,7 +279,15 @@ class Hook {
 
     std::atomic<bool> stop{false};
     Deadline deadline(std::chrono::milliseconds(o_.budget_ms), &stop);
-    IndexRun run = IndexTrees(index_path, layers, /*lower_layers=*/true, &stop);
+    // In cidd: its reader of this index, held for the rest of the run.
+    std::unique_lock<std::mutex> cache_lock;
+    Index* reader = nullptr;
+    if (ReadIndexCache* cache = io_.index_cache) {
+      cache_lock = std::unique_lock<std::mutex>(cache->mu);
+      reader = cache->For(index_path);
+      if (!reader) cache_lock.unlock();
+    }
+    IndexRun run = IndexTrees(index_path, layers, /*lower_layers=*/true, &stop, reader);
     if (!run.error.ok()) return Failure{run.index_failed ? kIndexFailed : kBadLayer, run.error.message()};
     size_t scanned = run.indexed;
     summary_["layers_indexed"] = scanned;
@@ -310,10 +318,23 @@ class Hook {
       sh.stop = &stop;
       if (mode == ShareMode::kHardlink) sh.link_layers = LinkableLayers(registry, layers, {*mount}, storage_root);
       sh.on_error = [&](const Status& s) { fprintf(io_.err, "cid-oci-hook: %s\n", s.message().c_str()); };
-      Status s = ShareDuplicates(run.index.get(), layers, sh, &ss);
-      if (!s.ok()) return Failure{kShareFailed, "container " + c.id + ": " + s.message()};
+      // Report mode on an unchanged index: the counts cidd kept, if any.
+      ReadIndexCache* cache = reader && run.index == reader && mode == ShareMode::kReport ? io_.index_cache : nullptr;
+      auto key = std::make_pair(layers, o_.min_size);
+      if (auto kept = cache ? cache->reports.find(key) : decltype(cache->reports.end()){};
+          cache && kept != cache->reports.end()) {
+        ss = kept->second;
+        summary_["counts_kept"] = true;
+      } else {
+        Status s = ShareDuplicates(run.index, layers, sh, &ss);
+        if (!s.ok()) return Failure{kShareFailed, "container " + c.id + ": " + s.message()};
+        // Kept only if nobody wrote the index meanwhile.
+        int64_t version = cache ? cache->version : -1;
+        if (cache && !ss.stopped && cache->For(index_path) == reader && cache->version == version) cache->reports[key] = ss;
+      }
       pending = ss.stopped;
     }
+    if (cache_lock.owns_lock()) cache_lock.unlock();  // run.index is not used below
     summary_["duplicated_contents"] = ss.groups;
     summary_["duplicated_files"] = ss.files;
     summary_["duplicated_bytes"] = ss.duplicated_bytes;

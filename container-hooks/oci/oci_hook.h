@@ -14,6 +14,8 @@
 
 namespace cid {
 
+struct ReadIndexCache;
+
 // Where the hook's run reads its environment and writes what it says.
 struct OciHookIo {
   // The hook's environment (CID_INDEX, CID_SOCKET, CID_HOOK_BUDGET_MS);
@@ -26,6 +28,9 @@ struct OciHookIo {
   std::function<Result<std::string>(const std::string& socket, const std::string& request, int timeout_ms)> control;
   // Where the run happens, for the --log line's "ran_in".
   std::string ran_in = "standalone";
+  // cidd's connection and counts kept across runs (hook_util.h); none for
+  // the standalone hook.
+  ReadIndexCache* index_cache = nullptr;
 };
 
 // Runs the hook with args (args[0] the program's name) on the state the

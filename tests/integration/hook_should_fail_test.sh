@@ -163,6 +163,34 @@ expect_eq "golden run in cidd: cidd reached" "$(json "$w/cidd-run.log" 'j["cidd"
 expect_grep "golden run in cidd: summary relayed" "container good1: 2 layers (2 indexed now), 3 duplicated files" "$w/err"
 ok "a run handed to cidd finds what the standalone hook finds; its stderr and exit status are relayed"
 
+# cidd keeps report mode's counts while the index is unchanged; a change
+# (here a new copy in a layer, which the hook itself rescans) drops them.
+if [ ! -d /sys/kernel/mm/cid ]; then
+	cidd_run() {  # LOG: a quiet run handed to cidd, its --log line in LOG
+		rm -f "$1"
+		"$CID_OCI_HOOK" --fail-closed --quiet --budget-ms 60000 --index "$w/index.db" --mountinfo "$w/mountinfo" \
+			--socket "$CSOCK" --log "$1" <"$w/state.json" 2>"$w/err" || { cat "$w/err" >&2; fail "run in cidd"; }
+	}
+	cidd_run "$w/k1.log"
+	expect_eq "unchanged index: counts kept" "$(json "$w/k1.log" 'j.get("counts_kept", False)')" True
+	expect_eq "unchanged index: duplicated files" "$(json "$w/k1.log" 'j["duplicated_files"]')" 3
+	cp "$o/L1/diff/own.txt" "$o/L2/diff/own-again.txt"
+	cidd_run "$w/k2.log"
+	expect_eq "changed layer: rescanned" "$(json "$w/k2.log" 'j["index_written"]')" True
+	expect_eq "changed layer: counted again" "$(json "$w/k2.log" 'j.get("counts_kept", False)')" False
+	expect_eq "changed layer: new copy counted" "$(json "$w/k2.log" 'j["duplicated_files"]')" 5
+	cidd_run "$w/k3.log"
+	expect_eq "after the change: counted again" "$(json "$w/k3.log" 'j.get("counts_kept", False)')" False
+	expect_eq "after the change: duplicated files" "$(json "$w/k3.log" 'j["duplicated_files"]')" 5
+	cidd_run "$w/k4.log"
+	expect_eq "then kept" "$(json "$w/k4.log" 'j.get("counts_kept", False)')" True
+	expect_eq "then kept: duplicated files" "$(json "$w/k4.log" 'j["duplicated_files"]')" 5
+	rm "$o/L2/diff/own-again.txt"
+	cidd_run "$w/k5.log"
+	expect_eq "copy removed: counted again" "$(json "$w/k5.log" 'j["duplicated_files"]')" 3
+	ok "report counts kept by cidd while the index is unchanged, counted again after every change"
+fi
+
 # A hook in a mount namespace of its own (as a runtime may run it): its
 # bundle and layers exist only there, and cidd's thread sees them by
 # entering that namespace.

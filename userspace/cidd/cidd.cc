@@ -58,6 +58,7 @@
 #include "cid/share.h"
 #include "cid/throttle.h"
 #include "cid/walker.h"
+#include "common/hook_util.h"
 #include "oci/oci_hook.h"
 #include "state.h"
 #include "watch.h"
@@ -445,6 +446,7 @@ class Daemon {
     size_t out_len = 0, err_len = 0;
     OciHookIo io;
     io.ran_in = "cidd";
+    io.index_cache = &hook_index_;
     io.out = open_memstream(&out_text, &out_len);
     io.err = open_memstream(&err_text, &err_len);
     if (!io.out || !io.err) {
@@ -864,6 +866,7 @@ class Daemon {
   double hash_seconds_ = 0;  // worker thread only
   std::atomic<bool> worker_failed_{false};
 
+  ReadIndexCache hook_index_;  // the hook runs' reader of the index (hook_util.h)
   std::mutex hooks_mu_;
   std::condition_variable hooks_cv_;
   int hook_threads_ = 0;  // guarded by hooks_mu_: OCI hook runs in progress
