@@ -24,6 +24,7 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -296,6 +297,8 @@ static const char *const kValued[] = {"--index",        "--socket",   "--budget-
 
 int main(int argc, char **argv) {
   (void)argc;
+  // A runtime that closed our stdout or stderr must not see us die of it.
+  signal(SIGPIPE, SIG_IGN);
   const char *socket_path = getenv("CID_SOCKET");
   if (!socket_path || !*socket_path) socket_path = kDefaultSocket;
   long budget = 200, cidd_timeout = 500;
