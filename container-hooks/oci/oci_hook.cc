@@ -345,7 +345,8 @@ class Hook {
     summary_["pending"] = pending;
 
     // cidd finishes what is pending and keeps the container for its metrics.
-    json req = {{"op", "enqueue"}, {"container", c.id}, {"paths", layers}, {"hardlink", mode == ShareMode::kHardlink}};
+    json req = {{"op", "enqueue"}, {"container", c.id}, {"paths", layers}, {"hardlink", mode == ShareMode::kHardlink},
+                {"shared", !pending && can_share}};
     if (!domain.empty()) req["domain"] = domain;
     if (auto n = c.annotations.find("io.podman.annotations.name"); n != c.annotations.end()) req["name"] = n->second;
     auto answer = io_.control(o_.socket, req.dump(), o_.cidd_timeout_ms);

@@ -122,6 +122,19 @@ expect_eq "domain of ctr-dom" "$(json "$D/state.json" '[c["domain"] for c in j["
 expect_eq "opted-out container unknown to cidd" "$(json "$D/state.json" '[c["id"] for c in j["containers"] if c["id"] == "ctr-out"]')" "[]"
 ok "io.cid.domain=tenant-a reaches cidd with the container; io.cid.merge=false hands nothing over"
 
+# Containers started from a stack the hook found indexed and shared: cidd
+# records them, but walks the layers at most once per --rescan-interval.
+walks() { grep -c "^cidd: $o/L1/diff: " "$D/cidd.log"; }
+walked=$(walks)
+[ "$walked" -ge 1 ] || fail "cidd never walked $o/L1/diff"
+hook_with ctr-again-1 '{}'
+hook_with ctr-again-2 '{}'
+wait_for "cidd to list ctr-again-2" 10 sh -c "'$CIDCTL' metrics --json | grep -q ctr-again-2"
+sleep 1
+expect_eq "queue after two more starts" "$(queue_length)" 0
+expect_eq "walks of a layer after two more starts" "$(walks)" "$walked"
+ok "two more containers on an indexed, shared stack: recorded, their layers not walked again"
+
 "$CIDCTL" metrics >"$D/metrics.txt"
 expect_grep "metrics text" '^cid_duplicated_bytes 210000$' "$D/metrics.txt"
 expect_grep "per container" "^cid_container_files{container=\"ctr-1\",name=\"web\"} 40$" "$D/metrics.txt"

@@ -96,7 +96,9 @@ constexpr char kUsage[] =
     "  --watch DIR           a layer store without hooks (/var/lib/docker/overlay2,\n"
     "                        /var/lib/containers/storage/overlay): index every\n"
     "                        DIR/<id>/diff as it appears (inotify) and at every rescan\n"
-    "  --rescan-interval S   rescan watched stores every S seconds (default 600)\n"
+    "  --rescan-interval S   rescan watched stores every S seconds (default 600); a\n"
+    "                        layer a hook found indexed and shared is walked again\n"
+    "                        at most this often\n"
     "  --help\n"
     "\n"
     "Signals: SIGTERM/SIGINT stop (the tree being indexed stays queued and\n"
@@ -499,8 +501,23 @@ class Daemon {
                        req.contains("name") && req["name"].is_string() ? req["name"].get<std::string>() : "", domain,
                        paths};
     }
+    // "shared": the hook found every layer indexed and shared its
+    // duplicates itself.  What remains for cidd is the walk that checks a
+    // trusted root signature; a layer walked within --rescan-interval is
+    // not walked again for every container started from it.
+    std::vector<std::string> queue = paths;
+    if (req.value("shared", false)) {
+      std::lock_guard<std::mutex> l(mu_);
+      auto now = Clock::now();
+      queue.erase(std::remove_if(queue.begin(), queue.end(),
+                                 [&](const std::string& p) {
+                                   auto w = walked_.find(p);
+                                   return w != walked_.end() && now - w->second < std::chrono::seconds(c_.rescan_interval);
+                                 }),
+                  queue.end());
+    }
     // One transaction: the hook waits for this answer at container start.
-    auto added = state_->Announce(c ? &*c : nullptr, paths, domain, hardlink, writable);
+    auto added = state_->Announce(c ? &*c : nullptr, queue, domain, hardlink, writable);
     if (!added.ok()) return {{"ok", false}, {"error", added.status().message()}};
     Wake();
     return {{"ok", true}, {"queued", *added}};
@@ -623,6 +640,8 @@ class Daemon {
     if (ss.stopped) return;
     tagged_[st.root] = ss.tagged;
     (void)state_->Done(item.id);
+    std::lock_guard<std::mutex> l(mu_);
+    walked_[item.path] = Clock::now();
   }
 
   // Tags last one boot: tag again what the index says is duplicated.  A
@@ -874,6 +893,7 @@ class Daemon {
   std::mutex mu_;
   std::condition_variable cv_;
   bool wake_ = false;     // guarded by mu_
+  std::map<std::string, Clock::time_point> walked_;  // guarded by mu_: trees Process finished, when
   json snapshot_;         // guarded by mu_
   std::string metrics_;   // guarded by mu_
 };

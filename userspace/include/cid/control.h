@@ -4,7 +4,10 @@
 // the user cidd runs as) is answered: cidd checks SO_PEERCRED.
 //
 // Requests: {"op":"enqueue","paths":[...],"container":ID,"name":NAME,
-// "domain":NAME,"hardlink":bool}, {"op":"state"}, {"op":"metrics"}.
+// "domain":NAME,"hardlink":bool,"shared":bool} ("shared": the hook indexed
+// and shared every layer itself; cidd then skips layers it walked within
+// its --rescan-interval), {"op":"domain","name":NAME}, {"op":"state"},
+// {"op":"metrics"}, and cid-oci-hook's {"op":"oci-hook",...} (cidd.cc).
 // Answers carry "ok": true, or "ok": false and "error": MESSAGE.
 #ifndef CID_CONTROL_H_
 #define CID_CONTROL_H_
