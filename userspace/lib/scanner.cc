@@ -31,10 +31,11 @@ namespace cid {
 // cache and reads the pages again: in a first scan of /usr (167,000
 // inodes) 172,000 pread64 calls, and the lookups by size were 17% of the
 // scan's CPU time, on the thread every file passes through.  About 200
-// bytes per inode (a first scan only: a rescan's index is never new).
-// The writing thread checks that no other connection wrote (see
-// Batch::Apply); if one did, the rows here are dropped and the lookups go
-// to SQL again.
+// bytes per inode and its first name (a first scan only: a rescan's index
+// is never new); the overlays of the buffered batches are not kept
+// meanwhile (see Batch::PutInode).  The writing thread checks that no
+// other connection wrote (see Batch::Apply); if one did, the rows here are
+// dropped and the lookups go to SQL and the overlays again.
 class OwnRows {
  public:
   size_t size() const { return rows_.size(); }
@@ -51,12 +52,12 @@ class OwnRows {
     if (r.has_partial && (added || !row.rec.has_partial || row.rec.partial != r.partial || row.rec.size != r.size))
       by_partial_[SizePartial{r.size, r.partial}].push_back(k);
     row.rec = r;
-    if (r.hashed) std::string().swap(row.name);  // only an unhashed row is ever opened by its name
   }
-  // The first name put for an unhashed inode.
+  // The first name put for an inode: an unhashed one is opened by it to be
+  // hashed (a backfill), a hashed one to be compared with a twin.
   void Name(const std::string& path, const InodeKey& k) {
     auto it = rows_.find(k);
-    if (it != rows_.end() && !it->second.rec.hashed && it->second.name.empty()) it->second.name = path;
+    if (it != rows_.end() && it->second.name.empty()) it->second.name = path;
   }
   const InodeRecord* Find(const InodeKey& k) const {
     auto it = rows_.find(k);
@@ -216,24 +217,28 @@ class Batch {
     return std::move(own_);
   }
 
+  // While OwnRows answer the lookups, the overlays are not kept (their
+  // maps were a third of the main thread's time in a first scan of /usr):
+  // OwnRows hold the same rows and names.  Own() builds them from the
+  // buffered writes if OwnRows are given up.
   void PutInode(const InodeRecord& r) {
     if (Checking()) return;
     Note();
-    if (own_) own_->Put(r);
-    InodeKey k{r.dev, r.ino};
+    OwnRows* own = Own();
     ops_.push_back(Op{Op::kInode, r, {}, 0});
-    cur_.inodes.insert_or_assign(k, r);
-    cur_.sizes[r.size].push_back(k);
+    if (own) own->Put(r);
+    else cur_.Add(ops_.back());
   }
   void PutPath(const std::string& path, int64_t root_id, uint64_t dev, uint64_t ino) {
     if (Checking()) return;
     Note();
+    OwnRows* own = Own();
     InodeRecord r;
     r.dev = dev;
     r.ino = ino;
     ops_.push_back(Op{Op::kPath, r, path, root_id});
-    cur_.paths[InodeKey{dev, ino}].push_back(path);
-    if (own_) own_->Name(path, InodeKey{dev, ino});
+    if (own) own->Name(path, InodeKey{dev, ino});
+    else cur_.Add(ops_.back());
   }
   void DeletePath(const std::string& path) {
     if (Checking()) return;
@@ -281,8 +286,9 @@ class Batch {
     }
     ops_.clear();
     // Grown from nothing, the buffer's reallocations (each moving every
-    // Op) were 1% of a first scan's samples.
-    ops_.reserve(std::min<uint64_t>(options_.batch_writes, 1 << 14));
+    // Op) were 1% of a first scan's samples; a batch grows to 4 times
+    // batch_writes while the one before is applied (MaybeCommit).
+    ops_.reserve(std::min<uint64_t>(4 * options_.batch_writes, 1 << 16));
     std::swap(cur_, applying_);
     cur_.Clear();
     return wait ? Collect(true) : Status::OK();
@@ -339,12 +345,12 @@ class Batch {
     return out;
   }
   Result<std::vector<std::string>> PathsOfInode(uint64_t dev, uint64_t ino) {
+    if (const OwnRows* own = Own()) {
+      if (const std::string* name = own->NameOf(InodeKey{dev, ino})) return std::vector<std::string>{*name};
+    }
     for (Overlay* o : {&cur_, &applying_}) {
       auto it = o->paths.find(InodeKey{dev, ino});
       if (it != o->paths.end()) return it->second;
-    }
-    if (const OwnRows* own = Own()) {
-      if (const std::string* name = own->NameOf(InodeKey{dev, ino})) return std::vector<std::string>{*name};
     }
     if (Status r = Read(); !r.ok()) return r;
     return index_->PathsOfInode(dev, ino, 1);
@@ -369,6 +375,15 @@ class Batch {
     std::unordered_map<InodeKey, InodeRecord, InodeKeyHash> inodes;
     std::unordered_map<uint64_t, std::vector<InodeKey>> sizes;
     std::unordered_map<InodeKey, std::vector<std::string>, InodeKeyHash> paths;
+    void Add(const Op& op) {
+      InodeKey k{op.inode.dev, op.inode.ino};
+      if (op.kind == Op::kInode) {
+        inodes.insert_or_assign(k, op.inode);
+        sizes[op.inode.size].push_back(k);
+      } else if (op.kind == Op::kPath) {
+        paths[k].push_back(op.path);
+      }
+    }
     void Clear() {
       inodes.clear();
       sizes.clear();
@@ -384,9 +399,26 @@ class Batch {
     return options_.check_only;
   }
   // OwnRows while they are all the rows there are (nullptr otherwise).
-  const OwnRows* Own() {
-    if (own_ && own_lost_.load(std::memory_order_acquire)) own_.reset();
+  OwnRows* Own() {
+    if (own_ && own_lost_.load(std::memory_order_acquire)) LoseOwnRows();
     return own_.get();
+  }
+  // Another connection wrote: the lookups go to SQL and the overlays,
+  // which were not kept while OwnRows answered.  The batch being applied
+  // is waited for and no snapshot older than it stays open (its rows are
+  // then in every read), and the overlay of the buffered writes is built.
+  void LoseOwnRows() {
+    own_.reset();
+    Status s = Collect(true);  // the writing thread's error stays in write_error_ for the next commit
+    (void)s;
+    if (reading_) {
+      reading_ = false;
+      Status e = index_->Commit();
+      (void)e;  // ends a read transaction; a failure shows at the next statement
+    }
+    applying_.Clear();
+    cur_.Clear();
+    for (const Op& op : ops_) cur_.Add(op);
   }
   // On the writing thread, in each batch's transaction, with OwnRows:
   // before the first batch the index must still have the inode rows it had
