@@ -271,6 +271,7 @@ int CmdScan(int argc, char** argv) {
   }
   jw.EndArray().EndObject();
   if (json) printf("%s\n", jw.str().c_str());
+  session.LeaveToExit();
   if (interrupted) {
     Error("scan interrupted; everything hashed so far is kept in " + (*index)->path() +
           "; run the same scan again to continue");

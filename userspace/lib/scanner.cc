@@ -123,6 +123,11 @@ class OwnRows {
 ScanSession::ScanSession() = default;
 ScanSession::~ScanSession() = default;
 
+void ScanSession::LeaveToExit() {
+  static auto* left = new std::vector<std::unique_ptr<OwnRows>>;
+  if (own) left->push_back(std::move(own));
+}
+
 namespace {
 
 using Clock = std::chrono::steady_clock;

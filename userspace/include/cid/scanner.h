@@ -38,6 +38,10 @@ struct ScanSession {
   ~ScanSession();
   ScanSession(const ScanSession&) = delete;
   ScanSession& operator=(const ScanSession&) = delete;
+  // For a process about to exit: the rows in memory are left to the exit
+  // rather than freed one by one (0.1 s at the end of a first scan of /usr,
+  // after everything else).  They stay reachable, so leak checkers are quiet.
+  void LeaveToExit();
   std::unique_ptr<OwnRows> own;
 };
 
