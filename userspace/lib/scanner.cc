@@ -558,9 +558,14 @@ class Batch {
 // chunks, to the calling thread, which calls cb's on_file and on_error: the
 // walk's getdents and fstatat then overlap the index work per file (a first
 // scan's main thread was busy 64% of the time, the hashing threads 18%).
-// The walk stops when *cb.stop is set, as in the calling thread.
+// The walk stops when *cb.stop is set, as in the calling thread.  While
+// the calling thread waits for the walk, it calls idle() every
+// millisecond as long as idle() returns true (it has work that may come
+// in meanwhile: the scan takes the hashing threads' outcomes and queues
+// what follows from them, instead of leaving them idle until the next
+// chunk).
 Status WalkInThread(const std::function<Status(const WalkCallbacks&, WalkStats*)>& walk, const WalkCallbacks& cb,
-                    WalkStats* ws) {
+                    WalkStats* ws, const std::function<bool()>& idle) {
   struct Item {
     std::string path;
     FileStat st;
@@ -599,6 +604,13 @@ Status WalkInThread(const std::function<Status(const WalkCallbacks&, WalkStats*)
     std::vector<Item> chunk;
     {
       std::unique_lock<std::mutex> l(mu);
+      bool more = true;
+      while (more && chunks.empty() && !done) {
+        l.unlock();
+        more = idle();
+        l.lock();
+        if (more) cv.wait_for(l, std::chrono::milliseconds(1), [&] { return !chunks.empty() || done; });
+      }
       cv.wait(l, [&] { return !chunks.empty() || done; });
       if (chunks.empty()) break;
       chunk = std::move(chunks.front());
@@ -1259,7 +1271,18 @@ Status Scan::Run(const std::string& root_arg) {
     anchor_fd_ = OpenRootDir(*root);
     if (anchor_fd_ < 0) return Status::FromErrno(*root, -anchor_fd_);
     anchor_len_ = *root == "/" ? 1 : root->size() + 1;
-    s = WalkInThread([&](const WalkCallbacks& c, WalkStats* w) { return WalkFd(anchor_fd_, *root, c, w); }, cb, &ws);
+    // Waiting for the walk, the outcomes that came are taken and what
+    // follows from them queued: the hashing threads had nothing to do
+    // until the next chunk (a partial fingerprint's file waited to be
+    // hashed whole or compared).
+    auto idle = [this] {
+      if (!pool_ || !failed_.ok() || stop_) return false;
+      Status d = Drain(false);
+      if (!d.ok()) failed_ = d;
+      return failed_.ok() && pool_->pending() > 0;
+    };
+    s = WalkInThread([&](const WalkCallbacks& c, WalkStats* w) { return WalkFd(anchor_fd_, *root, c, w); }, cb, &ws,
+                     idle);
   } else {
     size_t slash = root->rfind('/');
     std::string parent = slash == 0 ? "/" : root->substr(0, slash);
