@@ -1006,7 +1006,9 @@ void Scan::Queue(const std::string& path, const FileStat& st, int dir_fd, std::s
   if (partial) pool_->Add(std::move(req));
   else AddWhole(std::move(req));
   Throttle();
-  if (++walked_since_drain_ >= 64) {
+  // Outcomes are taken every 16 queued files (a mutex round trip): a file
+  // whose fingerprint came back is queued to be hashed or compared soon.
+  if (++walked_since_drain_ >= 16) {
     walked_since_drain_ = 0;
     Status s = Drain(false);
     if (!s.ok()) failed_ = s;
