@@ -6,7 +6,10 @@
 
 #include <algorithm>
 #include <map>
+#include <optional>
 #include <set>
+#include <system_error>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -111,35 +114,64 @@ Result<std::vector<DupGroup>> FindCurrentDuplicates(Index* index, uint64_t min_s
     for (size_t i = 0; i < (*groups)[g].inodes.size(); i++)
       for (const std::string& p : (*groups)[g].inodes[i].paths) names.push_back(Name{&p, g, i});
   std::sort(names.begin(), names.end(), [](const Name& a, const Name& b) { return *a.path < *b.path; });
-  int dir_fd = -1;     // the directory of the last name, opened beneath its root
-  int dir_err = 0;     // or why it could not be
-  int dir_root = -1;   // the root fd it was opened beneath
-  std::string dir_rel;  // its path relative to that root ("" for the root itself)
-  for (Name& n : names) {
-    auto where = fds.Resolve(*n.path);
-    if (!where.ok()) continue;
-    const std::string& rel = where->second;
-    size_t slash = rel.rfind('/');
-    std::string_view dir = slash == std::string::npos ? std::string_view() : std::string_view(rel).substr(0, slash);
-    std::string_view base = slash == std::string::npos ? std::string_view(rel) : std::string_view(rel).substr(slash + 1);
-    if (dir_root != where->first || dir_rel != dir || (dir_fd < 0 && dir_err == 0)) {
-      if (dir_fd >= 0 && dir_fd != dir_root) close(dir_fd);
-      dir_root = where->first;
-      dir_rel = dir;
-      dir_err = 0;
-      dir_fd = dir.empty() ? dir_root : OpenBeneath(dir_root, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW);
-      if (dir_fd < 0) dir_err = -dir_fd;
-    }
-    if (dir_fd < 0 || base.empty()) continue;
-    struct stat st;
-    if (fstatat(dir_fd, std::string(base).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
-    const DupGroup& g = (*groups)[n.group];
-    const DupInode& in = g.inodes[n.inode];
-    FileStat f = FileStat::From(st);
-    n.current = f.dev == in.dev && f.ino == in.ino && f.size == g.size && f.mtime_ns == in.mtime_ns &&
-                f.ctime_ns == in.ctime_ns;
+  // The names are resolved to (root fd, path below it) here, then checked
+  // by two threads, each a contiguous half in path order: on 2 idle cores
+  // the 16,000 names of three Debian copies took half the time.
+  struct Where {
+    int root = -1;
+    std::string rel;
+  };
+  std::vector<Where> where(names.size());
+  for (size_t i = 0; i < names.size(); i++) {
+    auto w = fds.Resolve(*names[i].path);
+    if (w.ok()) where[i] = Where{w->first, std::move(w->second)};
   }
-  if (dir_fd >= 0 && dir_fd != dir_root) close(dir_fd);
+  auto check = [&](size_t begin, size_t end) {
+    int dir_fd = -1;     // the directory of the last name, opened beneath its root
+    int dir_err = 0;     // or why it could not be
+    int dir_root = -1;   // the root fd it was opened beneath
+    std::string dir_rel;  // its path relative to that root ("" for the root itself)
+    for (size_t i = begin; i < end; i++) {
+      Name& n = names[i];
+      if (where[i].root < 0) continue;
+      const std::string& rel = where[i].rel;
+      size_t slash = rel.rfind('/');
+      std::string_view dir = slash == std::string::npos ? std::string_view() : std::string_view(rel).substr(0, slash);
+      std::string_view base =
+          slash == std::string::npos ? std::string_view(rel) : std::string_view(rel).substr(slash + 1);
+      if (dir_root != where[i].root || dir_rel != dir || (dir_fd < 0 && dir_err == 0)) {
+        if (dir_fd >= 0 && dir_fd != dir_root) close(dir_fd);
+        dir_root = where[i].root;
+        dir_rel = dir;
+        dir_err = 0;
+        dir_fd = dir.empty() ? dir_root : OpenBeneath(dir_root, dir, O_PATH | O_DIRECTORY | O_NOFOLLOW);
+        if (dir_fd < 0) dir_err = -dir_fd;
+      }
+      if (dir_fd < 0 || base.empty()) continue;
+      struct stat st;
+      if (fstatat(dir_fd, std::string(base).c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0 || !S_ISREG(st.st_mode)) continue;
+      const DupGroup& g = (*groups)[n.group];
+      const DupInode& in = g.inodes[n.inode];
+      FileStat f = FileStat::From(st);
+      n.current = f.dev == in.dev && f.ino == in.ino && f.size == g.size && f.mtime_ns == in.mtime_ns &&
+                  f.ctime_ns == in.ctime_ns;
+    }
+    if (dir_fd >= 0 && dir_fd != dir_root) close(dir_fd);
+  };
+  constexpr size_t kNamesPerThread = 2048;  // fewer: not worth a thread
+  size_t half = names.size() / 2;
+  std::optional<std::thread> other;
+  if (half >= kNamesPerThread) {
+    try {
+      other.emplace(check, half, names.size());
+    } catch (const std::system_error&) {  // no thread: check them all here
+      half = names.size();
+    }
+  } else {
+    half = names.size();
+  }
+  check(0, half);
+  if (other) other->join();
   std::unordered_set<const std::string*> current;
   for (const Name& n : names)
     if (n.current) current.insert(n.path);
