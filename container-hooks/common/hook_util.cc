@@ -88,7 +88,9 @@ IndexRun IndexTrees(const std::string& index_path, const std::vector<std::string
 Index* ReadIndexCache::For(const std::string& path) {
   struct stat st;
   if (stat(path.c_str(), &st) < 0) return nullptr;
-  if (index && (st.st_dev != dev || st.st_ino != ino)) return nullptr;  // another index: the caller opens its own
+  // Another index, or this path's index replaced: follow it (runs that
+  // alternate between two indexes only lose the cache).
+  if (index && (st.st_dev != dev || st.st_ino != ino)) index.reset();
   if (!index) {
     auto ro = Index::Open(path, Index::Mode::kReadOnly);
     if (!ro.ok()) return nullptr;

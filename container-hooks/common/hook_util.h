@@ -86,9 +86,9 @@ struct ReadIndexCache {
   int64_t version = -1;
   std::map<std::pair<std::vector<std::string>, uint64_t>, ShareStats> reports;  // (layers, min_size)
 
-  // The connection for the index at `path` (stat here), or nullptr if the
-  // cache holds another index and cannot open this one; drops the counts if
-  // the index changed since the last call.  Call with mu held.
+  // The connection for the index at `path` (stat here; a connection to
+  // another file is closed first), or nullptr if it cannot be opened; drops
+  // the counts if the index changed since the last call.  Call with mu held.
   Index* For(const std::string& path);
 };
 
