@@ -52,9 +52,10 @@ class ScannerTest : public ::testing::Test {
   }
 
   // As another client's scan of `dir` would: `dir`/`name` recorded by its
-  // size alone, on a connection of its own.
-  void RecordBySizeElsewhere(const std::string& dir, const std::string& name) {
-    auto other = Index::Open(index_->path(), Index::Mode::kReadWrite);
+  // size alone, on a connection of its own to the index at `index_path`
+  // (default: the fixture's).
+  void RecordBySizeElsewhere(const std::string& dir, const std::string& name, std::string index_path = "") {
+    auto other = Index::Open(index_path.empty() ? index_->path() : index_path, Index::Mode::kReadWrite);
     ASSERT_TRUE(other.ok());
     auto root = CanonicalPath(dir);
     ASSERT_TRUE(root.ok());
@@ -837,21 +838,7 @@ TEST_F(ScannerTest, FirstScanGivingUpOwnRowsStillSeesItsBufferedRows) {
     o.on_progress = [&](const ScanProgress&) {
       if (written) return;
       written = true;
-      auto other = Index::Open((*idx)->path(), Index::Mode::kReadWrite);
-      ASSERT_TRUE(other.ok());
-      auto root = CanonicalPath(elsewhere.path());
-      ASSERT_TRUE(root.ok());
-      struct stat st;
-      ASSERT_EQ(stat((*root + "/twin").c_str(), &st), 0);
-      auto id = (*other)->AddRoot(*root);
-      ASSERT_TRUE(id.ok());
-      FileStat f = FileStat::From(st);
-      InodeRecord r{f.dev, f.ino, f.size, f.mtime_ns, f.ctime_ns, Digest{}};
-      r.hashed = false;
-      ASSERT_TRUE((*other)->Begin().ok());
-      ASSERT_TRUE((*other)->PutInode(r).ok());
-      ASSERT_TRUE((*other)->PutPath(*root + "/twin", *id, f.dev, f.ino).ok());
-      ASSERT_TRUE((*other)->Commit().ok());
+      RecordBySizeElsewhere(elsewhere.path(), "twin", (*idx)->path());
     };
     ScanStats st;
     ASSERT_TRUE(ScanTree(idx->get(), tree.path(), o, &st).ok());
