@@ -223,7 +223,9 @@ while IFS= read -r line; do
 	[ "$have" = "$want" ] && continue
 	# "is not set" is also satisfied by absence.
 	[ -z "$have" ] && [ "${want#\# }" != "$want" ] && continue
-	if ! symbols | grep -qx "${sym#CONFIG_}"; then
+	# (grep without -q reads to the end: symbols must not die of SIGPIPE,
+	# which pipefail would report as a missing symbol.)
+	if ! symbols | grep -x "${sym#CONFIG_}" >/dev/null; then
 		case "$sym" in
 		CONFIG_CID_*) warn "$sym: no Kconfig symbol in this tree yet (no patch provides it); ignored" ;;
 		*) echo "kernel/build.sh: $want: no such Kconfig symbol in this tree" >&2; bad=1 ;;

@@ -106,7 +106,7 @@ fi
 # 2. The userspace tools the guest runs (cidctl, cid-analyze: make).
 cidctl=$BUILD/userspace/cidctl
 analyze=$BUILD/userspace/cid-analyze/cid-analyze
-[ -x "$analyze" ] || analyze=$(find "$BUILD/userspace" -type f -name cid-analyze -perm -u+x 2>/dev/null | head -1)
+[ -x "$analyze" ] || analyze=$(find "$BUILD/userspace" -type f -name cid-analyze -perm -u+x -print -quit 2>/dev/null)
 [ -x "$cidctl" ] && [ -n "$analyze" ] || vm_die "build first (make): no cidctl or cid-analyze under $BUILD/userspace"
 for h in launch unshared; do
 	[ "$work/study-$h" -nt bench/study/$h.c ] || gcc -O2 -Wall -static -o "$work/study-$h" bench/study/$h.c
@@ -231,7 +231,7 @@ for b in $(seq 1 "$runs"); do
 	grep '^STUDY-ERROR' "$work/results.$b.txt" | sed 's/^/  /' || true
 	if problems=$(vm_console_problems "$work/console.$b.log"); then
 		echo "study: the kernel reported problems in run $b:" >&2
-		echo "$problems" | head -n 20 | sed 's/^/  | /' >&2
+		echo "$problems" | sed -n '1,20s/^/  | /p' >&2
 	fi
 	results+=("$work/results.$b.txt")
 done

@@ -129,7 +129,7 @@ done
 	if [ -n "$problems" ]; then
 		echo
 		echo "KERNEL PROBLEMS on the console:"
-		echo "$problems" | head -n 30 | sed 's/^/  | /'
+		echo "$problems" | sed -n '1,30s/^/  | /p'
 	fi
 	have=$(val named_merging)
 	echo

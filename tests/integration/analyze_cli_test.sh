@@ -65,7 +65,7 @@ fi
 ok "--base, table, chart (SVG, PNG)"
 
 # A cgroup v2 directory as the target: the processes in it and below it.
-cg2=$(findmnt -rn -t cgroup2 -o TARGET | head -1)
+cg2=$(findmnt -rn -t cgroup2 -o TARGET | sed -n 1p)
 if [ -n "$cg2" ] && mkdir "$cg2/cid-analyze-test.$$" 2>/dev/null; then
 	CG=$cg2/cid-analyze-test.$$
 	extra_cleanup() {
@@ -90,7 +90,7 @@ print("groups=%d" % len([g for g in j["groups"] if g["kind"] == "cgroup"]))
 	expect_eq "mappings" "$ns" 32
 	# Groups are memory cgroups: v1's memory hierarchy where it is mounted
 	# (the two processes share one there), else these two v2 cgroups.
-	if findmnt -rn -t cgroup -o OPTIONS | grep -qw memory; then want=1; else want=2; fi
+	if findmnt -rn -t cgroup -o OPTIONS | grep -w memory >/dev/null; then want=1; else want=2; fi
 	expect_eq "memory cgroups reported" "$groups" $want
 	ok "--cgroup: a cgroup and its child"
 fi

@@ -258,7 +258,7 @@ rc=0
 "$CID_OCI_HOOK" --budget-ms=oops --socket "$CSOCK" <"$w/state.json" 2>"$w/err" || rc=$?
 expect_eq "bad --budget-ms: exit" "$rc" 2
 expect_grep "bad --budget-ms: message" "budget-ms oops: want milliseconds" "$w/err"
-"$CID_OCI_HOOK" --help | grep -q '^usage: cid-oci-hook' || fail "--help"
+"$CID_OCI_HOOK" --help | grep '^usage: cid-oci-hook' >/dev/null || fail "--help"
 CID_OCI_HOOK_STANDALONE=/nonexistent "$CID_OCI_HOOK" --socket "$WORK/no-cidd.sock" <"$w/state.json" 2>"$w/err" ||
 	fail "no standalone hook: blocked the container"
 expect_grep "no standalone: message" "/nonexistent: No such file or directory (container not blocked)" "$w/err"

@@ -35,7 +35,9 @@ vm_add_libs() {
 	done
 	so=$(grep -aoE 'libcrypto\.so\.[0-9]+' "$src" | head -n 1) || true
 	[ -n "$so" ] || return 0
-	lib=$(ldconfig -p | awk -v so="$so" '$1 == so && /x86-64/ { print $NF; exit }')
+	# (awk reads to the end: an early exit would kill ldconfig with
+	# SIGPIPE, and under pipefail that is this script's exit status.)
+	lib=$(ldconfig -p | awk -v so="$so" '$1 == so && /x86-64/ && !n++ { print $NF }')
 	[ -n "$lib" ] && [ ! -e "$root/$lib" ] || return 0
 	mkdir -p "$root/$(dirname "$lib")"
 	cp -L "$lib" "$root/$lib"

@@ -87,7 +87,7 @@ built() {
 	for d in "$from/userspace" "$from/tests" "$from/container-hooks" "$from"; do
 		[ -d "$d" ] || continue
 		find "$d" \( -path "$from/vm" -o -path "$from/bench-vm" -o -path "$from/kasan" -o -path "$from/study" \) -prune -o \
-			-type f -name "$1" -perm -u+x -print 2>/dev/null | head -1 | grep . && return
+			-type f -name "$1" -perm -u+x -print -quit 2>/dev/null | grep . && return
 	done
 	return 0
 }
@@ -213,7 +213,7 @@ if ! grep -q '^# cid-vm: done' "$vm/results.txt"; then
 fi
 if problems=$(vm_console_problems "$vm/console.log"); then
 	echo "FAIL kernel: the console log reports problems:"
-	echo "$problems" | head -n 60 | sed 's/^/  | /'
+	echo "$problems" | sed -n '1,60s/^/  | /p'
 	bad=1
 fi
 [ "$bad" = 1 ] && failed=$((failed + 1))

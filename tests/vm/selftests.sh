@@ -60,7 +60,7 @@ for t in $(awk '!/^#/ && NF {sub(/:.*/, "", $1); print $1}' "$here/selftests.lis
 	# Rebuild when a source, the headers or this script changed.
 	if [ -x "$dst" ] && [ -z "$(find "$mm/$t.c" "$mm"/vm_util.[ch] "$mm"/thp_settings.[ch] \
 		"$mm"/uffd-common.[ch] "$src/tools/testing/selftests/kselftest.h" "$0" \
-		"$obj/usr/include/linux" -newer "$dst" 2>/dev/null | head -1)" ]; then
+		"$obj/usr/include/linux" -newer "$dst" -print -quit 2>/dev/null)" ]; then
 		continue
 	fi
 	# Compile in the test's directory with relative names, as its Makefile
