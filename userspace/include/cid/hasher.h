@@ -142,6 +142,9 @@ class FileHasher {
   HasherOptions options_;
   uint64_t map_window_;  // options_.map_window, whole pages
   std::vector<std::unique_ptr<Slot>> slots_;
+  void MapBuffers();  // points every slot at buffers of its own in buffers_
+  uint8_t* buffers_ = nullptr;
+  size_t buffers_len_ = 0;
 };
 
 class HashPool {
