@@ -285,18 +285,19 @@ TEST_F(ScannerTest, CachedLargeFilesAreCountedAsMapped) {
   WriteFile(tree_ / "big", big);
   WriteFile(tree_ / "small", small);
   REQUIRE_CACHESTAT(tree_ / "big");
-  ScanStats st = Scan();
+  ScanOptions map;
+  map.hasher.map_min_size = 1 << 20;
+  ScanStats st = Scan(map);
   EXPECT_EQ(st.hashed_bytes, big.size() + small.size());
   EXPECT_EQ(st.mapped_bytes, big.size()) << "files under HasherOptions::map_min_size are read";
   EXPECT_EQ(DigestOf("big"), VerityHasher::Of(big));
   EXPECT_EQ(DigestOf("small"), VerityHasher::Of(small));
 
-  // Into a fresh index, with mapping turned off: everything is read.
+  // Into a fresh index, with the default options (mapping off): everything is read.
   TempDir db2;
   auto idx2 = Index::Open(db2 / "index.db", Index::Mode::kReadWrite);
   ASSERT_TRUE(idx2.ok()) << idx2.status().ToString();
   ScanOptions o;
-  o.hasher.map_min_size = 0;
   o.lazy = false;
   ScanStats read;
   ASSERT_TRUE(ScanTree(idx2->get(), tree_.path(), o, &read).ok());

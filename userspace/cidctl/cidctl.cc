@@ -90,7 +90,7 @@ bool ParseU32(const char* text, uint32_t* out) {
 }
 
 enum { kOptIndex = 1000, kOptBatch, kOptJson, kOptMinSize, kOptWorkers, kOptNoUring, kOptQuiet, kOptDomain, kOptNoVerify,
-       kOptVerify, kOptDups, kOptRehash, kOptBusyTimeout, kOptHashAll };
+       kOptVerify, kOptDups, kOptRehash, kOptBusyTimeout, kOptHashAll, kOptMap };
 
 struct Command {
   const char* name;
@@ -163,7 +163,8 @@ int CmdScan(int argc, char** argv) {
                          {"no-uring", no_argument, nullptr, kOptNoUring}, {"quiet", no_argument, nullptr, kOptQuiet},
                          {"batch", required_argument, nullptr, kOptBatch},
                          {"rehash", no_argument, nullptr, kOptRehash},
-                         {"hash-all", no_argument, nullptr, kOptHashAll}},
+                         {"hash-all", no_argument, nullptr, kOptHashAll},
+                         {"map", no_argument, nullptr, kOptMap}},
                         [&](int c, const char* arg) {
                           switch (c) {
                             case kOptIndex: index_path = arg; return true;
@@ -171,6 +172,7 @@ int CmdScan(int argc, char** argv) {
                             case kOptQuiet: quiet = true; return true;
                             case kOptRehash: so.rehash = true; return true;
                             case kOptHashAll: so.lazy = false; return true;
+                            case kOptMap: so.hasher.map_min_size = 1 << 20; return true;
                             case kOptNoUring: setenv("CID_NO_URING", "1", 1); return true;
                             case kOptWorkers: return ParseU32(arg, &so.workers) && so.workers > 0;
                             case kOptBatch: {
@@ -282,7 +284,7 @@ int CmdScan(int argc, char** argv) {
 
 const Command kScan = {
     "scan", "index trees: hash new and changed files into the index",
-    "usage: cidctl scan [--index FILE] [--busy-timeout MS] [--workers N] [--batch N] [--rehash] [--hash-all] [--no-uring] [--quiet] [--json] PATH...\n"
+    "usage: cidctl scan [--index FILE] [--busy-timeout MS] [--workers N] [--batch N] [--rehash] [--hash-all] [--map] [--no-uring] [--quiet] [--json] PATH...\n"
     "\n"
     "Walk each PATH (never following symlinks, skipping special files and not\n"
     "entering proc, sysfs, cgroup and other pseudo filesystems), hash every\n"
@@ -307,6 +309,11 @@ const Command kScan = {
     "                 indexed file has is recorded by size only (it cannot have a\n"
     "                 duplicate), and of same-size files over 8 KiB only those\n"
     "                 whose first and last 4 KiB match another's are hashed\n"
+    "  --map          hash the parts of files of 1 MiB or more that are in the\n"
+    "                 page cache from read-only mappings instead of reading\n"
+    "                 them (saves a copy where page faults are cheap; in a\n"
+    "                 virtual machine that traps every first touch of a page\n"
+    "                 it is slower than reading)\n"
     "  --no-uring     read with pread instead of io_uring (also CID_NO_URING=1)\n"
     "  --quiet        no progress and no summary\n"
     "  --json         print the per-root statistics as JSON\n"
