@@ -3,6 +3,7 @@
 warm, and checks their duplicate groups against cidctl's.  Run by run.sh."""
 import argparse
 import json
+import statistics
 import os
 import stat
 import subprocess
@@ -103,6 +104,7 @@ def main():
     ap.add_argument("--out", required=True)
     ap.add_argument("--tree", action="append", required=True)
     ap.add_argument("--source", default="")
+    ap.add_argument("--rounds", type=int, default=3, help="warm runs of each tool, alternating (median)")
     a = ap.parse_args()
     load_before = open("/proc/loadavg").read().strip()
     tools = ["cidctl", "rmlint", "jdupes", "rdfind", "fdupes"]
@@ -124,11 +126,17 @@ def main():
                         pass
         lines.append("tree %s: %s; %d names, %.2f GB of regular files" % (tname, " ".join(dirs), nfiles, nbytes / 1e9))
         ref = None
-        for mode in ("cold", "warm"):
-            for tool in tools:
+        # cold: one run each after drop_caches; warm: --rounds runs each,
+        # alternating, the median kept; again: cidctl's scan of the same
+        # tree into the index a warm run left (what a host's next run
+        # costs), against the others' warm median (they keep nothing).
+        rounds = [("cold", t) for t in tools] + [("warm", t) for _ in range(a.rounds) for t in tools]
+        rounds.append(("again", "cidctl"))
+        runs = {}
+        for mode, tool in rounds:
                 if tool == "cidctl":
-                    db = os.path.join(a.work, "cid-%s-%s.db" % (tname, mode))
-                    for suffix in ("", "-wal", "-shm"):
+                    db = os.path.join(a.work, "cid-%s-%s.db" % (tname, "warm" if mode == "again" else mode))
+                    for suffix in ("", "-wal", "-shm") if mode != "again" else ():
                         if os.path.exists(db + suffix):
                             os.unlink(db + suffix)
                     if mode == "cold":
@@ -141,8 +149,14 @@ def main():
                     if rc == 0:
                         j = json.load(open(dups, "rb"))
                         groups = as_inode_groups([[p for i in g["inodes"] for p in i["paths"]] for g in j["groups"]])
+                    if groups is None:
+                        check = "no output"
+                    elif mode == "again":
+                        check = "groups equal a fresh index's (%d)" % len(ref) if groups == ref else \
+                            "DIFFER from a fresh index's: %d groups" % len(groups)
+                    else:
                         ref = groups
-                    check = "reference" if groups is not None else "no output"
+                        check = "reference"
                 else:
                     cmd, out, kind = tool_cmds(tool, dirs, a.work)
                     if os.path.exists(out):
@@ -160,14 +174,24 @@ def main():
                         else:
                             check = "DIFFER: %d groups, %d only theirs, %d only cidctl's" % (
                                 len(groups), len(groups - ref), len(ref - groups))
-                results.append({"tree": tname, "mode": mode, "tool": tool, "wall_s": round(wall, 3),
-                                "cpu_s": round(cpu, 3), "exit": rc, "check": check})
-                lines.append("  %-5s %-7s %8.2f s wall %8.2f s CPU  exit %-7s %s" % (mode, tool, wall, cpu, rc, check))
-                print(lines[-1], flush=True)
-        for mode in ("cold", "warm"):
+                runs.setdefault((mode, tool), []).append((wall, cpu, rc, check))
+                print("  %-5s %-7s %8.2f s wall %8.2f s CPU  exit %-7s %s" % (mode, tool, wall, cpu, rc, check), flush=True)
+        for (mode, tool), rs in runs.items():
+            walls = sorted(r[0] for r in rs)
+            med = statistics.median(walls)
+            cpu = statistics.median(r[1] for r in rs)
+            rc = next((r[2] for r in rs if r[2] != 0), 0)
+            check = next((r[3] for r in rs if r[3].startswith(("DIFFER", "no "))), rs[0][3])
+            results.append({"tree": tname, "mode": mode, "tool": tool, "wall_s": round(med, 3), "cpu_s": round(cpu, 3),
+                            "exit": rc, "check": check, "runs_wall_s": [round(w, 3) for w in walls]})
+            many = "  (median of %s)" % " ".join("%.2f" % w for w in walls) if len(rs) > 1 else ""
+            lines.append("  %-5s %-7s %8.2f s wall %8.2f s CPU  exit %-7s %s%s" % (mode, tool, med, cpu, rc, check, many))
+        for mode in ("cold", "warm", "again"):
             rows = [r for r in results if r["tree"] == tname and r["mode"] == mode]
             mine = [r for r in rows if r["tool"] == "cidctl"][0]["wall_s"]
-            others = [r for r in rows if r["tool"] != "cidctl" and r["exit"] != "timeout"]
+            peers_mode = "warm" if mode == "again" else mode
+            others = [r for r in results if r["tree"] == tname and r["mode"] == peers_mode and r["tool"] != "cidctl"
+                      and r["exit"] != "timeout"]
             if others:
                 best = min(others, key=lambda r: r["wall_s"])
                 lines.append("  %s %s: cidctl %.2f s; fastest other %s %.2f s; cidctl is %.2fx its speed%s" % (
@@ -180,7 +204,9 @@ def main():
             "versions: " + "; ".join(
                 subprocess.run(["dpkg-query", "-W", "-f", "${Package} ${Version}", t], capture_output=True,
                                text=True).stdout for t in ("rmlint", "jdupes", "rdfind", "fdupes")),
-            "cold: page cache dropped before each run (echo 3 > /proc/sys/vm/drop_caches); warm: right after the cold runs",
+            "cold: page cache dropped before each run (echo 3 > /proc/sys/vm/drop_caches); warm: right after the cold runs,",
+            "  %d rounds of every tool alternating, medians; again: cidctl scan of the same trees into the index its" % a.rounds,
+            "  last warm run left (nothing changed) + dups, against the others' warm medians (they keep no state)",
             "commands: cidctl scan --quiet --index NEW DIRS + cidctl dups --json; rmlint -T df -r -F -o json:F DIRS;",
             "  jdupes -r -q DIRS; rdfind -makeresultsfile true DIRS; fdupes -r -q -n DIRS",
             "check: each tool's groups as sets of inodes (regular files >= 1 byte, groups of 2+ inodes) against cidctl's"]

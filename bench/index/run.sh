@@ -8,6 +8,10 @@
 #   usr:   /usr, a tree of mostly distinct files ($BENCH_USR overrides; empty: skipped)
 # For cidctl the time is `cidctl scan` into a fresh index plus `cidctl dups
 # --json`: what it takes to go from nothing to the list of duplicates.
+# Warm runs are repeated ($BENCH_ROUNDS, default 3, every tool in turn) and
+# their medians compared; "again" is cidctl's scan of the same, unchanged
+# trees into the index a warm run left, plus dups: a host's next run, which
+# the other tools, keeping no state, pay in full (their warm medians).
 # Every tool's duplicate groups are mapped to inodes and compared with
 # cidctl's (files of 1 byte or more; hardlinks are one inode).
 # Results: bench/results/index.txt (and index.json).
@@ -46,4 +50,5 @@ for i in 1 2 3; do cp -a "$SRC" "$WORK/copy$i"; done
 TREES=(--tree "dist=$WORK/copy1:$WORK/copy2:$WORK/copy3")
 [ -n "$USR" ] && TREES+=(--tree "usr=$USR")
 python3 "$HERE/compare.py" --cidctl "$CIDCTL" --timeout "$RUN_TIMEOUT" --work "$WORK" --out "$OUT" \
+	--rounds "${BENCH_ROUNDS:-3}" \
 	"${TREES[@]}" --source "$SRC"
