@@ -1,5 +1,6 @@
 #include "cid/hasher.h"
 
+#include "cid/huge_pages.h"
 #include "cid/safe_open.h"
 
 #include <errno.h>
@@ -144,25 +145,14 @@ MapResult HashMapped(VerityHasher* sha, PartialEdges* edges, int fd, uint64_t of
 
 }  // namespace
 
-// The slots' read and compare buffers in one anonymous mapping, aligned
-// and advised for transparent huge pages.  On a virtual machine whose
-// every first touch of a 4 KiB page traps to the hypervisor (the test
-// machine: 20-40 us a page, against 0.3 us per 4 KiB of a huge page) a
-// hasher's 2 MiB of fresh buffers cost up to 512 such traps, and a run
-// starts a hasher per hashing thread and root.  Where THP is off the
-// advice is ignored and nothing else changes.
+// The slots' read and compare buffers in one huge-page-advised mapping
+// (cid/huge_pages.h): a run starts a hasher per hashing thread and root,
+// and each hasher's 2 MiB of fresh buffers cost up to 512 first-touch
+// traps in a virtual machine otherwise.
 void FileHasher::MapBuffers() {
-  constexpr size_t kHuge = 2 << 20;
   size_t len = 2 * slots_.size() * options_.buffer_size;
-  len = (len + kHuge - 1) / kHuge * kHuge;
-  void* p = mmap(nullptr, len + kHuge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) abort();  // as an allocation failing would
-  uintptr_t a = reinterpret_cast<uintptr_t>(p), b = (a + kHuge - 1) & ~uintptr_t{kHuge - 1};
-  if (b > a) munmap(p, b - a);
-  if (a + len + kHuge > b + len) munmap(reinterpret_cast<void*>(b + len), a + len + kHuge - (b + len));
-  buffers_ = reinterpret_cast<uint8_t*>(b);
+  buffers_ = static_cast<uint8_t*>(MapHugeAdvised(&len));
   buffers_len_ = len;
-  madvise(buffers_, len, MADV_HUGEPAGE);
   for (size_t i = 0; i < slots_.size(); i++) {
     slots_[i]->buf = buffers_ + 2 * i * options_.buffer_size;
     slots_[i]->twin_buf = slots_[i]->buf + options_.buffer_size;
@@ -187,7 +177,7 @@ FileHasher::~FileHasher() {
     if (s->fd >= 0) close(s->fd);
     if (s->twin_fd >= 0) close(s->twin_fd);
   }
-  if (buffers_) munmap(buffers_, buffers_len_);
+  UnmapHugeAdvised(buffers_, buffers_len_);
 }
 
 // Opens the request's twin for a comparison: it must be the version its
