@@ -13,6 +13,7 @@
 #include <optional>
 #include <string_view>
 #include <thread>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
@@ -530,14 +531,28 @@ class Batch {
     last.reserve(ops.size());
     for (size_t i = 0; i < ops.size(); i++)
       if (ops[i].kind == Op::kInode) last[InodeKey{ops[i].inode.dev, ops[i].inode.ino}] = i;
+    // Applied in key order, inodes by (dev, ino) and names by path (a
+    // name's put and delete keep their order): consecutive inserts then
+    // land on the same or the next B-tree pages of the table.
+    std::vector<uint32_t> order;
+    order.reserve(ops.size());
+    for (size_t i = 0; i < ops.size(); i++)
+      if (ops[i].kind != Op::kInode || last[InodeKey{ops[i].inode.dev, ops[i].inode.ino}] == i)
+        order.push_back(static_cast<uint32_t>(i));
+    std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
+      const Op& x = ops[a];
+      const Op& y = ops[b];
+      bool xi = x.kind == Op::kInode, yi = y.kind == Op::kInode;
+      if (xi != yi) return xi;
+      if (xi) return std::tie(x.inode.dev, x.inode.ino) < std::tie(y.inode.dev, y.inode.ino);
+      return x.path < y.path;
+    });
     Status s = db->Begin();
     if (s.ok() && own_watch_) s = CheckAlone(db);
-    for (size_t i = 0; s.ok() && i < ops.size(); i++) {
-      const Op& op = ops[i];
+    for (size_t j = 0; s.ok() && j < order.size(); j++) {
+      const Op& op = ops[order[j]];
       switch (op.kind) {
-        case Op::kInode:
-          if (last[InodeKey{op.inode.dev, op.inode.ino}] == i) s = db->PutInode(op.inode);
-          break;
+        case Op::kInode: s = db->PutInode(op.inode); break;
         case Op::kPath: s = db->PutPath(op.path, op.root_id, op.inode.dev, op.inode.ino); break;
         case Op::kDeletePath: s = db->DeletePath(op.path); break;
       }
