@@ -137,6 +137,58 @@ TEST(IndexTest, DamagedPagesAreReportedAsCorrupt) {
   EXPECT_NE(s.message().find(path), std::string::npos);
 }
 
+namespace {
+int PageSizeOf(const std::string& path) {
+  sqlite3* db;
+  if (sqlite3_open_v2(path.c_str(), &db, SQLITE_OPEN_READONLY, nullptr) != SQLITE_OK) return -1;
+  sqlite3_stmt* st = nullptr;
+  int size = -1;
+  if (sqlite3_prepare_v2(db, "PRAGMA page_size", -1, &st, nullptr) == SQLITE_OK && sqlite3_step(st) == SQLITE_ROW)
+    size = sqlite3_column_int(st, 0);
+  sqlite3_finalize(st);
+  sqlite3_close(db);
+  return size;
+}
+}  // namespace
+
+// A new index takes 8 KiB pages; one made with 4 KiB pages (before) keeps
+// them and works as before.
+TEST(IndexTest, NewIndexHas8KiBPagesAnOlderOneKeepsItsOwn) {
+  TempDir dir;
+  std::string path = dir / "index.db";
+  auto fill = [&](uint64_t from) {
+    auto idx = Index::Open(path, Index::Mode::kReadWrite);
+    ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+    ASSERT_TRUE((*idx)->Begin().ok());
+    for (uint64_t i = from; i < from + 500; i++) {
+      ASSERT_TRUE((*idx)->PutInode(Rec(i, std::to_string(i))).ok());
+      ASSERT_TRUE((*idx)->PutPath("/r/" + std::to_string(i), 1, 7, i).ok());
+    }
+    ASSERT_TRUE((*idx)->Commit().ok());
+  };
+  fill(0);
+  EXPECT_EQ(PageSizeOf(path), 8192);
+
+  // Rewrite it with 4 KiB pages, as an index made before was.
+  sqlite3* db;
+  ASSERT_EQ(sqlite3_open(path.c_str(), &db), SQLITE_OK);
+  ASSERT_EQ(sqlite3_exec(db, "PRAGMA journal_mode=DELETE; PRAGMA page_size=4096; VACUUM; PRAGMA journal_mode=WAL",
+                         nullptr, nullptr, nullptr),
+            SQLITE_OK)
+      << sqlite3_errmsg(db);
+  sqlite3_close(db);
+  ASSERT_EQ(PageSizeOf(path), 4096);
+  fill(500);
+  EXPECT_EQ(PageSizeOf(path), 4096) << "an existing index was rewritten";
+  auto idx = Index::Open(path, Index::Mode::kReadOnly);
+  ASSERT_TRUE(idx.ok()) << idx.status().ToString();
+  for (uint64_t i : {0u, 499u, 500u, 999u}) {
+    auto in = (*idx)->FindInode(7, i);
+    ASSERT_TRUE(in.ok() && in->has_value()) << i;
+    EXPECT_EQ((*in)->digest, Sha256::Of(std::to_string(i))) << i;
+  }
+}
+
 TEST(IndexTest, ForeignSqliteDatabaseIsRefused) {
   TempDir dir;
   std::string path = dir / "other.db";

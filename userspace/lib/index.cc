@@ -295,6 +295,14 @@ Status Index::Init(Mode mode) {
     int tables = sqlite3_column_int(*n, 0);
     sqlite3_reset(*n);
     if (tables != 0) return Status::Corruption("index " + path_ + ": an SQLite database, but not a cid index");
+    // 8 KiB pages (only a new, empty file takes a page size, and only
+    // before WAL): a scan's batches touch pages of five B-trees all over,
+    // and with twice the rows per page fewer pages are dirtied and written
+    // to the WAL per commit.  Side by side, a first scan of /usr + dups
+    // 3.00 s against 3.26 s with 4 KiB pages, the three copies 0.708 s
+    // against 0.735; the index is the same size, a rescan's memory the same.
+    // Indexes made before keep their 4 KiB pages.
+    if (Status ps = Exec("PRAGMA page_size=8192"); !ps.ok()) return ps;
   }
   // WAL: readers never block the scanner, and a killed scanner leaves every
   // committed batch intact.  synchronous=NORMAL is durable against process
