@@ -10,6 +10,7 @@
 #include <deque>
 #include <memory_resource>
 #include <mutex>
+#include <numeric>
 #include <optional>
 #include <string_view>
 #include <thread>
@@ -525,34 +526,30 @@ class Batch {
   }
   Status Apply(const std::vector<Op>& ops) {
     Index* db = writer_db_.get();
-    // An inode put twice in one batch (recorded by size, then hashed when
-    // a twin came soon after) is written once, as it was put last.
-    std::unordered_map<InodeKey, size_t, InodeKeyHash> last;
-    last.reserve(ops.size());
-    for (size_t i = 0; i < ops.size(); i++)
-      if (ops[i].kind == Op::kInode) last[InodeKey{ops[i].inode.dev, ops[i].inode.ino}] = i;
-    // Applied in key order, inodes by (dev, ino) and names by path (a
-    // name's put and delete keep their order): consecutive inserts then
-    // land on the same or the next B-tree pages of the table.
-    std::vector<uint32_t> order;
-    order.reserve(ops.size());
-    for (size_t i = 0; i < ops.size(); i++)
-      if (ops[i].kind != Op::kInode || last[InodeKey{ops[i].inode.dev, ops[i].inode.ino}] == i)
-        order.push_back(static_cast<uint32_t>(i));
+    // Applied in key order, inodes by (dev, ino) and names by path (stable:
+    // a name's put and delete, and an inode's puts, keep their order), so
+    // consecutive inserts land on the same or the next B-tree pages.  An
+    // inode put twice in one batch (recorded by size, then hashed when a
+    // twin came soon after) is written once, as it was put last: the last
+    // of its run.
+    std::vector<uint32_t> order(ops.size());
+    std::iota(order.begin(), order.end(), 0u);
+    auto inode_of = [&](uint32_t i) { return std::tie(ops[i].inode.dev, ops[i].inode.ino); };
     std::stable_sort(order.begin(), order.end(), [&](uint32_t a, uint32_t b) {
-      const Op& x = ops[a];
-      const Op& y = ops[b];
-      bool xi = x.kind == Op::kInode, yi = y.kind == Op::kInode;
-      if (xi != yi) return xi;
-      if (xi) return std::tie(x.inode.dev, x.inode.ino) < std::tie(y.inode.dev, y.inode.ino);
-      return x.path < y.path;
+      bool ai = ops[a].kind == Op::kInode, bi = ops[b].kind == Op::kInode;
+      if (ai != bi) return ai;
+      return ai ? inode_of(a) < inode_of(b) : ops[a].path < ops[b].path;
     });
     Status s = db->Begin();
     if (s.ok() && own_watch_) s = CheckAlone(db);
     for (size_t j = 0; s.ok() && j < order.size(); j++) {
       const Op& op = ops[order[j]];
       switch (op.kind) {
-        case Op::kInode: s = db->PutInode(op.inode); break;
+        case Op::kInode:
+          if (j + 1 == order.size() || ops[order[j + 1]].kind != Op::kInode ||
+              inode_of(order[j + 1]) != inode_of(order[j]))
+            s = db->PutInode(op.inode);
+          break;
         case Op::kPath: s = db->PutPath(op.path, op.root_id, op.inode.dev, op.inode.ino); break;
         case Op::kDeletePath: s = db->DeletePath(op.path); break;
       }
