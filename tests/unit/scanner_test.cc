@@ -805,6 +805,9 @@ TEST_F(ScannerTest, FirstScanSeesRowsAnotherClientWroteMeanwhile) {
   ScanStats scanned = Scan(o);
   ASSERT_TRUE(written);
   EXPECT_EQ(scanned.hashed, 2u) << "the scan's file and the other client's twin";
+  auto missing = index_->InodeIndexesMissing();
+  ASSERT_TRUE(missing.ok());
+  EXPECT_FALSE(*missing) << "built when the scan stopped writing alone, or at its end";
   auto groups = FindDuplicates(index_.get(), 1);
   ASSERT_TRUE(groups.ok());
   ASSERT_EQ(groups->size(), 1u);
@@ -887,6 +890,100 @@ TEST_F(ScannerTest, NextRootOfARunSeesRowsAnotherClientAddedInBetween) {
   ASSERT_TRUE(groups.ok());
   ASSERT_EQ(groups->size(), 2u);
   EXPECT_EQ(groups->front().inodes.size(), 3u) << "b's three copies";
+}
+
+// A first scan into an empty index loads without the inode indexes (by
+// digest, by size and fingerprint) and builds them once at its end; every
+// other scan builds them if they are missing, as a first scan killed
+// before its end leaves them.
+TEST_F(ScannerTest, FirstScanBuildsTheInodeIndexesAtItsEnd) {
+  lazy_ = true;
+  for (int i = 0; i < 40; i++) WriteFile(tree_ / ("f" + std::to_string(i)), std::string(100 + i % 20, 'x'));
+  std::optional<bool> missing_during;
+  ScanOptions o;
+  o.batch_writes = 1;
+  // Called on the scan's thread at its first file, and at its end.
+  o.on_progress = [&](const ScanProgress&) {
+    if (missing_during) return;
+    auto other = Index::Open(index_->path(), Index::Mode::kReadOnly);
+    ASSERT_TRUE(other.ok());
+    auto m = (*other)->InodeIndexesMissing();
+    ASSERT_TRUE(m.ok());
+    missing_during = *m;
+  };
+  ScanStats st = Scan(o);
+  EXPECT_EQ(st.hashed, 40u);
+  ASSERT_TRUE(missing_during.has_value());
+  EXPECT_TRUE(*missing_during) << "left out while the first scan loads";
+  auto m = index_->InodeIndexesMissing();
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(*m) << "built at its end";
+  // A rescan into a non-empty index keeps them.
+  WriteFile(tree_ / "g", std::string(100, 'x'));
+  Scan();
+  m = index_->InodeIndexesMissing();
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(*m);
+  auto groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  EXPECT_EQ(groups->size(), 20u);
+}
+
+TEST_F(ScannerTest, ScanRebuildsTheInodeIndexesAKilledFirstScanLeftOut) {
+  lazy_ = true;
+  TempDir elsewhere;
+  WriteFile(elsewhere / "twin", std::string(5000, 'z'));
+  WriteFile(tree_ / "twin", std::string(5000, 'z'));
+  // What a first scan killed after its first batch leaves: rows, no indexes.
+  ASSERT_TRUE(index_->Begin().ok());
+  auto d = index_->DeferInodeIndexes();
+  ASSERT_TRUE(d.ok() && *d);
+  ASSERT_TRUE(index_->Commit().ok());
+  RecordBySizeElsewhere(elsewhere.path(), "twin");
+  auto m = index_->InodeIndexesMissing();
+  ASSERT_TRUE(m.ok() && *m);
+  // Readers see every row without them (slower, never wrong).
+  ScanStats st = Scan();
+  EXPECT_EQ(st.hashed, 2u) << "this tree's twin, and the other's recorded by size";
+  m = index_->InodeIndexesMissing();
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(*m) << "the next scan built them";
+  auto groups = FindDuplicates(index_.get(), 1);
+  ASSERT_TRUE(groups.ok());
+  ASSERT_EQ(groups->size(), 1u);
+  // An index with rows is never stripped of them.
+  ASSERT_TRUE(index_->Begin().ok());
+  d = index_->DeferInodeIndexes();
+  ASSERT_TRUE(d.ok());
+  EXPECT_FALSE(*d);
+  ASSERT_TRUE(index_->Commit().ok());
+}
+
+// A first scan of several roots (one run, a ScanSession) builds the
+// indexes when the run ends (ScanSession::Finish), or, if the run stops
+// before, the next scan does.
+TEST_F(ScannerTest, RunOfSeveralRootsBuildsTheInodeIndexesAtFinish) {
+  lazy_ = true;
+  TempDir second;
+  WriteFile(tree_ / "a", std::string(7000, 'b'));
+  WriteFile(second / "a-copy", std::string(7000, 'b'));
+  ScanSession session;
+  ScanOptions o;
+  o.session = &session;
+  Scan(o);
+  ASSERT_NE(session.own, nullptr);
+  auto m = index_->InodeIndexesMissing();
+  ASSERT_TRUE(m.ok());
+  EXPECT_TRUE(*m) << "the run goes on with its rows in memory";
+  ScanStats st2;
+  o.racy_ns = 0;
+  ASSERT_TRUE(ScanTree(index_.get(), second.path(), o, &st2).ok());
+  EXPECT_EQ(st2.hashed, 2u);
+  ASSERT_TRUE(session.Finish(index_.get()).ok());
+  m = index_->InodeIndexesMissing();
+  ASSERT_TRUE(m.ok());
+  EXPECT_FALSE(*m);
+  ASSERT_TRUE(session.Finish(index_.get()).ok()) << "twice is harmless";
 }
 
 }  // namespace

@@ -271,6 +271,10 @@ int CmdScan(int argc, char** argv) {
     }
     if ((st.errors || st.changed) && exit_code == kExitOk) exit_code = kExitPartial;
   }
+  if (Status f = session.Finish(index->get()); !f.ok()) {
+    Error(f.message());
+    if (exit_code == kExitOk) exit_code = f.IsBusy() ? kExitBusy : kExitError;
+  }
   jw.EndArray().EndObject();
   if (json) printf("%s\n", jw.str().c_str());
   session.LeaveToExit();

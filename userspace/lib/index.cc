@@ -41,14 +41,19 @@ CREATE TABLE IF NOT EXISTS inodes(
   flags INTEGER NOT NULL DEFAULT 0,
   partial INTEGER,
   PRIMARY KEY(dev, ino)) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS inodes_by_digest ON inodes(digest);
-CREATE INDEX IF NOT EXISTS inodes_by_size_partial ON inodes(size, partial);
 CREATE TABLE IF NOT EXISTS paths(
   path TEXT PRIMARY KEY,
   root_id INTEGER NOT NULL,
   dev INTEGER NOT NULL,
   ino INTEGER NOT NULL) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS paths_by_inode ON paths(dev, ino);
+)sql";
+
+// The inode table's secondary indexes (see Index::DeferInodeIndexes): part
+// of the schema, left out by a first scan while it loads.
+const char kInodeIndexes[] = R"sql(
+CREATE INDEX IF NOT EXISTS inodes_by_digest ON inodes(digest);
+CREATE INDEX IF NOT EXISTS inodes_by_size_partial ON inodes(size, partial);
 )sql";
 
 // Added to version 2 indexes by any writer; older ones ignore it.
@@ -334,6 +339,7 @@ Status Index::Init(Mode mode) {
       Status t;
       if (now == 0) {
         t = Exec(kSchema);
+        if (t.ok()) t = Exec(kInodeIndexes);
         if (t.ok()) t = Exec(("PRAGMA application_id=" + std::to_string(kApplicationId)).c_str());
       } else {
         // Version 1 had no flags column; tolerate one that has it already.
@@ -456,6 +462,34 @@ Result<uint64_t> Index::CountInodes() {
 }
 
 Result<int64_t> Index::DataVersion() { return QueryInt("PRAGMA data_version", "reading data_version"); }
+
+Result<bool> Index::DeferInodeIndexes() {
+  auto n = HasInodes();
+  if (!n.ok()) return n.status();
+  if (*n != 0) return false;
+  Status s = Exec("DROP INDEX IF EXISTS inodes_by_digest; DROP INDEX IF EXISTS inodes_by_size_partial;");
+  if (!s.ok()) return s;
+  return true;
+}
+
+Result<bool> Index::InodeIndexesMissing() {
+  auto n = QueryInt("SELECT count(*) FROM sqlite_master WHERE type='index' AND "
+                    "name IN ('inodes_by_digest', 'inodes_by_size_partial')",
+                    "reading the schema");
+  if (!n.ok()) return n.status();
+  return *n != 2;
+}
+
+Status Index::EnsureInodeIndexes() {
+  auto missing = InodeIndexesMissing();
+  if (!missing.ok() || !*missing) return missing.status();
+  // SQLite sorts the keys (PRAGMA threads: with a second thread) and
+  // writes each page of the new B-trees once.
+  Status s = Exec("PRAGMA threads=2");
+  if (s.ok()) s = Exec(kInodeIndexes);
+  Status t = Exec("PRAGMA threads=0");
+  return s.ok() ? t : s;
+}
 
 Result<int64_t> Index::AddRoot(const std::string& root) {
   auto ins = Prepare("INSERT INTO roots(path) VALUES(?1) ON CONFLICT(path) DO NOTHING");

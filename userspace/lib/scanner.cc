@@ -160,6 +160,16 @@ class OwnRows {
 ScanSession::ScanSession() = default;
 ScanSession::~ScanSession() = default;
 
+Status ScanSession::Finish(Index* index) {
+  auto missing = index->InodeIndexesMissing();
+  if (!missing.ok() || !*missing) return missing.status();
+  Status s = index->Begin();
+  if (s.ok()) s = index->EnsureInodeIndexes();
+  if (s.ok()) s = index->Commit();
+  if (!s.ok()) index->Rollback();
+  return s;
+}
+
 void ScanSession::LeaveToExit() {
   static auto* left = new std::vector<std::unique_ptr<OwnRows>>;
   if (own) left->push_back(std::move(own));
@@ -485,6 +495,9 @@ class Batch {
     }
     own_version_ = *version;
     if (other) {
+      // Lookups go to SQL from now on: by the inode indexes, which a first
+      // scan left out (Index::DeferInodeIndexes).
+      if (Status e = db->EnsureInodeIndexes(); !e.ok()) return e;
       own_watch_ = false;
       own_lost_.store(true, std::memory_order_release);
     }
@@ -757,6 +770,7 @@ class Scan {
   size_t anchor_len_ = 0;
   std::unique_ptr<HashPool> pool_;
   Status failed_;  // first index error; stops the walk
+  bool indexes_deferred_ = false;  // this scan left the inode indexes out (Index::DeferInodeIndexes)
   std::atomic<bool> stop_{false};
   // The index's rows below the root, streamed in path order (the walk's
   // order) a chunk at a time and merged with the walk: a rescan holds a
@@ -1291,16 +1305,30 @@ Status Scan::Run(const std::string& root_arg) {
       return id.status();
     }
     root_id_ = *id;
-    s = index_->Commit();
-    if (!s.ok()) return s;
     // A first scan into a new index (or the next root of such a run):
-    // its lookups from memory.
+    // its lookups from memory, and the inode indexes built at its end.
+    // Any other scan builds them if a first scan killed before its end
+    // left them out.
     std::unique_ptr<OwnRows> own = options_.session ? std::move(options_.session->own) : nullptr;
+    bool trust = false;
     if (options_.lazy) {
       auto n = own ? index_->CountInodes() : index_->HasInodes();
-      if (!n.ok()) return n.status();
-      if (*n == (own ? own->size() : 0)) batch_.TrustOwnRows(own ? std::move(own) : std::make_unique<OwnRows>());
+      if (!n.ok()) s = n.status();
+      else trust = *n == (own ? own->size() : 0);
     }
+    if (s.ok() && trust && !own) {
+      auto d = index_->DeferInodeIndexes();
+      if (!d.ok()) s = d.status();
+      else indexes_deferred_ = *d;
+    } else if (s.ok() && !trust) {
+      s = index_->EnsureInodeIndexes();
+    }
+    if (s.ok()) s = index_->Commit();
+    if (!s.ok()) {
+      index_->Rollback();
+      return s;
+    }
+    if (trust) batch_.TrustOwnRows(own ? std::move(own) : std::make_unique<OwnRows>());
   }
   root_path_ = *root;
 
@@ -1412,7 +1440,18 @@ Status Scan::Run(const std::string& root_arg) {
   }
   // The next root of the run goes on with the rows in memory, unless
   // some were deleted here (it checks the count before it trusts them).
+  // The inode indexes are built now, or by ScanSession::Finish once the
+  // last root of the run is scanned.
   if (options_.session && !orphans) options_.session->own = batch_.TakeOwnRows();
+  if (indexes_deferred_ && !(options_.session && options_.session->own)) {
+    s = index_->Begin();
+    if (s.ok()) s = index_->EnsureInodeIndexes();
+    if (s.ok()) s = index_->Commit();
+    if (!s.ok()) {
+      index_->Rollback();
+      return s;
+    }
+  }
   Progress(true);
   stats_->seconds = std::chrono::duration<double>(Clock::now() - start).count();
   return Status::OK();

@@ -157,6 +157,21 @@ class Index {
   // and only if another connection committed meanwhile.
   Result<int64_t> DataVersion();
 
+  // The inode table's secondary indexes, by digest and by size and
+  // fingerprint, take their keys in no order: kept up row by row, each
+  // batch of a first scan dirtied nearly every page of both and wrote them
+  // to the WAL again (a first scan of /usr wrote 112,000 pages for a
+  // 46 MB file).  A first scan into an empty index leaves them out
+  // while it loads and builds them once, sorted, at its end.
+  // Both in the caller's write transaction.  Drops them if the index has
+  // no inode rows; returns whether it did.
+  Result<bool> DeferInodeIndexes();
+  // Builds them if they are missing (a first scan that is over, was
+  // killed, or no longer writes alone); nothing if they are there.
+  Status EnsureInodeIndexes();
+  // Whether either is missing (a read, no transaction needed).
+  Result<bool> InodeIndexesMissing();
+
   Result<int64_t> AddRoot(const std::string& root);
   Status SetRootScanned(int64_t root_id, bool complete, int64_t when_ns);
   // Records (or with "" forgets) RootRecord::signature.

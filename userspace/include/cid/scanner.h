@@ -42,6 +42,10 @@ struct ScanSession {
   // rather than freed one by one (0.1 s at the end of a first scan of /usr,
   // after everything else).  They stay reachable, so leak checkers are quiet.
   void LeaveToExit();
+  // After the run's last scan: builds the inode indexes a first scan left
+  // out (Index::DeferInodeIndexes) while it handed its rows on.  Without
+  // it, the next scan of the index builds them.
+  Status Finish(Index* index);
   std::unique_ptr<OwnRows> own;
 };
 
