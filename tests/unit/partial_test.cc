@@ -98,6 +98,65 @@ TEST(PartialHasherTest, PartialOnlyReadsTheEdgesAndGivesNoDigest) {
   EXPECT_EQ(bytes, 2 * kPartialBlock + small.size()) << "only the big file's edges were read";
 }
 
+TEST(SeenFingerprintsTest, SaysSeenForEveryPairSetBefore) {
+  SeenFingerprints seen;
+  auto pair = [](uint64_t i) { return std::make_pair(100 + i % 7000, i * 0x2545f4914f6cdd1dull); };
+  EXPECT_FALSE(seen.TestAndSet(pair(0).first, pair(0).second)) << "an empty table has seen nothing";
+  unsigned false_seen = 0;
+  for (uint64_t i = 1; i < 20000; i++) false_seen += seen.TestAndSet(pair(i).first, pair(i).second);
+  for (uint64_t i = 0; i < 20000; i++) EXPECT_TRUE(seen.TestAndSet(pair(i).first, pair(i).second)) << i;
+  for (uint64_t i = 20000; i < 40000; i++) false_seen += seen.TestAndSet(pair(i).first, pair(i).second);
+  EXPECT_LT(false_seen, 100u) << "a hint that is mostly right: about 1 in 800 with 20,000 pairs set";
+}
+
+// With HasherOptions::seen, a partial request for a small file is a
+// probe: read whole once, fingerprinted, and hashed from that read only if
+// its (size, fingerprint) was taken before; the first of two twins is not.
+TEST(PartialHasherTest, SmallFileIsHashedInItsProbeOnlyIfItsFingerprintWasSeen) {
+  TempDir dir;
+  std::string a = RandomBytes(3000, 1), other = RandomBytes(3000, 2);
+  WriteFile(dir / "a1", a);
+  WriteFile(dir / "a2", a);
+  WriteFile(dir / "other", other);
+  WriteFile(dir / "a3", a);
+  unsigned reads = 0;
+  auto engine = test::NewHookedEngine(NewPreadEngine(4), [&](int, ReadCompletion*) { reads++; });
+  SeenFingerprints seen;
+  HasherOptions ho;
+  ho.seen = &seen;
+  ho.files_in_flight = 1;  // in order: a1 is probed before a2
+  FileHasher h(std::move(engine), ho);
+  int dfd = OpenRootDir(*CanonicalPath(dir.path()));
+  ASSERT_GE(dfd, 0);
+  std::vector<HashOutcome> outs;
+  std::vector<std::string> names = {"a1", "a2", "other", "a3"};
+  size_t next = 0;
+  h.Run(
+      [&](HashRequest* r, bool) {
+        if (next == names.size()) return false;
+        *r = HashRequest{dir / names[next], FileStat{}, 0};
+        r->dir_fd = dfd;
+        r->rel = names[next++];
+        r->partial_only = true;
+        return true;
+      },
+      [&](HashOutcome&& o) { outs.push_back(std::move(o)); });
+  close(dfd);
+  ASSERT_EQ(outs.size(), 4u);
+  for (const auto& o : outs) {
+    ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+    EXPECT_EQ(o.partial, PartialFingerprintOf(o.path.back() == 'r' ? other.data() : a.data(), 3000)) << o.path;
+  }
+  EXPECT_TRUE(outs[0].partial_only) << "a1: nothing of its fingerprint seen before, not hashed";
+  EXPECT_EQ(outs[0].digest, Digest{});
+  EXPECT_FALSE(outs[1].partial_only) << "a2: a1's fingerprint seen, hashed from the probe's read";
+  EXPECT_EQ(outs[1].digest, VerityHasher::Of(a));
+  EXPECT_TRUE(outs[2].partial_only) << "other: same size, another fingerprint";
+  EXPECT_FALSE(outs[3].partial_only);
+  EXPECT_EQ(outs[3].digest, VerityHasher::Of(a));
+  EXPECT_EQ(reads, 4u) << "one read each";
+}
+
 class PartialScanTest : public ::testing::Test {
  protected:
   void SetUp() override {
@@ -257,6 +316,59 @@ TEST_F(PartialScanTest, SameGroupsAsHashingEverything) {
 
 // An index made before the fingerprint column: readers use it as it is, the
 // first writer adds the column, and its rows count as "not known".
+// Small files of a few sizes, many of them twins, in an order that has
+// probes of twins racing on both hashing threads (HashRequest::partial_only):
+// a run of several roots (its first root hashes small files at once), one
+// root at a time (every small file probed), and a root scanned again after
+// new twins came, all find the groups hashing everything finds.
+TEST_F(PartialScanTest, ProbedSmallFilesGiveTheSameGroupsAsHashingEverything) {
+  TempDir t2, t3;
+  std::vector<std::string> contents;
+  for (int c = 0; c < 40; c++) contents.push_back(RandomBytes(100 + static_cast<size_t>(c % 4) * 3000, 100 + c));
+  unsigned seed = 1;
+  auto pick = [&] {
+    seed = seed * 1103515245 + 12345;
+    return (seed >> 16) % contents.size();
+  };
+  for (int i = 0; i < 150; i++) {
+    const TempDir& t = i % 3 == 0 ? tree_ : i % 3 == 1 ? t2 : t3;
+    WriteFile(t / ("d" + std::to_string(i % 5) + "/f" + std::to_string(i)), contents[pick()]);
+  }
+  TempDir db2, db3, db4;
+  auto all = Index::Open(db2 / "i.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(all.ok());
+  for (const TempDir* t : {&tree_, &t2, &t3}) Scan(t->path(), false, all->get());
+  auto want = Groups(all->get());
+  ASSERT_GE(want.size(), 20u);
+
+  // One root at a time, into the fixture's index.
+  for (const TempDir* t : {&tree_, &t2, &t3}) Scan(t->path());
+  EXPECT_EQ(Groups(index_.get()), want) << "one root at a time";
+
+  // One run of three roots.
+  auto run = Index::Open(db3 / "i.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(run.ok());
+  ScanSession session;
+  session.roots = 3;
+  for (const TempDir* t : {&tree_, &t2, &t3}) {
+    ScanOptions o;
+    o.racy_ns = 0;
+    o.session = &session;
+    ScanStats st;
+    ASSERT_TRUE(ScanTree(run->get(), t->path(), o, &st).ok());
+  }
+  ASSERT_TRUE(session.Finish(run->get()).ok());
+  EXPECT_EQ(Groups(run->get()), want) << "one run of three roots";
+
+  // A root alone, then twins of its files elsewhere.
+  auto later = Index::Open(db4 / "i.db", Index::Mode::kReadWrite);
+  ASSERT_TRUE(later.ok());
+  Scan(t3.path(), true, later->get());
+  Scan(tree_.path(), true, later->get());
+  Scan(t2.path(), true, later->get());
+  EXPECT_EQ(Groups(later->get()), want) << "in another order";
+}
+
 TEST_F(PartialScanTest, IndexWithoutTheColumnGetsItFromAWriter) {
   WriteFile(tree_ / "a", RandomBytes(20000, 1));
   WriteFile(tree_ / "b", RandomBytes(20000, 2));

@@ -1,3 +1,4 @@
+#include "cid/partial.h"
 #include "cid/scanner.h"
 
 #include <fcntl.h>
@@ -222,9 +223,23 @@ TEST_F(ScannerTest, FilesOfUniqueSizeAreHashedOnlyWhenATwinAppears) {
   WriteFile(tree_ / "d/x", "duplicate!");
   WriteFile(tree_ / "d/y", "duplicate!");
   ScanStats first = Scan();
-  EXPECT_EQ(first.hashed, 4u) << "files of unique size were read";
+  EXPECT_EQ(first.hashed, 3u) << "files of unique size, or of unique fingerprint, were hashed";
   // Recorded by size when walked: u5, u7, and t9a and d/x until their twins came.
   EXPECT_EQ(first.deferred, 4u);
+  // t9a, recorded by its size, is hashed when t9b comes; t9b is read for
+  // its fingerprint (a probe, HashRequest::partial_only), which t9a's is
+  // not: it is recorded by size and fingerprint, and not hashed.
+  EXPECT_GE(first.partial_unique, 1u);
+  auto t9a = index_->FindPath(tree_ / "t9a");
+  ASSERT_TRUE(t9a.ok() && t9a->has_value());
+  EXPECT_EQ((*t9a)->inode.digest, VerityHasher::Of("aaaaaaaaa"));
+  auto t9b = index_->FindPath(tree_ / "t9b");
+  ASSERT_TRUE(t9b.ok() && t9b->has_value());
+  EXPECT_FALSE((*t9b)->inode.hashed);
+  auto by = index_->FindInodesOfSizeAndPartial(9, PartialFingerprintOf("bbbbbbbbb", 9), 4);
+  ASSERT_TRUE(by.ok());
+  ASSERT_EQ(by->size(), 1u) << "t9b is found by its fingerprint";
+  EXPECT_EQ(by->front().ino, (*t9b)->inode.ino);
   auto u7 = index_->FindPath(tree_ / "u7");
   ASSERT_TRUE(u7.ok() && u7->has_value());
   EXPECT_FALSE((*u7)->inode.hashed);
@@ -721,7 +736,7 @@ TEST_F(ScannerTest, LazyHashingAcrossRootsSeesATwinAsItIsNow) {
     log << "service log, line 2\n";
   }
   ScanStats second = run(index_.get(), r2.path(), true);
-  EXPECT_EQ(second.hashed, 8u) << "the second copy's 4 files and the first's 4 recorded by size (its log as it is now)";
+  EXPECT_EQ(second.hashed, 7u) << "the second copy's 3 files with a twin, and the first's 4 recorded by size";
   run(all->get(), r2.path(), false);
   auto lazy = FindDuplicates(index_.get(), 1);
   ASSERT_TRUE(lazy.ok());
@@ -732,6 +747,10 @@ TEST_F(ScannerTest, LazyHashingAcrossRootsSeesATwinAsItIsNow) {
   auto p1 = index_->FindPath(*CanonicalPath(r1 / "var/log/app.log"));
   ASSERT_TRUE(p1.ok() && p1->has_value());
   EXPECT_EQ((*p1)->inode.digest, VerityHasher::Of("service log, line 1\nservice log, line 2\n"));
+  // The second log, read for its fingerprint, matched nothing: not hashed.
+  auto p2 = index_->FindPath(*CanonicalPath(r2 / "var/log/app.log"));
+  ASSERT_TRUE(p2.ok() && p2->has_value());
+  EXPECT_FALSE((*p2)->inode.hashed);
   auto stale = FindDuplicates(all->get(), 1);
   ASSERT_TRUE(stale.ok());
   EXPECT_EQ(stale->size(), 4u) << "hashing everything keeps the first log as it was";

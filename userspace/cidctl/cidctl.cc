@@ -200,6 +200,7 @@ int CmdScan(int argc, char** argv) {
 
   bool tty = isatty(STDERR_FILENO) && !quiet && !json;
   ScanSession session;  // a first scan of several roots keeps its rows in memory from one to the next
+  session.roots = static_cast<unsigned>(argc - optind);
   so.session = &session;
   so.stop = &g_stop;
   so.on_error = [&](const Status& s) {

@@ -31,6 +31,9 @@ struct FileHasher::Slot {
   bool one_read = false;  // the whole file came in its first read (see Finish)
   VerityHasher sha;  // the content id: fs-verity digest
   bool partial_only = false;  // reading only the edges the partial fingerprint covers
+  // A small file of a partial request: read whole for its fingerprint, and
+  // hashed only if the fingerprint was seen (HashRequest::partial_only).
+  bool probe = false;
   PartialEdges edges;         // the partial fingerprint's bytes, gathered as they pass
   uint8_t* buf = nullptr;  // buffer_size bytes of FileHasher::buffers_
   // Comparing with req.twin (opened as twin_fd) instead of hashing; the
@@ -255,9 +258,23 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
   o.st = slot->before;
   o.expected = slot->req.expect;
   o.mapped_bytes = slot->mapped;
-  o.partial_only = slot->partial_only;
+  o.partial_only = slot->partial_only || slot->probe;
   o.compared = status.ok() && slot->comparing;
-  if (status.ok() && slot->partial_only) {
+  if (status.ok() && slot->probe) {
+    // One fstat, at open, as for a fingerprint; a file read whole in one
+    // read whose (size, fingerprint) was seen is hashed from the buffer
+    // still holding it.
+    if (slot->off != slot->before.size)
+      status = Status::Changed(o.path + ": shrank while it was being read; not recorded");
+    if (status.ok()) {
+      o.partial = slot->edges.Fingerprint();
+      if (options_.seen->TestAndSet(slot->before.size, o.partial) && slot->one_read) {
+        slot->sha.Update(slot->buf, static_cast<size_t>(slot->before.size));
+        o.digest = slot->sha.Final();
+        o.partial_only = false;
+      }
+    }
+  } else if (status.ok() && slot->partial_only) {
     // One fstat, at open (see HashRequest::partial_only).
     if (slot->off != slot->before.size)
       status = Status::Changed(o.path + ": shrank while it was being read; not recorded");
@@ -281,6 +298,8 @@ void FileHasher::Finish(Slot* slot, Status status, const std::function<void(Hash
       // Compared: equal bytes have an equal digest, the twin's.
       o.digest = slot->comparing ? slot->req.twin->digest : slot->sha.Final();  // Final also resets
       o.partial = slot->edges.Fingerprint();
+      // Noted for the probes of its twins to come (HashRequest::partial_only).
+      if (options_.seen && slot->before.size <= kPartialWhole) options_.seen->TestAndSet(slot->before.size, o.partial);
     }
   }
   if (!status.ok()) slot->sha.Reset();
@@ -385,6 +404,7 @@ bool FileHasher::Start(Slot* slot, HashRequest&& req, const std::function<void(H
   slot->mapped = 0;
   slot->busy = true;
   slot->partial_only = false;
+  slot->probe = false;
   slot->before = FileStat{};
   if (slot->req.dir_fd >= 0) {
     // O_NONBLOCK stays until a read goes to the engine (SubmitRead): reads
@@ -425,8 +445,11 @@ bool FileHasher::Start(Slot* slot, HashRequest&& req, const std::function<void(H
 // The file is open and fstat'ed into slot->before: hash it.
 bool FileHasher::Begin(Slot* slot, const std::function<void(HashOutcome&&)>& done) {
   slot->edges.Reset(slot->before.size);
-  // A file the partial pass would read whole is hashed whole instead.
-  slot->partial_only = slot->req.partial_only && slot->before.size > kPartialWhole;
+  // A file the partial pass would read whole is read whole: hashed as well
+  // (at once, or if its fingerprint was seen: a probe).
+  bool small = slot->before.size <= kPartialWhole;
+  slot->partial_only = slot->req.partial_only && !small;
+  slot->probe = slot->req.partial_only && small && options_.seen && slot->before.size > 0;
   if (slot->before.size == 0) {
     Finish(slot, Status::OK(), done);
     return false;
@@ -532,7 +555,7 @@ bool FileHasher::OnRead(Slot* s, int64_t res, const std::function<void(HashOutco
     bool alone = s->comparing && !TwinMatches(s, static_cast<size_t>(res));
     if (!alone) {
       s->edges.Add(s->off, s->buf, static_cast<size_t>(res));
-      if (!s->partial_only && !s->comparing) s->sha.Update(s->buf, static_cast<size_t>(res));
+      if (!s->partial_only && !s->comparing && !s->probe) s->sha.Update(s->buf, static_cast<size_t>(res));
       s->one_read = s->off == 0 && static_cast<uint64_t>(res) == s->before.size;
       s->off += static_cast<uint64_t>(res);
       if (s->off >= s->before.size && s->comparing && !TwinUnchanged(s)) {

@@ -9,7 +9,10 @@
 #include <xxhash.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+
+#include "cid/huge_pages.h"
 
 namespace cid {
 
@@ -37,6 +40,24 @@ uint64_t PartialFingerprintOf(const void* data, uint64_t size) {
   e.Reset(size);
   e.Add(0, data, size);
   return e.Fingerprint();
+}
+
+// One 2 MiB run (cid/huge_pages.h): the bits are touched all over, and in
+// a virtual machine each first touch of a 4 KiB page traps.
+SeenFingerprints::SeenFingerprints() {
+  len_ = kBits / 8;
+  words_ = MapHugeAdvised(&len_);
+}
+
+SeenFingerprints::~SeenFingerprints() { UnmapHugeAdvised(words_, len_); }
+
+bool SeenFingerprints::TestAndSet(uint64_t size, uint64_t fingerprint) {
+  uint64_t h = (fingerprint ^ (size * 0x9e3779b97f4a7c15ull)) * 0xff51afd7ed558ccdull;
+  h ^= h >> 29;
+  size_t bit = static_cast<size_t>(h & (kBits - 1));
+  auto* words = static_cast<std::atomic<uint64_t>*>(words_);
+  uint64_t mask = uint64_t{1} << (bit % 64);
+  return (words[bit / 64].fetch_or(mask, std::memory_order_relaxed) & mask) != 0;
 }
 
 }  // namespace cid

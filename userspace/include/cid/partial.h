@@ -41,6 +41,27 @@ class PartialEdges {
 // The fingerprint of a whole file's bytes (tests, one-off callers).
 uint64_t PartialFingerprintOf(const void* data, uint64_t size);
 
+// The (size, fingerprint) pairs the hashing threads of one scan have taken,
+// as bits in a table shared by them without locks: a hint, never a
+// verdict.  TestAndSet answers true for every pair set before (no false
+// "new"), and sometimes for one that was not (two pairs on one bit: one in
+// about 170 while the table holds 100,000 pairs, more beyond).  See
+// HashRequest::partial_only for what a hashing thread does with it.
+class SeenFingerprints {
+ public:
+  SeenFingerprints();
+  ~SeenFingerprints();
+  SeenFingerprints(const SeenFingerprints&) = delete;
+  SeenFingerprints& operator=(const SeenFingerprints&) = delete;
+  // Sets the pair's bit; returns whether it was set already.
+  bool TestAndSet(uint64_t size, uint64_t fingerprint);
+
+ private:
+  static constexpr size_t kBits = size_t{1} << 24;  // 2 MiB, one huge page
+  size_t len_ = 0;
+  void* words_ = nullptr;  // kBits / 64 std::atomic<uint64_t>, zeroed
+};
+
 }  // namespace cid
 
 #endif  // CID_PARTIAL_H_

@@ -47,6 +47,13 @@ struct ScanSession {
   // it, the next scan of the index builds them.
   Status Finish(Index* index);
   std::unique_ptr<OwnRows> own;
+  // The fingerprints the run's hashing threads took (HasherOptions::seen).
+  std::unique_ptr<SeenFingerprints> fingerprints_seen;
+  // How many roots the run scans (the caller sets it), and how many of
+  // them were begun: the first of several hashes its small files at once
+  // rather than probe them (see Scan::ProbeSmall in scanner.cc).
+  unsigned roots = 1;
+  unsigned roots_begun = 0;
 };
 
 struct ScanOptions {
