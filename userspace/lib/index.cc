@@ -50,9 +50,13 @@ CREATE INDEX IF NOT EXISTS paths_by_inode ON paths(dev, ino);
 )sql";
 
 // The inode table's secondary indexes (see Index::DeferInodeIndexes): part
-// of the schema, left out by a first scan while it loads.
+// of the schema, left out by a first scan while it loads.  The digest index
+// holds the hashed rows only (a row recorded by size or fingerprint has an
+// empty digest: of /usr's 140,000 inodes, 16,000 are hashed), so a query
+// by digest says length(digest)=32 for SQLite to use it.  Indexes made
+// before keep a digest index of every row, which serves the same queries.
 const char kInodeIndexes[] = R"sql(
-CREATE INDEX IF NOT EXISTS inodes_by_digest ON inodes(digest);
+CREATE INDEX IF NOT EXISTS inodes_by_digest ON inodes(digest) WHERE length(digest)=32;
 CREATE INDEX IF NOT EXISTS inodes_by_size_partial ON inodes(size, partial);
 )sql";
 
@@ -960,7 +964,7 @@ Status Index::ForEachDuplicateCountUnder(const std::vector<std::string>& roots, 
   // path (hard links, a root inside another): each counts once.
   auto st = PrepareScoped("WITH " + ScopedInodesSql(roots.size()) +
                               " SELECT digest, size, dev, ino, "
-                              "(SELECT count(*) FROM inodes x WHERE x.digest=m.digest) FROM m",
+                              "(SELECT count(*) FROM inodes x WHERE x.digest=m.digest AND length(x.digest)=32) FROM m",
                           roots, min_size);
   if (!st.ok()) return st.status();
   struct Group {
@@ -997,9 +1001,10 @@ Status Index::ForEachDuplicateUnder(const std::vector<std::string>& roots, uint6
       "WITH " + ScopedInodesSql(roots.size()) +
           ", d AS (SELECT DISTINCT digest FROM m), "
           "g AS (SELECT digest FROM d "
-          "  WHERE (SELECT count(*) FROM (SELECT 1 FROM inodes x WHERE x.digest=d.digest LIMIT 2))>1) "
+          "  WHERE (SELECT count(*) FROM (SELECT 1 FROM inodes x WHERE x.digest=d.digest AND length(x.digest)=32 LIMIT 2))>1) "
           "SELECT " CID_INODE_COLS ", p.path "
-          "FROM g CROSS JOIN inodes i ON i.digest=g.digest CROSS JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
+          "FROM g CROSS JOIN inodes i ON i.digest=g.digest AND length(i.digest)=32 "
+          "CROSS JOIN paths p ON p.dev=i.dev AND p.ino=i.ino "
           "ORDER BY i.digest, i.dev, i.ino, p.path",
       roots, min_size);
   if (!st.ok()) return st.status();
