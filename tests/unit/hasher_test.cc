@@ -11,6 +11,7 @@
 #include <cerrno>
 #include <cstring>
 #include <map>
+#include <mutex>
 
 #include "cid/verity.h"
 #include "test_util.h"
@@ -448,6 +449,34 @@ TEST(HashPoolTest, WorkersHashEveryRequestOnce) {
     if (!more) break;
   }
   EXPECT_EQ(got, want);
+}
+
+// The hashing threads run nicer than the thread that made the pool
+// (HasherOptions::nice_below), relative to it and at most 19; the caller
+// itself is left as it was.
+TEST(HashPoolTest, WorkersRunNicerThanTheirMaker) {
+  int mine = CurrentThreadNice();
+  ASSERT_GE(mine, -20);
+  for (int below : {5, 0, 40}) {
+    std::mutex mu;
+    std::vector<int> seen;
+    EngineFactory factory = [&] {
+      std::lock_guard<std::mutex> l(mu);
+      seen.push_back(CurrentThreadNice());
+      return NewPreadEngine(4);
+    };
+    HasherOptions o;
+    o.nice_below = below;
+    {
+      HashPool pool(2, factory, o);
+      pool.Close();
+      std::vector<HashOutcome> out;
+      while (pool.Take(&out, true)) out.clear();
+    }
+    ASSERT_EQ(seen.size(), 2u);
+    for (int n : seen) EXPECT_EQ(n, std::min(19, mine + below)) << "nice_below " << below;
+    EXPECT_EQ(CurrentThreadNice(), mine);
+  }
 }
 
 TEST(EngineTest, FallbackWhenUringDisabled) {

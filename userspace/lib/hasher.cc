@@ -9,6 +9,7 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -592,13 +593,22 @@ HashOutcome FileHasher::HashPath(const std::string& path) {
   return out;
 }
 
+int CurrentThreadNice() {
+  errno = 0;
+  int n = getpriority(PRIO_PROCESS, static_cast<id_t>(gettid()));  // Linux: the calling thread's
+  return n == -1 && errno != 0 ? -100 : n;
+}
+
 HashPool::HashPool(unsigned workers, const EngineFactory& factory, HasherOptions options,
                    const std::atomic<bool>* stop)
     : stop_(stop) {
   if (workers == 0) workers = 1;
   for (unsigned i = 0; i < workers; i++) {
     if (!options.stop) options.stop = stop;
-    threads_.emplace_back([this, factory, options] {
+    int nice_here = CurrentThreadNice();
+    threads_.emplace_back([this, factory, options, nice_here] {
+      if (options.nice_below > 0 && nice_here >= -20)
+        setpriority(PRIO_PROCESS, static_cast<id_t>(gettid()), std::min(19, nice_here + options.nice_below));
       FileHasher h(factory(), options);
       {
         std::lock_guard<std::mutex> l(mu_);
