@@ -40,21 +40,36 @@ struct Entry {
 
 bool Stopped(const WalkCallbacks& cb) { return cb.stop && cb.stop->load(std::memory_order_relaxed); }
 
-// Lists a directory; entries of unknown type (d_type DT_UNKNOWN) are
-// stat'ed here, since their order depends on whether they are directories.
-Status ReadDir(DIR* d, const std::string& path, std::vector<Entry>* out) {
-  errno = 0;
-  while (struct dirent* de = readdir(d)) {
-    if (de->d_name[0] == '.' && (de->d_name[1] == 0 || (de->d_name[1] == '.' && de->d_name[2] == 0)))
-      continue;
-    out->push_back(Entry{de->d_name, de->d_type, std::nullopt});
-    errno = 0;
+// Lists the directory open as fd, whole (with getdents64 into buf, not
+// through a DIR: fdopendir's fstat and fcntl were two system calls more per
+// directory, 35,000 in a walk of /usr); entries of unknown type (d_type
+// DT_UNKNOWN) are stat'ed here, since their order depends on whether they
+// are directories.
+Status ReadDir(int fd, const std::string& path, std::vector<char>* buf, std::vector<Entry>* out) {
+  Status s;
+  while (true) {
+    ssize_t n = getdents64(fd, buf->data(), buf->size());
+    if (n == 0) break;
+    if (n < 0) {
+      if (errno == EINVAL && buf->size() < (1u << 20)) {  // an entry larger than the buffer
+        buf->resize(buf->size() * 2);
+        continue;
+      }
+      s = Status::FromErrno(path, errno);
+      break;
+    }
+    for (ssize_t off = 0; off < n;) {
+      const auto* de = reinterpret_cast<const struct dirent64*>(buf->data() + off);
+      off += de->d_reclen;
+      if (de->d_name[0] == '.' && (de->d_name[1] == 0 || (de->d_name[1] == '.' && de->d_name[2] == 0)))
+        continue;
+      out->push_back(Entry{de->d_name, de->d_type, std::nullopt});
+    }
   }
-  Status s = errno ? Status::FromErrno(path, errno) : Status::OK();
   for (Entry& e : *out) {
     if (e.type != DT_UNKNOWN) continue;
     struct stat st;
-    if (fstatat(dirfd(d), e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+    if (fstatat(fd, e.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
       e.st = st;
       e.type = S_ISDIR(st.st_mode) ? DT_DIR : S_ISREG(st.st_mode) ? DT_REG : S_ISLNK(st.st_mode) ? DT_LNK : DT_FIFO;
     }
@@ -108,6 +123,7 @@ class Walker {
   WalkStats* stats_;
   const unsigned budget_;
   unsigned open_ = 0;  // directories open now
+  std::vector<char> dirents_ = std::vector<char>(32 << 10);  // ReadDir's, one directory at a time
 };
 
 // Opens `name` below `parent_fd` without following a symlink and walks it,
@@ -130,17 +146,10 @@ void Walker::Descend(int parent_fd, uint64_t parent_dev, const std::string& name
 
 void Walker::WalkDir(int fd, const std::string& path, const struct stat& dst) {
   stats_->dirs++;
-  DIR* d = fdopendir(fd);
-  if (!d) {
-    Error(path, Status::FromErrno(path, errno));
-    close(fd);
-    return;
-  }
   open_++;
   std::vector<Entry> entries;
-  Status s = ReadDir(d, path, &entries);
+  Status s = ReadDir(fd, path, &dirents_, &entries);
   if (!s.ok()) Error(path, s);  // report, then index what could be listed
-  fd = dirfd(d);
   for (const Entry& e : entries) {
     if (Stopped(cb_)) break;
     std::string child = path == "/" ? "/" + e.name : path + "/" + e.name;
@@ -161,8 +170,8 @@ void Walker::WalkDir(int fd, const std::string& path, const struct stat& dst) {
       // again beneath the root afterwards.
       int cfd = openat(fd, e.name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
       int cerr = errno;
-      closedir(d);
-      d = nullptr;
+      close(fd);
+      fd = -1;
       open_--;
       struct stat cst;
       if (cfd < 0 || fstat(cfd, &cst) < 0) {
@@ -181,12 +190,6 @@ void Walker::WalkDir(int fd, const std::string& path, const struct stat& dst) {
         Error(path, fd < 0 ? Status::FromErrno(path, -fd)
                            : Status::Changed(path + ": replaced by another directory during the walk"));
         if (fd >= 0) close(fd);
-        return;
-      }
-      d = fdopendir(fd);
-      if (!d) {
-        Error(path, Status::FromErrno(path, errno));
-        close(fd);
         return;
       }
       open_++;
@@ -211,8 +214,8 @@ void Walker::WalkDir(int fd, const std::string& path, const struct stat& dst) {
       stats_->special++;
     }
   }
-  if (d) {
-    closedir(d);
+  if (fd >= 0) {
+    close(fd);
     open_--;
   }
 }
