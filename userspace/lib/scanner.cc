@@ -49,17 +49,18 @@ class OwnRows {
     InodeKey k{r.dev, r.ino};
     auto [it, added] = rows_.try_emplace(k);
     Row& row = it->second;
+    const Row* p = &row;
     if (!added) {
-      if (row.rec.size != r.size) Unlist(&by_size_, row.rec.size, k);
+      if (row.rec.size != r.size) Unlist(&by_size_, row.rec.size, p);
       if (row.rec.has_partial && (!r.has_partial || row.rec.partial != r.partial || row.rec.size != r.size))
-        Unlist(&by_partial_, SizePartial{row.rec.size, row.rec.partial}, k);
-      if (!row.rec.has_partial && (r.has_partial || row.rec.size != r.size)) Unlist(&unfingerprinted_, row.rec.size, k);
+        Unlist(&by_partial_, SizePartial{row.rec.size, row.rec.partial}, p);
+      if (!row.rec.has_partial && (r.has_partial || row.rec.size != r.size)) Unlist(&unfingerprinted_, row.rec.size, p);
     }
-    if (added || row.rec.size != r.size) by_size_[r.size].push_back(k);
+    if (added || row.rec.size != r.size) by_size_[r.size].push_back(p);
     bool was_listed = !added && row.rec.size == r.size;
     if (r.has_partial && !(was_listed && row.rec.has_partial && row.rec.partial == r.partial))
-      by_partial_[SizePartial{r.size, r.partial}].push_back(k);
-    if (!r.has_partial && !(was_listed && !row.rec.has_partial)) unfingerprinted_[r.size].push_back(k);
+      by_partial_[SizePartial{r.size, r.partial}].push_back(p);
+    if (!r.has_partial && !(was_listed && !row.rec.has_partial)) unfingerprinted_[r.size].push_back(p);
     row.rec = r;
   }
   // The first name put for an inode: an unhashed one is opened by it to be
@@ -84,8 +85,8 @@ class OwnRows {
   // same limits: the first inodes of the size in the order they came.
   std::vector<InodeRecord> OfSize(uint64_t size, const std::optional<uint64_t>& partial, unsigned limit) const {
     std::vector<InodeRecord> out;
-    auto take = [&](const Keys* keys) {
-      for (size_t i = 0; keys && i < keys->size() && i < limit; i++) out.push_back(rows_.find((*keys)[i])->second.rec);
+    auto take = [&](const Rows* rows) {
+      for (size_t i = 0; rows && i < rows->size() && i < limit; i++) out.push_back((*rows)[i]->rec);
     };
     if (!partial) {
       take(Listed(by_size_, size));
@@ -97,11 +98,14 @@ class OwnRows {
   }
 
  private:
-  using Keys = std::pmr::vector<InodeKey>;
   struct Row {
     InodeRecord rec;
     std::string_view name;  // in arena_
   };
+  // Lists of rows by size and fingerprint point at rows_'s nodes, which
+  // never move: a lookup by size read each row through rows_ again, a
+  // hash and a cache miss each, up to 8 per file.
+  using Rows = std::pmr::vector<const Row*>;
   struct SizePartial {
     uint64_t size, partial;
     bool operator==(const SizePartial&) const = default;
@@ -110,16 +114,16 @@ class OwnRows {
     size_t operator()(const SizePartial& k) const { return k.size * 0x9e3779b97f4a7c15ull ^ k.partial; }
   };
   template <typename Map, typename Key>
-  static const Keys* Listed(const Map& m, const Key& key) {
+  static const Rows* Listed(const Map& m, const Key& key) {
     auto it = m.find(key);
     return it == m.end() ? nullptr : &it->second;
   }
   template <typename Map, typename Key>
-  static void Unlist(Map* m, const Key& key, const InodeKey& k) {
+  static void Unlist(Map* m, const Key& key, const Row* row) {
     auto it = m->find(key);
     if (it == m->end()) return;
     auto& v = it->second;
-    v.erase(std::remove(v.begin(), v.end(), k), v.end());
+    v.erase(std::remove(v.begin(), v.end(), row), v.end());
     if (v.empty()) m->erase(it);
   }
 
@@ -130,13 +134,13 @@ class OwnRows {
   HugePageResource huge_;
   std::pmr::monotonic_buffer_resource arena_{4 << 20, &huge_};
   std::pmr::unordered_map<InodeKey, Row, InodeKeyHash> rows_{&arena_};
-  std::pmr::unordered_map<uint64_t, Keys> by_size_{&arena_};
-  std::pmr::unordered_map<SizePartial, Keys, SizePartialHash> by_partial_{&arena_};
+  std::pmr::unordered_map<uint64_t, Rows> by_size_{&arena_};
+  std::pmr::unordered_map<SizePartial, Rows, SizePartialHash> by_partial_{&arena_};
   // Of each size, the inodes without a fingerprint: a lookup by size and
   // fingerprint takes them too, and walking by_size_'s list past the
   // fingerprinted ones was 2% of a first scan of /usr (sizes with
   // thousands of inodes).
-  std::pmr::unordered_map<uint64_t, Keys> unfingerprinted_{&arena_};
+  std::pmr::unordered_map<uint64_t, Rows> unfingerprinted_{&arena_};
 };
 
 ScanSession::ScanSession() = default;
