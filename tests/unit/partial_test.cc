@@ -113,48 +113,52 @@ TEST(SeenFingerprintsTest, SaysSeenForEveryPairSetBefore) {
 // probe: read whole once, fingerprinted, and hashed from that read only if
 // its (size, fingerprint) was taken before; the first of two twins is not.
 TEST(PartialHasherTest, SmallFileIsHashedInItsProbeOnlyIfItsFingerprintWasSeen) {
-  TempDir dir;
-  std::string a = RandomBytes(3000, 1), other = RandomBytes(3000, 2);
-  WriteFile(dir / "a1", a);
-  WriteFile(dir / "a2", a);
-  WriteFile(dir / "other", other);
-  WriteFile(dir / "a3", a);
-  unsigned reads = 0;
-  auto engine = test::NewHookedEngine(NewPreadEngine(4), [&](int, ReadCompletion*) { reads++; });
-  SeenFingerprints seen;
-  HasherOptions ho;
-  ho.seen = &seen;
-  ho.files_in_flight = 1;  // in order: a1 is probed before a2
-  FileHasher h(std::move(engine), ho);
-  int dfd = OpenRootDir(*CanonicalPath(dir.path()));
-  ASSERT_GE(dfd, 0);
-  std::vector<HashOutcome> outs;
-  std::vector<std::string> names = {"a1", "a2", "other", "a3"};
-  size_t next = 0;
-  h.Run(
-      [&](HashRequest* r, bool) {
-        if (next == names.size()) return false;
-        *r = HashRequest{dir / names[next], FileStat{}, 0};
-        r->dir_fd = dfd;
-        r->rel = names[next++];
-        r->partial_only = true;
-        return true;
-      },
-      [&](HashOutcome&& o) { outs.push_back(std::move(o)); });
-  close(dfd);
-  ASSERT_EQ(outs.size(), 4u);
-  for (const auto& o : outs) {
-    ASSERT_TRUE(o.status.ok()) << o.status.ToString();
-    EXPECT_EQ(o.partial, PartialFingerprintOf(o.path.back() == 'r' ? other.data() : a.data(), 3000)) << o.path;
+  for (uint64_t map_min : {uint64_t{0}, uint64_t{1}}) {  // 1: a mapping for every file that may have one
+    SCOPED_TRACE("map_min_size " + std::to_string(map_min));
+    TempDir dir;
+    std::string a = RandomBytes(3000, 1), other = RandomBytes(3000, 2);
+    WriteFile(dir / "a1", a);
+    WriteFile(dir / "a2", a);
+    WriteFile(dir / "other", other);
+    WriteFile(dir / "a3", a);
+    unsigned reads = 0;
+    auto engine = test::NewHookedEngine(NewPreadEngine(4), [&](int, ReadCompletion*) { reads++; });
+    SeenFingerprints seen;
+    HasherOptions ho;
+    ho.seen = &seen;
+    ho.files_in_flight = 1;  // in order: a1 is probed before a2
+    ho.map_min_size = map_min;
+    FileHasher h(std::move(engine), ho);
+    int dfd = OpenRootDir(*CanonicalPath(dir.path()));
+    ASSERT_GE(dfd, 0);
+    std::vector<HashOutcome> outs;
+    std::vector<std::string> names = {"a1", "a2", "other", "a3"};
+    size_t next = 0;
+    h.Run(
+        [&](HashRequest* r, bool) {
+          if (next == names.size()) return false;
+          *r = HashRequest{dir / names[next], FileStat{}, 0};
+          r->dir_fd = dfd;
+          r->rel = names[next++];
+          r->partial_only = true;
+          return true;
+        },
+        [&](HashOutcome&& o) { outs.push_back(std::move(o)); });
+    close(dfd);
+    ASSERT_EQ(outs.size(), 4u);
+    for (const auto& o : outs) {
+      ASSERT_TRUE(o.status.ok()) << o.status.ToString();
+      EXPECT_EQ(o.partial, PartialFingerprintOf(o.path.back() == 'r' ? other.data() : a.data(), 3000)) << o.path;
+    }
+    EXPECT_TRUE(outs[0].partial_only) << "a1: nothing of its fingerprint seen before, not hashed";
+    EXPECT_EQ(outs[0].digest, Digest{});
+    EXPECT_FALSE(outs[1].partial_only) << "a2: a1's fingerprint seen, hashed from the probe's read";
+    EXPECT_EQ(outs[1].digest, VerityHasher::Of(a));
+    EXPECT_TRUE(outs[2].partial_only) << "other: same size, another fingerprint";
+    EXPECT_FALSE(outs[3].partial_only);
+    EXPECT_EQ(outs[3].digest, VerityHasher::Of(a));
+    EXPECT_EQ(reads, 4u) << "one read each";
   }
-  EXPECT_TRUE(outs[0].partial_only) << "a1: nothing of its fingerprint seen before, not hashed";
-  EXPECT_EQ(outs[0].digest, Digest{});
-  EXPECT_FALSE(outs[1].partial_only) << "a2: a1's fingerprint seen, hashed from the probe's read";
-  EXPECT_EQ(outs[1].digest, VerityHasher::Of(a));
-  EXPECT_TRUE(outs[2].partial_only) << "other: same size, another fingerprint";
-  EXPECT_FALSE(outs[3].partial_only);
-  EXPECT_EQ(outs[3].digest, VerityHasher::Of(a));
-  EXPECT_EQ(reads, 4u) << "one read each";
 }
 
 class PartialScanTest : public ::testing::Test {

@@ -455,8 +455,10 @@ bool FileHasher::Begin(Slot* slot, const std::function<void(HashOutcome&&)>& don
     Finish(slot, Status::OK(), done);
     return false;
   }
-  slot->comparing = !slot->partial_only && slot->req.twin && OpenTwin(slot);
-  slot->map = !slot->partial_only && !slot->comparing && options_.map_min_size != 0 &&
+  // A probe reads its one buffer and nothing else: never compared, never mapped.
+  bool read_only = slot->partial_only || slot->probe;
+  slot->comparing = !read_only && slot->req.twin && OpenTwin(slot);
+  slot->map = !read_only && !slot->comparing && options_.map_min_size != 0 &&
               slot->before.size >= options_.map_min_size;
   bool finished;
   Status s = Continue(slot, &finished);
