@@ -263,7 +263,7 @@ int CmdScan(int argc, char** argv) {
       if (st.hashed_bytes > 0) snprintf(rate, sizeof(rate), ", %.2f GB/s", gbps);
       printf("%s: %" PRIu64 " files (%" PRIu64 " inodes), %" PRIu64 " hashed (%s%s; %" PRIu64
              " of them by comparison with a twin), %" PRIu64 " of unique size, %" PRIu64
-             " of unique first and last 4 KiB, %" PRIu64
+             " of unique fingerprint, %" PRIu64
              " unchanged, %" PRIu64 " removed, %" PRIu64 " errors, %" PRIu64 " changed while read; %.2f s [%s]%s\n",
              st.root.c_str(), st.files, st.inodes, st.hashed, HumanBytes(st.hashed_bytes).c_str(), rate, st.compared,
              st.deferred,
